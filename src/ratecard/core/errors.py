@@ -1,0 +1,116 @@
+"""Expected failures are codes; bugs are assertions.
+
+Every failure a user can cause has an `ErrorCode` (snake_case, stable, documented). Validation
+collects every problem at once and raises one `ValidationFailed` holding them all, each naming the
+path of the field at fault, e.g.::
+
+    >>> err = Problem(ErrorCode.INVALID_VALUE, "must be positive", "charges[0].tiers[1].up_to")
+    >>> err.field
+    'charges[0].tiers[1].up_to'
+
+The web layer maps codes to RFC 9457 problem documents in one place (`web/problems.py`).
+
+Exception tree::
+
+    RatecardError
+    ├── ValidationFailed        (one or more Problems, each with a field path)
+    ├── NotFound
+    ├── Conflict                (idempotency key reuse, duplicate, state conflicts)
+    ├── InvalidTransition       (subscription state machine)
+    └── Forbidden
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_VALUE = "invalid_value"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    INVALID_TYPE = "invalid_type"
+    FLOAT_NOT_ALLOWED = "float_not_allowed"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    UNKNOWN_CURRENCY = "unknown_currency"
+    INVALID_PERIOD = "invalid_period"
+    TIERS_NOT_CONTIGUOUS = "tiers_not_contiguous"
+    UNKNOWN_CHARGE_MODEL = "unknown_charge_model"
+    INVALID_TRANSITION = "invalid_transition"
+    SUBSCRIPTION_ALREADY_CANCELED = "subscription_already_canceled"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
+    FORBIDDEN = "forbidden"
+    UNAUTHENTICATED = "unauthenticated"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with an input, located by a path such as `charges[0].model`."""
+
+    code: ErrorCode
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.field}: " if self.field else ""
+        return f"{where}{self.message} ({self.code})"
+
+
+class RatecardError(Exception):
+    """Base of every expected failure; carries a code and, where it applies, a field path."""
+
+    code: ErrorCode = ErrorCode.INVALID_VALUE
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.field = field
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return (Problem(self.code, self.message, self.field),)
+
+
+class ValidationFailed(RatecardError):
+    """One or more problems with an input, all reported at once."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self._problems = tuple(problems)
+        assert self._problems, "ValidationFailed needs at least one problem"
+        first = self._problems[0]
+        super().__init__(
+            "; ".join(str(p) for p in self._problems), code=first.code, field=first.field
+        )
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return self._problems
+
+
+class NotFound(RatecardError):
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(RatecardError):
+    code = ErrorCode.CONFLICT
+
+
+class InvalidTransition(RatecardError):
+    code = ErrorCode.INVALID_TRANSITION
+
+
+class Forbidden(RatecardError):
+    code = ErrorCode.FORBIDDEN
+
+
+def invalid(message: str, field: str | None = None) -> ValidationFailed:
+    """Shorthand for a single-problem validation failure."""
+    return ValidationFailed([Problem(ErrorCode.INVALID_VALUE, message, field)])

@@ -1,0 +1,1 @@
+"""Charge models: one small pure function per model, in a registry (placeholder)."""
