@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     INVALID_PERIOD = "invalid_period"
     TIERS_NOT_CONTIGUOUS = "tiers_not_contiguous"
     UNKNOWN_CHARGE_MODEL = "unknown_charge_model"
+    QUANTITY_ABOVE_LAST_TIER = "quantity_above_last_tier"
+    NOT_APPLICABLE = "not_applicable"
     INVALID_TRANSITION = "invalid_transition"
     SUBSCRIPTION_ALREADY_CANCELED = "subscription_already_canceled"
     NOT_FOUND = "not_found"
