@@ -490,28 +490,32 @@ class Timeline:
         return tuple(clipped)
 
 
-def _key(sub: Subscription) -> tuple[PlanRef, int, Status]:
-    return sub.plan, sub.quantity, sub.status
-
-
 def _spans(
     snapshots: Sequence[tuple[datetime, Subscription]], until_at: datetime
 ) -> tuple[Segment, ...]:
+    """Contiguous spans of equal (plan, quantity, status); states that last no time vanish."""
     spans: list[Segment] = []
-    opened: tuple[datetime, Subscription] | None = None
-    for at, sub in [*snapshots, (until_at, None)]:
-        if opened is not None and (sub is None or _key(sub) != _key(opened[1])):
-            if opened[0] < at:
-                o = opened[1]
-                spans.append(
-                    Segment(
-                        opened[0], at, o.plan.plan_code, o.plan.plan_version, o.quantity, o.status
-                    )
-                )
-            opened = None
-        if sub is not None and opened is None and sub.status in IN_EFFECT:
-            opened = (at, sub)
+    for (at, sub), (next_at, _) in zip(snapshots, [*snapshots[1:], (until_at, None)], strict=True):
+        if at >= next_at or sub.status not in IN_EFFECT:
+            continue
+        seg = Segment(
+            at, next_at, sub.plan.plan_code, sub.plan.plan_version, sub.quantity, sub.status
+        )
+        last = spans[-1] if spans else None
+        if last is not None and last.end_at == at and _same(last, seg):
+            spans[-1] = replace(last, end_at=next_at)
+        else:
+            spans.append(seg)
     return tuple(spans)
+
+
+def _same(a: Segment, b: Segment) -> bool:
+    return (a.plan_code, a.plan_version, a.quantity, a.status) == (
+        b.plan_code,
+        b.plan_version,
+        b.quantity,
+        b.status,
+    )
 
 
 def run(start_cmd: Start, commands: Sequence[Command], until_at: datetime) -> Timeline:
