@@ -272,7 +272,10 @@ def compute_totals(
             due = sum(net) + exclusive_tax
             steps.append(Explanation("tax", Money(exclusive_tax, cur), Money(due, cur)))
         else:
-            remaining = sum(net) + exclusive_tax if taxes is not None else sum(net)
+            if taxes is None:
+                remaining = sum(net)
+            else:
+                remaining = sum(net) + exclusive_tax - (sum(applied.values()) - pre_tax_credits)
             amount = min(balances[step], max(remaining, 0))
             applied[step] += amount
             if taxes is None:
