@@ -21,12 +21,12 @@ def _modes(inp: dict[str, Any], exp: dict[str, Any]) -> None:
 
 
 def _half_up_cents(inp: dict[str, Any], exp: dict[str, Any]) -> None:
-    got = [round_line(D(v), "USD", HALF_UP, minimum_charge=False) for v in inp["values"]]
+    got = [round_line(D(v), currency("USD"), HALF_UP, minimum_charge=False) for v in inp["values"]]
     assert [Money(g, currency("USD")).to_decimal() for g in got] == [D(e) for e in exp["rounded"]]
 
 
 def _penny_floor(inp: dict[str, Any], exp: dict[str, Any]) -> None:
-    got = [round_line(D(v), "USD", HALF_UP, minimum_charge=True) for v in inp["values"]]
+    got = [round_line(D(v), currency("USD"), HALF_UP, minimum_charge=True) for v in inp["values"]]
     assert [Money(g, currency("USD")).to_decimal() for g in got] == [D(e) for e in exp["rounded"]]
 
 

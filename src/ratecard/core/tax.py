@@ -2,6 +2,7 @@
 
 Worked example — three lines of 6.99 EUR at 20% VAT (exclusive), rounded half-up::
 
+    >>> from ratecard.core.money import currency
     >>> eur = currency("EUR")
     >>> vat = TaxRate("VAT-FR", "France VAT", D("20"))
     >>> lines, half_up = [Money(699, eur)] * 3, RoundingMode.HALF_UP
@@ -31,7 +32,14 @@ from enum import StrEnum
 from fractions import Fraction
 
 from ratecard.core.errors import ErrorCode, RatecardError
-from ratecard.core.money import D, Money, RoundingMode, currency, quantize, round_to_minor
+from ratecard.core.money import (
+    Currency,
+    D,
+    Money,
+    RoundingMode,
+    quantize,
+    round_to_minor,
+)
 
 __all__ = [
     "BUILTIN_RATES",
@@ -180,11 +188,10 @@ def credit_note_tax(
 
 
 def round_line(
-    value: Decimal | Fraction, cur_code: str, mode: RoundingMode, *, minimum_charge: bool
+    value: Decimal | Fraction, cur: Currency, mode: RoundingMode, *, minimum_charge: bool
 ) -> int:
     """Round a line amount (major units) to minor units; with `minimum_charge` a positive
     amount below one minor unit becomes one minor unit (0.001 USD -> 0.01, ComputeNext)."""
-    cur = currency(cur_code)
     minor = round_to_minor(value, cur, mode)
     if minimum_charge and minor == 0 and value > 0:
         return 1
