@@ -60,6 +60,9 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     UNAUTHENTICATED = "unauthenticated"
     RATE_LIMITED = "rate_limited"
+    UNKNOWN_TAX_JURISDICTION = "unknown_tax_jurisdiction"
+    INVALID_WATERFALL_ORDER = "invalid_waterfall_order"
+    NEGATIVE_INVOICE = "negative_invoice"
 
 
 @dataclass(frozen=True, slots=True)
