@@ -198,5 +198,5 @@ class IdempotencyService:
                 .values(**values)
                 .on_conflict_do_nothing(index_elements=index)
             )
-        result = session.connection().execute(statement)
-        return int(result.rowcount) == 1
+        inserted = session.connection().execute(statement.returning(IdempotencyKeyRow.id))
+        return inserted.first() is not None
