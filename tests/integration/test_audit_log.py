@@ -157,3 +157,24 @@ def test_cli_audit_verify_exits_non_zero_on_a_broken_chain(database, engine, his
     broken = runner.invoke(admin_app, args)
     assert broken.exit_code == 1
     assert "BROKEN at seq 4: edited" in broken.output
+
+
+def test_concurrent_writers_keep_one_unbroken_chain(sessions, clock):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    scope = tenant_scope(sessions, clock)
+    writers = 12
+    barrier = threading.Barrier(writers)
+
+    def write(n: int) -> None:
+        barrier.wait()
+        with uow(sessions, scope, clock) as work:
+            work.customers.add(customer(f"w{n}", clock.now()))
+            work.commit()
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        list(pool.map(write, range(writers)))
+    report = audit.verify(sessions, scope.tenant_id)
+    assert report.ok, str(report)
+    assert report.checked == writers + 1
