@@ -1,0 +1,1 @@
+"""Alembic environment and revisions (loaded by path by `schema.migrate`)."""

@@ -1,0 +1,336 @@
+"""The tables, as SQLAlchemy 2 typed ORM mappings.
+
+Rules held here (tests check them):
+- every tenant table starts with ``tenant_id`` and ``mode``; every unique key and index begins
+  with ``(tenant_id, mode)``, and references between tenant rows are composite foreign keys
+  ``(tenant_id, mode, x_id)``, so the database itself refuses a link across tenants or modes;
+- money is ``<name>_minor`` (BigInteger) plus ``currency``; decimals are `ExactDecimal`;
+  instants are `UtcDateTime`; documents are `Json`; there is no Float column;
+- ``audit_log`` and ``subscription_changes`` are append-only (the unit of work refuses updates
+  and deletes of them).
+
+The one key not led by ``tenant_id`` is ``api_keys.secret_hash``: authentication looks a key up
+by its hash before the tenant is known.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ratecard.adapters.db.scope import Mode, Role
+from ratecard.adapters.db.types import ExactDecimal, Json, UtcDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(40)
+CODE = String(100)
+
+
+def _enum(cls: type[Mode] | type[Role], name: str) -> Enum:
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads it as a class attribute
+        datetime: UtcDateTime(),
+        Decimal: ExactDecimal(),
+        dict[str, Any]: Json(),
+        list[Any]: Json(),
+        Mode: _enum(Mode, "mode"),
+        Role: _enum(Role, "role"),
+    }
+
+
+class TenantScoped:
+    """Mixin: a row that belongs to one tenant, in one mode."""
+
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id"), sort_order=-10)
+    mode: Mapped[Mode] = mapped_column(sort_order=-9)
+
+
+def _scoped_fk(columns: list[str], table: str, remote: list[str]) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["tenant_id", "mode", *columns],
+        [f"{table}.tenant_id", f"{table}.mode", *(f"{table}.{c}" for c in remote)],
+    )
+
+
+# --- tenancy ---------------------------------------------------------------------------------
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    default_currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64))
+    rounding_mode: Mapped[str] = mapped_column(String(20))
+    proration_convention: Mapped[str] = mapped_column(String(20))
+    net_terms_days: Mapped[int] = mapped_column(Integer)
+    invoice_number_prefix: Mapped[str] = mapped_column(String(20))
+    branding: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class ApiKeyRow(TenantScoped, Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        UniqueConstraint("secret_hash"),
+        Index(None, "tenant_id", "mode", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    role: Mapped[Role]
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(32))  # shown in lists: "rk_live_3f9a"
+    secret_hash: Mapped[str] = mapped_column(String(64), info={"audit": False})
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None] = mapped_column(info={"audit": False})
+
+
+class AuditHeadRow(Base):
+    """The last link of each tenant's audit chain; locking it serializes appends."""
+
+    __tablename__ = "audit_heads"
+
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEntryRow(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index(None, "tenant_id", "object_type", "object_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(ID, ForeignKey("tenants.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    mode: Mapped[Mode | None]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    object_type: Mapped[str] = mapped_column(String(60))
+    object_id: Mapped[str | None] = mapped_column(String(200))
+    before: Mapped[dict[str, Any] | None]
+    after: Mapped[dict[str, Any] | None]
+    at: Mapped[datetime]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class IdempotencyKeyRow(TenantScoped, Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "key"),
+        CheckConstraint("status IN ('in_progress', 'done')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))
+    response_status: Mapped[int | None]
+    response_body: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+
+# --- catalog ---------------------------------------------------------------------------------
+
+
+class MeterRow(TenantScoped, Base):
+    __tablename__ = "meters"
+    __table_args__ = (UniqueConstraint("tenant_id", "mode", "code"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    code: Mapped[str] = mapped_column(CODE)
+    name: Mapped[str] = mapped_column(String(200))
+    aggregation: Mapped[str] = mapped_column(String(30))  # sum, count, max, unique_count, latest
+    value_field: Mapped[str | None] = mapped_column(String(200))
+    reset: Mapped[str] = mapped_column(String(20), default="monthly")  # monthly, daily, never
+    snapshot: Mapped[bool] = mapped_column(Boolean, default=False)  # a gauge, not a sum
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class FeatureRow(TenantScoped, Base):
+    __tablename__ = "features"
+    __table_args__ = (UniqueConstraint("tenant_id", "mode", "code"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    code: Mapped[str] = mapped_column(CODE)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))  # boolean, limit, metered
+    meter_code: Mapped[str | None] = mapped_column(CODE)
+    created_at: Mapped[datetime]
+
+
+class PlanRow(TenantScoped, Base):
+    __tablename__ = "plans"
+    __table_args__ = (UniqueConstraint("tenant_id", "mode", "code"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    code: Mapped[str] = mapped_column(CODE)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class PlanVersionRow(TenantScoped, Base):
+    __tablename__ = "plan_versions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "plan_code", "version"),
+        _scoped_fk(["plan_code"], "plans", ["code"]),
+        CheckConstraint("status IN ('draft', 'published', 'archived')", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    plan_code: Mapped[str] = mapped_column(CODE)
+    version: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20))
+    currency: Mapped[str] = mapped_column(String(3))
+    document: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    published_at: Mapped[datetime | None]
+
+
+class CustomerRow(TenantScoped, Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "external_id"),
+        UniqueConstraint("tenant_id", "mode", "id"),
+        _scoped_fk(["parent_customer_id"], "customers", ["id"]),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(320))
+    billing_address: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64))
+    country: Mapped[str | None] = mapped_column(String(2))
+    tax_ids: Mapped[list[Any]] = mapped_column(default=list)
+    net_terms_days: Mapped[int | None]
+    parent_customer_id: Mapped[str | None] = mapped_column(ID)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime]
+
+
+class PriceOverrideRow(TenantScoped, Base):
+    __tablename__ = "price_overrides"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "customer_id", "plan_code", "charge_code"),
+        _scoped_fk(["customer_id"], "customers", ["id"]),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ID)
+    plan_code: Mapped[str] = mapped_column(CODE)
+    charge_code: Mapped[str] = mapped_column(CODE)
+    price: Mapped[dict[str, Any]]  # a price document: amounts as decimal strings
+    created_at: Mapped[datetime]
+
+
+class CouponRow(TenantScoped, Base):
+    __tablename__ = "coupons"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "code"),
+        CheckConstraint("(percent_off IS NULL) <> (amount_off_minor IS NULL)", name="one_discount"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    code: Mapped[str] = mapped_column(CODE)
+    name: Mapped[str] = mapped_column(String(200))
+    percent_off: Mapped[Decimal | None]
+    amount_off_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    duration: Mapped[str] = mapped_column(String(20))  # once, repeating, forever
+    duration_periods: Mapped[int | None]
+    max_redemptions: Mapped[int | None]
+    redeem_by: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+class SubscriptionRow(TenantScoped, Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "id"),
+        Index(None, "tenant_id", "mode", "customer_id"),
+        Index(None, "tenant_id", "mode", "status", "current_period_end_at"),
+        _scoped_fk(["customer_id"], "customers", ["id"]),
+        _scoped_fk(["plan_code", "plan_version"], "plan_versions", ["plan_code", "version"]),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ID)
+    plan_code: Mapped[str] = mapped_column(CODE)
+    plan_version: Mapped[int]
+    quantity: Mapped[Decimal]
+    status: Mapped[str] = mapped_column(String(20))
+    anchor_at: Mapped[datetime]
+    timezone: Mapped[str] = mapped_column(String(64))
+    current_period_start_at: Mapped[datetime]
+    current_period_end_at: Mapped[datetime]
+    trial_ends_at: Mapped[datetime | None]
+    cancel_at_period_end: Mapped[bool] = mapped_column(default=False)
+    canceled_at: Mapped[datetime | None]
+    pending_change: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+
+
+class SubscriptionChangeRow(TenantScoped, Base):
+    """The timeline: one timestamped command per row, never edited."""
+
+    __tablename__ = "subscription_changes"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "subscription_id", "seq"),
+        _scoped_fk(["subscription_id"], "subscriptions", ["id"]),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(ID)
+    seq: Mapped[int]
+    command: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[dict[str, Any]]
+    effective_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+
+
+APPEND_ONLY: tuple[type[Base], ...] = (AuditEntryRow, SubscriptionChangeRow)

@@ -1,0 +1,134 @@
+"""Column types that keep numbers and instants exact on SQLite and PostgreSQL alike.
+
+- `ExactDecimal`: ``NUMERIC`` (unconstrained) on PostgreSQL, canonical plain text
+  (``format(d, "f")``, never exponent notation) on SQLite, which has no decimal type;
+  ``Decimal("0.000000000125")`` comes back as exactly that.
+- `UtcDateTime`: accepts aware datetimes only; ``timestamptz`` on PostgreSQL, fixed-width ISO-8601
+  UTC text on SQLite (so text order is time order); always returns aware UTC.
+- `Json`: ``JSONB`` on PostgreSQL, ``JSON`` text on SQLite, written with `dumps` (sorted keys,
+  floats refused) and read with `loads` (non-integer numbers become ``Decimal``, never float).
+  Amounts travel inside documents as decimal strings.
+
+Money is two columns, ``<name>_minor`` (``BigInteger``) and a currency code; there is no
+``Float`` column anywhere (a test inspects the metadata).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Dialect, Numeric, String, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.types import TypeEngine
+
+_SQLITE_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """An exact decimal: NUMERIC on PostgreSQL, canonical text on SQLite."""
+
+    impl = String(80)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(asdecimal=True))
+        return dialect.type_descriptor(String(80))
+
+    def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, Decimal | int):
+            raise TypeError(f"ExactDecimal takes Decimal or int, not {type(value).__name__}")
+        number = Decimal(value)
+        if not number.is_finite():
+            raise ValueError(f"ExactDecimal refuses {number}")
+        if dialect.name == "postgresql":
+            return number
+        return format(number, "f")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, Decimal):
+            return value
+        assert isinstance(value, str), f"unexpected stored decimal {value!r}"
+        return Decimal(value)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant: aware datetimes in, aware UTC datetimes out, on every engine."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(String(32))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"UtcDateTime takes datetime, not {type(value).__name__}")
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: store aware instants only")
+        instant = value.astimezone(UTC)
+        if dialect.name == "postgresql":
+            return instant
+        return instant.strftime(_SQLITE_INSTANT_FORMAT)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime), f"unexpected stored instant {value!r}"
+        assert value.tzinfo is not None, "stored instants are aware"
+        return value.astimezone(UTC)
+
+
+def Json(*, none_as_null: bool = True) -> TypeEngine[Any]:
+    """A JSON document column: JSONB on PostgreSQL, JSON text on SQLite."""
+    return JSON(none_as_null=none_as_null).with_variant(
+        JSONB(none_as_null=none_as_null), "postgresql"
+    )
+
+
+def _refuse(value: object) -> Any:
+    raise TypeError(
+        f"{type(value).__name__} is not a JSON document value; "
+        "write decimals and instants as strings"
+    )
+
+
+def _check_no_float(value: Any) -> None:
+    if isinstance(value, float):
+        raise TypeError("float refused in JSON documents; write decimals as strings")
+    if isinstance(value, dict):
+        for item in value.values():
+            _check_no_float(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_no_float(item)
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept, floats and Decimals refused."""
+    _check_no_float(value)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_refuse
+    )
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON with non-integer numbers as ``Decimal`` (never float)."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a document may hold")

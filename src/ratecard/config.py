@@ -1,0 +1,37 @@
+"""Settings read from the environment (prefix ``RATECARD_``) or a ``.env`` file.
+
+    >>> Settings(database_url="sqlite:///./var/test.db").database_url
+    'sqlite:///./var/test.db'
+
+``RATECARD_DATABASE_URL`` picks the store: a SQLite file (the embedded default, under ``./var/``)
+or PostgreSQL through psycopg 3, e.g. ``postgresql+psycopg://user@host:5432/ratecard``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/ratecard.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RATECARD_", env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    #: How long a SQLite writer waits for the lock before failing (milliseconds).
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    #: Connection pool size for PostgreSQL (per process).
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    #: Log every SQL statement (development only).
+    db_echo: bool = False
+    #: How long an idempotency key is remembered (hours).
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
