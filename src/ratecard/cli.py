@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from ratecard import cli_admin
+
 app = typer.Typer(help="Ratecard: billing and subscriptions engine.", no_args_is_help=True)
+app.add_typer(cli_admin.app)
 
 
 @app.command()

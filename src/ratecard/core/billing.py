@@ -147,7 +147,7 @@ def _full_period(ctx: _Context, period: Period) -> Period:
 
 
 def _advance_lines(
-    ctx: _Context, seg: Segment, part: Period, whole: Period, kind: LineKind, sign: int
+    ctx: _Context, seg: Segment, part: Period, whole: Period, *, kind: LineKind, sign: int
 ) -> list[InvoiceLine]:
     """In-advance charges of `seg`'s state over `part` of `whole` (sign -1 for a credit)."""
     if seg.status not in BILLABLE:
@@ -362,16 +362,18 @@ def _period_items(
     billed: list[InvoiceLine] = []
     if segments[0].start_at == period.start_at:
         first = InvoiceReason.SUBSCRIPTION_START if index == 0 else InvoiceReason.SUBSCRIPTION_CYCLE
-        lines = _advance_lines(ctx, segments[0], declared, whole, LineKind.CHARGE, 1)
+        lines = _advance_lines(ctx, segments[0], declared, whole, kind=LineKind.CHARGE, sign=1)
         billed += lines
         items.append(_Pending(period.start_at, first, declared, lines))
     for before, at, after in _boundaries(segments, period):
         part = Period(at, declared.end_at)
         lines = []
         if after is not None or ctx.conv.credit_on_cancel:
-            lines += _advance_lines(ctx, before, part, whole, LineKind.PRORATION_CREDIT, -1)
+            lines += _advance_lines(
+                ctx, before, part, whole, kind=LineKind.PRORATION_CREDIT, sign=-1
+            )
         if after is not None:
-            lines += _advance_lines(ctx, after, part, whole, LineKind.PRORATION_DEBIT, 1)
+            lines += _advance_lines(ctx, after, part, whole, kind=LineKind.PRORATION_DEBIT, sign=1)
         if ctx.conv.behavior is ProrationBehavior.NONE:
             lines = []
         billed += lines
