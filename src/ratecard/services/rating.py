@@ -4,7 +4,8 @@ Production billing, the API's proration preview and `ratecard simulate` all come
 so a change previewed, applied and simulated produces the same lines::
 
     spec = SubscriptionSpec("sub_1", PlanRef("pro", 1), start_at, quantity=3, timezone="UTC")
-    drafts = subscription_drafts(spec, changes, plans, usage=usage, conventions=conv, until_at=end_at)
+    drafts = subscription_drafts(spec, changes, plans, usage=usage, conventions=conv,
+                                 until_at=end_at)
     lines = preview_change(spec, changes, new_change, plans, usage=usage, conventions=conv)
 """
 
