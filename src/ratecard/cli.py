@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from ratecard import cli_admin
@@ -22,3 +27,47 @@ def version() -> None:
 def demo() -> None:
     """Run the demo (grows into the server)."""
     typer.echo("ratecard demo")
+
+
+class OutputFormat(StrEnum):
+    JSON = "json"
+    TABLE = "table"
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (JSON or YAML).")],
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="json (default) or table.")
+    ] = OutputFormat.JSON,
+) -> None:
+    """Run a billing scenario through the engine and print its invoices."""
+    from rich.console import Console
+
+    from ratecard.core.errors import RatecardError
+    from ratecard.services.documents import load_file
+    from ratecard.services.render import invoice_dict, print_tables
+    from ratecard.services.simulation import simulate as run_simulation
+
+    try:
+        result = run_simulation(load_file(scenario))
+    except RatecardError as exc:
+        err = Console(stderr=True)
+        err.print(f"[red]{scenario}: the scenario has problems:[/red]")
+        for problem in exc.problems:
+            where = problem.field or "(document)"
+            err.print(f"  {where}: {problem.message} [dim]({problem.code})[/dim]", highlight=False)
+        raise typer.Exit(2) from None
+    invoices = list(result.invoices)
+    if output_format is OutputFormat.TABLE:
+        print_tables(invoices, Console())
+        return
+    document = {
+        "scenario": result.scenario.name,
+        "invoices": [invoice_dict(invoice) for invoice in invoices],
+        "balances": {
+            "credit": result.account.credit_balance.format(),
+            "prepaid": result.account.prepaid_balance.format(),
+        },
+    }
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))

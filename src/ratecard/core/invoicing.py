@@ -20,6 +20,7 @@ Totals are sums of rounded lines; discounts, tax and credits are applied by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
@@ -153,7 +154,7 @@ class Invoice:
     customer_id: str
     subscription_id: str
     currency: Currency
-    issued_at_iso: str
+    issued_at: datetime
     reason: InvoiceReason
     period: Period | None
     lines: tuple[InvoiceLine, ...]
