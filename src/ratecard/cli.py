@@ -56,7 +56,11 @@ def simulate(
         err.print(f"[red]{scenario}: the scenario has problems:[/red]")
         for problem in exc.problems:
             where = problem.field or "(document)"
-            err.print(f"  {where}: {problem.message} [dim]({problem.code})[/dim]", highlight=False)
+            err.print(
+                f"  {where}: {problem.message} [dim]({problem.code})[/dim]",
+                highlight=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(2) from None
     invoices = list(result.invoices)
     if output_format is OutputFormat.TABLE:

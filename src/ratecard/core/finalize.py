@@ -53,6 +53,7 @@ class Account:
     credit_balance: Money  # credit notes and negative invoices
     prepaid_balance: Money
     coupons: tuple[CouponGrant, ...] = ()
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,7 @@ def finalize_drafts(
                 lines=lines,
                 totals=view,
                 notes=tuple(notes),
+                timezone=account.timezone,
             )
         )
         number += 1

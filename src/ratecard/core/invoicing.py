@@ -160,3 +160,4 @@ class Invoice:
     lines: tuple[InvoiceLine, ...]
     totals: InvoiceTotalsView
     notes: tuple[str, ...] = field(default=())
+    timezone: str = "UTC"  # the customer's: where the invoice's dates are read

@@ -169,6 +169,7 @@ class ImpliedMeter:
     code: str
     aggregation: str
     value_property: str | None
+    reset: str = "period"  # "never" for snapshots (gauges) that carry over
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +185,26 @@ def load_plan(data: Any, path: str = "") -> LoadedPlan:
     try:
         doc = PlanDoc.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(problems_from(exc, path)) from None
+        problems = problems_from(exc, path)
+        raise ValidationFailed(problems + _charge_problems(data, path, problems)) from None
     return LoadedPlan(build_plan(doc, path))
+
+
+def _charge_problems(data: Any, path: str, found: list[Problem]) -> list[Problem]:
+    """Price checks of the charges that are well formed, when others in the plan are not."""
+    raw = data.get("charges") if isinstance(data, dict) else None
+    problems: list[Problem] = []
+    prefix = f"{path}." if path else ""
+    for i, item in enumerate(raw if isinstance(raw, list) else []):
+        where = f"{prefix}charges[{i}]"
+        if any(p.field and p.field.startswith(where) for p in found):
+            continue
+        try:
+            built = _charge(ChargeDoc.model_validate(item))
+        except ValidationError:
+            continue
+        problems.extend(validate_price(built.model, built.price, where))
+    return problems
 
 
 def _interval(value: IntervalName | IntervalDoc) -> Interval:
@@ -390,6 +409,7 @@ def from_template(data: Any, path: str = "") -> LoadedPlan:
             code=f.key,
             aggregation="latest" if f.meteringType == "snapshot" else "sum",
             value_property="value",
+            reset="never" if f.meteringType == "snapshot" else "period",
         )
         for f in tpl.features
         if f.rating.model != "flat"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.table import Table
@@ -80,6 +81,7 @@ def invoice_dict(invoice: Invoice) -> dict[str, Any]:
         "customer": invoice.customer_id,
         "subscription": invoice.subscription_id,
         "issued_at": invoice.issued_at.isoformat(),
+        "issued_on": invoice.issued_at.astimezone(ZoneInfo(invoice.timezone)).date().isoformat(),
         "reason": invoice.reason.value,
         "currency": invoice.currency.code,
         "period": _period(invoice.period),
@@ -97,7 +99,7 @@ def invoice_dict(invoice: Invoice) -> dict[str, Any]:
 
 def print_tables(invoices: list[Invoice], console: Console) -> None:
     for invoice in invoices:
-        day = invoice.issued_at.date().isoformat()
+        day = invoice.issued_at.astimezone(ZoneInfo(invoice.timezone)).date().isoformat()
         table = Table(
             title=f"{invoice.number}  {day}  {invoice.reason.value}  ({invoice.subscription_id})",
             title_justify="left",

@@ -54,6 +54,7 @@ class MeterDoc(_Doc):
     property: str | None = None
     group_by: tuple[str, ...] = ()
     filters: dict[str, str] = Field(default_factory=dict)
+    reset: Literal["period", "never"] = "period"  # never: a cumulative meter or a gauge
 
     @model_validator(mode="after")
     def _property_needed(self) -> MeterDoc:
@@ -165,7 +166,7 @@ class ScenarioDoc(_Doc):
     plans: tuple[dict[str, Any], ...] = Field(min_length=1)
     customer: CustomerDoc = CustomerDoc()
     coupons: tuple[CouponDoc, ...] = ()
-    subscriptions: tuple[SubscriptionDoc, ...] = Field(min_length=1, max_length=100_000)
+    subscriptions: tuple[SubscriptionDoc, ...] = Field(max_length=100_000)
     events: tuple[EventDoc, ...] = ()
     end: AwareDatetime
 
@@ -191,6 +192,12 @@ def parse_scenario(data: Any) -> ScenarioDoc:
 def reference_problems(doc: ScenarioDoc, plan_codes: set[str]) -> list[Problem]:
     """Names that must refer to something the scenario defines."""
     problems: list[Problem] = []
+    if not doc.subscriptions:
+        problems.append(
+            Problem(
+                ErrorCode.MISSING_FIELD, "give a subscription (or subscriptions)", "subscription"
+            )
+        )
     meters = {m.code for m in doc.meters}
     coupons = {c.code for c in doc.coupons}
     subs = {s.id for s in doc.subscriptions}

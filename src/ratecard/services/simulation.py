@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ratecard.core.aggregation import Aggregation, Event, MeterSpec, PropertyFilter, aggregate
+from ratecard.core.aggregation import (
+    Aggregation,
+    Event,
+    MeterReset,
+    MeterSpec,
+    PropertyFilter,
+    aggregate,
+)
 from ratecard.core.billing import BillingConventions, Draft, PlanBook, ProrationBehavior
 from ratecard.core.catalog import Plan
 from ratecard.core.discounts import AppliedCoupon, Coupon, CouponDuration, CouponKind, WaterfallStep
@@ -93,6 +100,7 @@ def _meter_specs(doc: ScenarioDoc) -> dict[str, MeterSpec]:
             value_property=m.property,
             filters=tuple(PropertyFilter(k, (v,)) for k, v in sorted(m.filters.items())),
             group_by=m.group_by,
+            reset=MeterReset(m.reset),
         )
         for m in doc.meters
     }
@@ -209,6 +217,18 @@ def _changes(sub_doc: Any) -> list[ChangeSpec]:
     ]
 
 
+def _raw_plan_problems(data: Any) -> list[Problem]:
+    """Problems inside the plans of a scenario whose shape failed, so all show at once."""
+    raw = data.get("plans") if isinstance(data, dict) else None
+    problems: list[Problem] = []
+    for i, plan in enumerate(raw if isinstance(raw, list) else []):
+        try:
+            load_plan(plan, f"plans[{i}]")
+        except ValidationFailed as exc:
+            problems.extend(exc.problems)
+    return problems
+
+
 def _first_failing_change(
     spec: SubscriptionSpec, changes: Sequence[ChangeSpec], book: PlanBook, end_at: datetime
 ) -> int:
@@ -224,7 +244,10 @@ def _first_failing_change(
 
 def simulate(data: Any) -> SimulationResult:
     """Validate and run a scenario document; every problem is reported at once."""
-    doc = parse_scenario(data)
+    try:
+        doc = parse_scenario(data)
+    except ValidationFailed as exc:
+        raise ValidationFailed([*exc.problems, *_raw_plan_problems(data)]) from None
     plans, problems = _plans(doc)
     problems += reference_problems(doc, set(plans))
     for i, sub in enumerate(doc.subscriptions):
@@ -294,6 +317,7 @@ def simulate(data: Any) -> SimulationResult:
         credit_balance=Money.parse(str(doc.customer.credit_note_balance), cur),
         prepaid_balance=Money.parse(str(doc.customer.prepaid_credits), cur),
         coupons=tuple(grants),
+        timezone=doc.customer.timezone,
     )
     policy = TotalsPolicy(
         rounding=doc.tenant.rounding,
