@@ -379,6 +379,8 @@ def _period_items(
         billed += lines
         items.append(_Pending(at, InvoiceReason.SUBSCRIPTION_CHANGE, declared, lines))
     service_end = segments[-1].end_at
+    if service_end > ctx.until_at:
+        return items  # the arrears of this period are not due yet
     ended = service_end < period.end_at
     arrears = _arrears_lines(ctx, segments, whole)
     billed += arrears
