@@ -24,9 +24,21 @@ def version() -> None:
 
 
 @app.command()
-def demo() -> None:
-    """Run the demo (grows into the server)."""
-    typer.echo("ratecard demo")
+def demo(
+    examples: Annotated[Path, typer.Option(help="Folder of scenarios.")] = Path("examples"),
+) -> None:
+    """Simulate every example scenario and print its invoices as tables."""
+    from rich.console import Console
+
+    from ratecard.services.documents import load_file
+    from ratecard.services.render import print_tables
+    from ratecard.services.simulation import simulate as run_simulation
+
+    console = Console()
+    for path in sorted(examples.glob("*.yaml")):
+        result = run_simulation(load_file(path))
+        console.rule(f"{path.name}: {result.scenario.name}")
+        print_tables(list(result.invoices), console)
 
 
 class OutputFormat(StrEnum):

@@ -109,13 +109,13 @@ def _meter_specs(doc: ScenarioDoc) -> dict[str, MeterSpec]:
 def _events(doc: ScenarioDoc, plans: dict[str, Plan]) -> dict[tuple[str, str], list[Event]]:
     """Events by (subscription id, meter code), deduplicated by id, in time order."""
     meter_props = {m.code: m.property for m in doc.meters}
-    metering: dict[str, list[str]] = {}
+    metering: dict[str, str] = {}  # meter -> the first subscription metering it
     for sub in doc.subscriptions:
         codes = {sub.plan} | {c.plan for c in sub.changes if c.plan}
         for code in sorted(codes):
             for charge in plans[code].charges:
-                if charge.meter_code and sub.id not in metering.get(charge.meter_code, []):
-                    metering.setdefault(charge.meter_code, []).append(sub.id)
+                if charge.meter_code:
+                    metering.setdefault(charge.meter_code, sub.id)
     seen: set[str] = set()
     found: dict[tuple[str, str], list[Event]] = {}
     for event in sorted(doc.events, key=lambda e: e.timestamp):
@@ -123,7 +123,7 @@ def _events(doc: ScenarioDoc, plans: dict[str, Plan]) -> dict[tuple[str, str], l
             if event.id in seen:
                 continue
             seen.add(event.id)
-        owner = event.subscription or next(iter(metering.get(event.meter, [])), None)
+        owner = event.subscription or metering.get(event.meter)
         if owner is None:
             continue
         properties: dict[str, str | Decimal] = dict(event.properties)
