@@ -28,6 +28,6 @@ def test_float_operation_trap_is_on() -> None:
     import decimal
 
     with pytest.raises(decimal.FloatOperation):
-        decimal.Decimal(0.1)
+        decimal.Decimal(0.1)  # noqa: RUF032 - the point of the test
     with pytest.raises(decimal.FloatOperation):
         _ = decimal.Decimal("0.1") < 0.2  # type: ignore[operator]
