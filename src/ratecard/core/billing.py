@@ -146,6 +146,43 @@ def _full_period(ctx: _Context, period: Period) -> Period:
     return full if full.covers(period) else period
 
 
+def _fee_line(
+    ctx: _Context,
+    plan: Plan,
+    charge: Charge,
+    rating: Rating,
+    *,
+    kind: LineKind,
+    period: Period,
+    quantity: Decimal,
+    whole: Period | None = None,
+    sign: int = 1,
+    description: str | None = None,
+) -> InvoiceLine:
+    """One charge's line: its rating over `period`, prorated against `whole` when it prorates."""
+    fraction = Fraction(1)
+    if whole is not None and charge.prorate:
+        fraction = proration_fraction(period, whole, ctx.tz, ctx.conv.proration)
+    proration = None
+    if whole is not None and fraction != 1:
+        proration = _proration_info(ctx, period, whole, fraction)
+    return make_line(
+        kind=kind,
+        description=description or f"{plan.name} — {charge.name or charge.code}",
+        charge_code=charge.code,
+        exact=Fraction(rating.amount) * fraction * sign,
+        currency=ctx.cur,
+        mode=ctx.conv.rounding,
+        period=period,
+        quantity=quantity,
+        unit_price=_unit_price(charge),
+        plan_code=plan.code,
+        plan_version=plan.version,
+        tiers=_tiers(rating),
+        proration=proration,
+    )
+
+
 def _advance_lines(
     ctx: _Context, seg: Segment, part: Period, whole: Period, *, kind: LineKind, sign: int
 ) -> list[InvoiceLine]:
@@ -154,41 +191,32 @@ def _advance_lines(
         return []
     plan = ctx.plan(seg)
     lines = []
-    full_part = part == whole
+    day = _fmt_day(part.start_at, ctx.tz)
     for charge in plan.charges:
         if charge.timing is not BillingTiming.IN_ADVANCE:
             continue
-        if not charge.prorate and not full_part and kind is not LineKind.CHARGE:
+        if not charge.prorate and part != whole and kind is not LineKind.CHARGE:
             # A charge that does not prorate is neither credited nor charged again mid-period.
             continue
         quantity = _quantity(charge, seg.quantity)
-        rating = rate(charge.model, charge.price, Usage(quantity))
-        fraction = proration_fraction(part, whole, ctx.tz, ctx.conv.proration)
-        if not charge.prorate:
-            fraction = Fraction(1)
-        proration = None if fraction == 1 else _proration_info(ctx, part, whole, fraction)
         name = charge.name or charge.code
-        if kind is LineKind.PRORATION_CREDIT:
-            text = f"Unused time on {plan.name} — {name} after {_fmt_day(part.start_at, ctx.tz)}"
-        elif kind is LineKind.PRORATION_DEBIT:
-            text = f"Remaining time on {plan.name} — {name} from {_fmt_day(part.start_at, ctx.tz)}"
-        else:
-            text = f"{plan.name} — {name}"
+        text = {
+            LineKind.PRORATION_CREDIT: f"Unused time on {plan.name} — {name} after {day}",
+            LineKind.PRORATION_DEBIT: f"Remaining time on {plan.name} — {name} from {day}",
+        }.get(kind)
+        rating = rate(charge.model, charge.price, Usage(quantity))
         lines.append(
-            make_line(
+            _fee_line(
+                ctx,
+                plan,
+                charge,
+                rating,
                 kind=kind,
-                description=text,
-                charge_code=charge.code,
-                exact=Fraction(rating.amount) * fraction * sign,
-                currency=ctx.cur,
-                mode=ctx.conv.rounding,
                 period=part,
                 quantity=quantity,
-                unit_price=_unit_price(charge),
-                plan_code=plan.code,
-                plan_version=plan.version,
-                tiers=_tiers(rating),
-                proration=proration,
+                whole=whole,
+                sign=sign,
+                description=text,
             )
         )
     return lines
@@ -221,19 +249,14 @@ def _arrears_lines(ctx: _Context, segments: Sequence[Segment], whole: Period) ->
             usage = ctx.usage(charge.meter_code, span, per_event)
             rating = rate(charge.model, charge.price, usage)
             lines.append(
-                make_line(
+                _fee_line(
+                    ctx,
+                    plan,
+                    charge,
+                    rating,
                     kind=LineKind.USAGE,
-                    description=f"{plan.name} — {charge.name or charge.code}",
-                    charge_code=charge.code,
-                    exact=rating.amount,
-                    currency=ctx.cur,
-                    mode=ctx.conv.rounding,
                     period=span,
                     quantity=usage.quantity,
-                    unit_price=_unit_price(charge),
-                    plan_code=plan.code,
-                    plan_version=plan.version,
-                    tiers=_tiers(rating),
                 )
             )
     for seg in segments:
@@ -245,25 +268,16 @@ def _arrears_lines(ctx: _Context, segments: Sequence[Segment], whole: Period) ->
                 continue
             quantity = _quantity(charge, seg.quantity)
             rating = rate(charge.model, charge.price, Usage(quantity))
-            fraction = Fraction(1)
-            if charge.prorate:
-                fraction = proration_fraction(seg.period, whole, ctx.tz, ctx.conv.proration)
-            proration = None if fraction == 1 else _proration_info(ctx, seg.period, whole, fraction)
             lines.append(
-                make_line(
+                _fee_line(
+                    ctx,
+                    plan,
+                    charge,
+                    rating,
                     kind=LineKind.CHARGE,
-                    description=f"{plan.name} — {charge.name or charge.code}",
-                    charge_code=charge.code,
-                    exact=Fraction(rating.amount) * fraction,
-                    currency=ctx.cur,
-                    mode=ctx.conv.rounding,
                     period=seg.period,
                     quantity=quantity,
-                    unit_price=_unit_price(charge),
-                    plan_code=plan.code,
-                    plan_version=plan.version,
-                    tiers=_tiers(rating),
-                    proration=proration,
+                    whole=whole,
                 )
             )
     return lines
