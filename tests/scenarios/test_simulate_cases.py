@@ -6,6 +6,7 @@ timeline -> rating -> invoice) for the cases that describe an invoice.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -187,3 +188,59 @@ def test_termination_credit_through_a_cancel() -> None:
     assert credit["subtotal"] == "-" + expected["credit_subtotal"]
     assert credit["tax"] == "-" + expected["credit_tax"]
     assert credit["total"] == "-" + expected["credit_total"]
+
+
+@pytest.mark.parametrize("case_id", ["PR-KB-LEADING-BCD25-0916", "PR-KB-LEADING-BCD25-0930"])
+def test_kill_bill_leading_proration_with_a_billing_day(case_id: str) -> None:
+    inp, expected = CASES[case_id]["input"], CASES[case_id]["expected"]
+    invoices = _invoices(
+        {
+            "plans": [_flat_plan("p", inp["price"], inp["currency"])],
+            "subscription": {
+                "plan": "p",
+                "start": f"{inp['start']}T00:00:00Z",
+                "billing_anchor": f"{inp['period_start']}T00:00:00Z",
+            },
+            "end": f"{inp['end']}T00:00:00Z",
+        }
+    )
+    line = invoices[0]["lines"][0]
+    assert line["breakdown"]["proration"]["fraction"] == str(
+        Fraction(expected["days"], expected["period_days"])
+    )
+    assert line["amount"] == expected["amount"]
+
+
+def test_contract_refuses_cancel_now_inside_the_minimum_term() -> None:
+    from ratecard.core.errors import ValidationFailed
+
+    scenario = {
+        "plans": [_flat_plan("p", "10.00", "USD")],
+        "subscription": {
+            "plan": "p",
+            "start": "2024-01-01T00:00:00Z",
+            "contract": {"minimum_term_end": "2025-01-01T00:00:00Z", "auto_renew": False},
+            "changes": [{"at": "2024-03-10T00:00:00Z", "action": "cancel", "when": "now"}],
+        },
+        "end": "2024-04-01T00:00:00Z",
+    }
+    with pytest.raises(ValidationFailed) as info:
+        simulate(scenario)
+    (problem,) = info.value.problems
+    assert problem.field == "subscriptions[0].changes[0]"
+    assert problem.code == "subscription_in_minimum_term"
+
+
+def test_contract_without_renewal_ends_at_the_term() -> None:
+    invoices = _invoices(
+        {
+            "plans": [_flat_plan("p", "10.00", "USD")],
+            "subscription": {
+                "plan": "p",
+                "start": "2024-01-01T00:00:00Z",
+                "contract": {"minimum_term_end": "2024-03-01T00:00:00Z", "auto_renew": False},
+            },
+            "end": "2024-06-01T00:00:00Z",
+        }
+    )
+    assert [i["issued_on"] for i in invoices] == ["2024-01-01", "2024-02-01"]

@@ -40,6 +40,7 @@ from ratecard.core.subscriptions import (
     Reactivate,
     Resume,
     Start,
+    Terms,
     Timeline,
     run,
 )
@@ -63,6 +64,9 @@ class SubscriptionSpec:
     timezone: str = "UTC"
     calendar: bool = False
     trial_days: int | None = None  # None: the plan's trial
+    anchor_at: datetime | None = None  # a billing day other than the start (or trial end)
+    minimum_term_end_at: datetime | None = None  # a contract: no cancel-now before this
+    auto_renew: bool = True  # at the term end: renew (evergreen) or end
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,12 @@ def start_command(spec: SubscriptionSpec, plans: PlanBook) -> Start:
         spec.timezone,
         calendar=spec.calendar,
         trial_ends_at=trial_ends_at,
+        anchor_at=spec.anchor_at,
+        terms=(
+            Terms(spec.minimum_term_end_at, auto_renew=spec.auto_renew)
+            if spec.minimum_term_end_at is not None
+            else None
+        ),
     )
 
 

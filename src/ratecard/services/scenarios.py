@@ -139,6 +139,11 @@ class ChangeDoc(_Doc):
         return self
 
 
+class ContractDoc(_Doc):
+    minimum_term_end: AwareDatetime
+    auto_renew: bool = True
+
+
 class SubscriptionDoc(_Doc):
     id: str = Field(default="sub_1", min_length=1, max_length=64)
     plan: str
@@ -148,6 +153,8 @@ class SubscriptionDoc(_Doc):
     trial_days: int | None = Field(default=None, ge=0, le=730)
     coupons: tuple[str, ...] = ()
     changes: tuple[ChangeDoc, ...] = ()
+    billing_anchor: AwareDatetime | None = None  # e.g. a billing day of the month
+    contract: ContractDoc | None = None
 
 
 class EventDoc(_Doc):

@@ -279,6 +279,11 @@ def simulate(data: Any) -> SimulationResult:
             timezone=doc.customer.timezone,
             calendar=sub.billing == "calendar",
             trial_days=sub.trial_days,
+            anchor_at=sub.billing_anchor.astimezone(UTC) if sub.billing_anchor else None,
+            minimum_term_end_at=(
+                sub.contract.minimum_term_end.astimezone(UTC) if sub.contract else None
+            ),
+            auto_renew=sub.contract.auto_renew if sub.contract else True,
         )
         changes = _changes(sub)
         try:
