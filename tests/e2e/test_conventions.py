@@ -234,3 +234,12 @@ def test_fifty_concurrent_posts_with_one_key_create_one_object(server: tuple[str
     with httpx.Client(base_url=url) as client:
         listed = client.get("/v1/customers", headers=t.admin).json()["data"]
     assert [c["id"] for c in listed] == list(created)
+
+
+def test_nul_characters_are_bad_input_not_server_errors(api: Api) -> None:
+    t = api.tenant()
+    query = api.client.get("/v1/coupons?starting_after=%00", headers=t.admin)
+    assert query.status_code == 422 and query.json()["errors"][0]["field"] == "query"
+    body = api.client.post("/v1/customers", json=customer_body("a\u0000b"), headers=t.admin)
+    assert body.status_code == 422 and body.json()["errors"][0]["field"] == "body"
+    assert api.get("/v1/customers", t)["data"] == []

@@ -13,12 +13,14 @@ New subscriptions take the latest *published* version; an archived version takes
 
 from __future__ import annotations
 
-from dataclasses import replace
+import difflib
+import json
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from ratecard.adapters.db.models import (
     CouponRow,
@@ -32,7 +34,7 @@ from ratecard.core.catalog import Plan
 from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import CURRENCY_EXPONENTS, currency
 from ratecard.services.common import Code, Input, commit_unique, exists, refuse
-from ratecard.services.documents import ExactDecimal
+from ratecard.services.documents import ExactDecimal, problems_from
 from ratecard.services.plan_documents import PlanDoc, load_plan
 
 Aggregation = Literal[
@@ -296,3 +298,85 @@ def sellable_version(uow: UnitOfWork, plan_code: str, version: int | None) -> Pl
             ]
         )
     return row
+
+
+# --- pricing as code: ``ratecard plans apply`` -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChange:
+    """What applying one plan document does: create the plan, add a version, or nothing."""
+
+    plan_code: str
+    action: Literal["create", "new_version", "unchanged"]
+    diff: str
+    document: dict[str, Any]
+
+
+def _pretty(document: dict[str, Any] | None) -> list[str]:
+    if document is None:
+        return []
+    return json.dumps(document, indent=2, sort_keys=True, default=str).splitlines(keepends=True)
+
+
+def plan_changes(uow: UnitOfWork, documents: list[Any]) -> list[PlanChange]:
+    """Validate every document (all problems at once) and compare it with the latest version."""
+    problems: list[Problem] = []
+    parsed: list[PlanInput] = []
+    for index, data in enumerate(documents):
+        try:
+            doc = PlanInput.model_validate(data)
+            load_plan(document_of(doc), f"plans[{index}]")
+            parsed.append(doc)
+        except ValidationError as error:
+            problems.extend(problems_from(error, f"plans[{index}]"))
+        except ValidationFailed as failed:
+            problems.extend(failed.problems)
+    codes = [doc.code for doc in parsed]
+    for index, code in enumerate(codes):
+        if codes.index(code) != index:
+            problems.append(Problem(ErrorCode.INVALID_VALUE, f"plan {code} twice", "plans"))
+    if problems:
+        raise ValidationFailed(problems)
+    changes = []
+    for doc in parsed:
+        document = document_of(doc)
+        latest = latest_version(uow, doc.code)
+        before = None if latest is None else latest.document
+        if before == document:
+            changes.append(PlanChange(doc.code, "unchanged", "", document))
+            continue
+        diff = "".join(
+            difflib.unified_diff(
+                _pretty(before),
+                _pretty(document),
+                f"{doc.code} v{latest.version}" if latest else "(none)",
+                f"{doc.code} (new)" if latest is None else f"{doc.code} v{latest.version + 1}",
+            )
+        )
+        action: Literal["create", "new_version"] = "create" if latest is None else "new_version"
+        changes.append(PlanChange(doc.code, action, diff, document))
+    return changes
+
+
+def apply_plan_changes(
+    uow: UnitOfWork, changes: list[PlanChange], *, publish: bool, now: datetime
+) -> list[PlanVersionRow]:
+    """Each changed plan gets a new version (or is created); nothing is edited in place."""
+    made = []
+    for change in changes:
+        if change.action == "unchanged":
+            continue
+        data = PlanInput.model_validate({**change.document, "publish": publish})
+        _validated(data)
+        if change.action == "create":
+            uow.plans.add(PlanRow(code=data.code, name=data.name or data.code, created_at=now))
+            uow.session.flush()
+            made.append(_add_version(uow, data, 1, now=now))
+        else:
+            plan = uow.plans.get_by_code(data.code)
+            plan.name = data.name or plan.code
+            number = uow.plan_versions.next_version_number(data.code)
+            made.append(_add_version(uow, data, number, now=now))
+    commit_unique(uow, "plan version")
+    return made

@@ -25,7 +25,7 @@ from ratecard.services.tenancy import TenancyService
 from ratecard.web import problems
 from ratecard.web.api import ROUTERS
 from ratecard.web.deps import RateLimit, RateLimiter, Wiring
-from ratecard.web.middleware import Idempotency, Metrics, RequestContext
+from ratecard.web.middleware import Idempotency, Metrics, RefuseNul, RequestContext
 
 DESCRIPTION = """Ratecard billing API.
 
@@ -62,8 +62,9 @@ def create_app(
     problems.install(app)
     for router in (*ROUTERS, *extra_routers):
         app.include_router(router)
-    # Starlette runs the last added middleware first: RequestContext wraps Idempotency.
+    # Starlette runs the last added middleware first: RequestContext, RefuseNul, Idempotency.
     app.add_middleware(Idempotency, wiring=wired)
+    app.add_middleware(RefuseNul)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     _document_problems(app)
     return app

@@ -232,3 +232,39 @@ async def _send_json(
         headers.append((b"idempotent-replayed", b"true"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+class RefuseNul:
+    """Refuse NUL characters anywhere in a request (PostgreSQL text cannot hold them).
+
+    Without this a ``\\u0000`` in a body or ``%00`` in a query would reach the database and come
+    back as a 500; it is bad input, so it is a 422 problem naming where it was found.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        where = None
+        if "\x00" in str(scope.get("path", "")):
+            where = "path"
+        elif b"%00" in bytes(scope.get("query_string", b"")).lower():
+            where = "query"
+        body_receive = receive
+        if where is None and scope.get("method") in ("POST", "PATCH", "PUT"):
+            body = await _read_body(receive)
+            if b"\\u0000" in body or b"\x00" in body:
+                where = "body"
+            body_receive = _replaying(body)
+        if where is not None:
+            from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
+
+            message = "NUL characters are not allowed"
+            error = ValidationFailed([Problem(ErrorCode.INVALID_VALUE, message, where)])
+            request_id = scope.get("state", {}).get("request_id")
+            await error_response(error, request_id)(scope, body_receive, send)
+            return
+        await self.app(scope, body_receive, send)
