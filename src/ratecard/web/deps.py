@@ -42,22 +42,27 @@ class RateLimit:
         assert self.burst >= 1 and self.per_second >= 1
 
 
+_MICRO = 1_000_000  # tokens are counted in millionths, time in nanoseconds: no floats
+
+
 @dataclass(slots=True)
 class RateLimiter:
     limit: RateLimit
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _buckets: dict[str, tuple[int, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, key: str) -> bool:
         """Take one token for ``key``; False when its bucket is empty."""
-        now = time.monotonic()
+        now_ns = time.monotonic_ns()
+        full = self.limit.burst * _MICRO
         with self._lock:
-            tokens, last = self._buckets.get(key, (float(self.limit.burst), now))
-            tokens = min(float(self.limit.burst), tokens + (now - last) * self.limit.per_second)
-            if tokens < 1:
-                self._buckets[key] = (tokens, now)
+            tokens, last_ns = self._buckets.get(key, (full, now_ns))
+            refill = (now_ns - last_ns) * self.limit.per_second // 1000
+            tokens = min(full, tokens + refill)
+            if tokens < _MICRO:
+                self._buckets[key] = (tokens, now_ns)
                 return False
-            self._buckets[key] = (tokens - 1, now)
+            self._buckets[key] = (tokens - _MICRO, now_ns)
             return True
 
 
