@@ -1,0 +1,32 @@
+"""The API's routers, one module per resource.
+
+`ROUTERS` is the one list `create_app` includes: a new resource (e.g. ``events`` for metering)
+adds its module and one entry here — and a case in ``tests/e2e/test_isolation.py``, which fails
+for any route it does not know.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ratecard.web.api import (
+    coupons,
+    customers,
+    features,
+    health,
+    meters,
+    overrides,
+    plans,
+    subscriptions,
+)
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    meters.router,
+    features.router,
+    plans.router,
+    coupons.router,
+    customers.router,
+    overrides.router,
+    subscriptions.router,
+)

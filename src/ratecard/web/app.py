@@ -1,0 +1,112 @@
+"""The ASGI application: routers, problem handlers, middleware and the OpenAPI document.
+
+    >>> app = create_app(Settings(database_url="sqlite:///./var/ratecard.db"))  # doctest: +SKIP
+    >>> app = create_app(engine, FixedClock(...))          # tests: a migrated engine, a clock
+
+The app does not migrate: ``ratecard serve`` migrates before it serves. OpenAPI lives at
+``/openapi.json`` (and ``/docs``); every operation documents its problem responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import Engine
+
+from ratecard import __version__
+from ratecard.adapters.clock import Clock, SystemClock
+from ratecard.adapters.db.engine import make_engine, make_session_factory
+from ratecard.config import Settings, get_settings
+from ratecard.services.idempotency import IdempotencyService
+from ratecard.services.tenancy import TenancyService
+from ratecard.web import problems
+from ratecard.web.api import ROUTERS
+from ratecard.web.deps import RateLimit, RateLimiter, Wiring
+from ratecard.web.middleware import Idempotency, Metrics, RefuseNul, RequestContext
+
+DESCRIPTION = """Ratecard billing API.
+
+Authenticate with `Authorization: Bearer <API key>`; `rk_live_...` keys see live data,
+`rk_test_...` keys test data. Amounts are decimal strings. Every POST accepts an
+`Idempotency-Key` header. Errors are RFC 9457 `application/problem+json` documents.
+"""
+
+
+def create_app(
+    store: Settings | Engine | None = None,
+    clock: Clock | None = None,
+    *,
+    rate_limit: RateLimit | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    settings = store if isinstance(store, Settings) else get_settings()
+    engine = store if isinstance(store, Engine) else make_engine(settings.database_url, settings)
+    clock = clock or SystemClock()
+    sessions = make_session_factory(engine)
+    wired = Wiring(
+        engine=engine,
+        sessions=sessions,
+        clock=clock,
+        tenancy=TenancyService(sessions, clock),
+        idempotency=IdempotencyService(
+            sessions, clock, ttl=timedelta(hours=settings.idempotency_ttl_hours)
+        ),
+        limiter=RateLimiter(rate_limit or RateLimit()),
+    )
+    app = FastAPI(title="Ratecard", version=__version__, description=DESCRIPTION)
+    app.state.wiring = wired
+    app.state.metrics = Metrics()
+    problems.install(app)
+    for router in (*ROUTERS, *extra_routers):
+        app.include_router(router)
+    # Starlette runs the last added middleware first: RequestContext, RefuseNul, Idempotency.
+    app.add_middleware(Idempotency, wiring=wired)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
+    _document_problems(app)
+    return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Every operation lists the problem responses it can give, as problem+json."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, sub in (
+            problems.ProblemDocument.model_json_schema(ref_template="#/components/schemas/{model}")
+            .get("$defs", {})
+            .items()
+        ):
+            components[name] = sub
+        document = problems.ProblemDocument.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        document.pop("$defs", None)
+        components["ProblemDocument"] = document
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        ref = {"$ref": "#/components/schemas/ProblemDocument"}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.setdefault("responses", {})
+                for status, description in problems.PROBLEM_STATUSES.items():
+                    responses[status] = {
+                        "description": description,
+                        "content": {problems.PROBLEM_MEDIA_TYPE: {"schema": ref}},
+                    }
+                if "503" in responses:
+                    responses["503"]["content"] = {problems.PROBLEM_MEDIA_TYPE: {"schema": ref}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

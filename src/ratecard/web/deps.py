@@ -1,0 +1,152 @@
+"""What a route depends on: the wiring, the caller (Bearer API key), their role, a unit of work.
+
+    @router.post("", status_code=201)
+    def create(body: MeterInput, ctx: Ctx = Depends(allow(Action.WRITE_CATALOG))) -> Meter:
+        with ctx.uow() as uow:
+            return Meter.of(catalog.create_meter(uow, body, now=ctx.now()))
+
+No key (or an unknown or revoked one) is a 401 problem; a role that may not do the action is a
+403 problem, and the attempt is audited (`TenancyService.authorize`). Each key has its own token
+bucket; an empty bucket is a 429 problem.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.errors import ErrorCode, RatecardError
+from ratecard.services.idempotency import IdempotencyService
+from ratecard.services.tenancy import Action, Principal, TenancyService
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket per API key: ``burst`` requests at once, refilled at ``per_second``."""
+
+    burst: int = 200
+    per_second: int = 100
+
+    def __post_init__(self) -> None:
+        assert self.burst >= 1 and self.per_second >= 1
+
+
+_MICRO = 1_000_000  # tokens are counted in millionths, time in nanoseconds: no floats
+
+
+@dataclass(slots=True)
+class RateLimiter:
+    limit: RateLimit
+    _buckets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, key: str) -> bool:
+        """Take one token for ``key``; False when its bucket is empty."""
+        now_ns = time.monotonic_ns()
+        full = self.limit.burst * _MICRO
+        with self._lock:
+            tokens, last_ns = self._buckets.get(key, (full, now_ns))
+            refill = (now_ns - last_ns) * self.limit.per_second // 1000
+            tokens = min(full, tokens + refill)
+            if tokens < _MICRO:
+                self._buckets[key] = (tokens, now_ns)
+                return False
+            self._buckets[key] = (tokens - _MICRO, now_ns)
+            return True
+
+
+@dataclass(slots=True)
+class Wiring:
+    """Everything the web layer was built with (one per app)."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    tenancy: TenancyService
+    idempotency: IdempotencyService
+    limiter: RateLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """One request's caller and the means to act for them."""
+
+    principal: Principal
+    wiring: Wiring
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(
+            self.wiring.sessions,
+            self.principal.scope,
+            actor=self.principal.actor,
+            clock=self.wiring.clock,
+        )
+
+    def now(self) -> datetime:
+        return self.wiring.clock.now()
+
+
+def wiring(request: Request) -> Wiring:
+    found = request.app.state.wiring
+    assert isinstance(found, Wiring)
+    return found
+
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `rk_live_...` or `rk_test_...`")
+
+
+def unauthenticated() -> RatecardError:
+    return RatecardError(
+        "a valid API key is required: Authorization: Bearer rk_live_...",
+        code=ErrorCode.UNAUTHENTICATED,
+    )
+
+
+def authenticate(wired: Wiring, request: Request, secret: str | None) -> Principal:
+    """The caller, once per request (the idempotency middleware may have found it already)."""
+    known = getattr(request.state, "principal", None)
+    if isinstance(known, Principal):
+        principal: Principal | None = known
+    else:
+        principal = wired.tenancy.authenticate(secret) if secret else None
+    if principal is None:
+        raise unauthenticated()
+    request.state.principal = principal
+    if not getattr(request.state, "rate_checked", False):
+        request.state.rate_checked = True
+        if not wired.limiter.take(principal.key_id):
+            raise RatecardError("too many requests for this API key", code=ErrorCode.RATE_LIMITED)
+    return principal
+
+
+def allow(action: Action) -> Callable[..., Ctx]:
+    """A dependency: the caller, who must be allowed ``action``."""
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Ctx:
+        wired = wiring(request)
+        secret = credentials.credentials if credentials is not None else None
+        principal = authenticate(wired, request, secret)
+        target = f"{request.method} {request.url.path}"
+        wired.tenancy.authorize(principal, action, target=target)
+        return Ctx(principal, wired)
+
+    return dependency
+
+
+Reader = Annotated[Ctx, Depends(allow(Action.READ))]
+CatalogWriter = Annotated[Ctx, Depends(allow(Action.WRITE_CATALOG))]
+BillingWriter = Annotated[Ctx, Depends(allow(Action.WRITE_BILLING))]

@@ -1,0 +1,78 @@
+"""``ratecard run-demo`` and ``ratecard plans apply`` against a SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from ratecard.adapters.db.engine import make_engine
+from ratecard.cli import app
+from ratecard.web.app import create_app
+
+runner = CliRunner()
+
+
+def test_run_demo_seeds_a_tenant_and_prints_a_working_key(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = runner.invoke(app, ["run-demo", "--database-url", url, "--no-serve"])
+    assert result.exit_code == 0, result.output
+    secret = next(
+        line.split(": ", 1)[1] for line in result.output.splitlines() if line.startswith("API key")
+    )
+    assert "http://127.0.0.1:8000/docs" in result.output
+    engine = make_engine(url)
+    try:
+        with TestClient(create_app(engine)) as client:
+            subs = client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {secret}"})
+            assert subs.status_code == 200 and len(subs.json()["data"]) == 3
+    finally:
+        engine.dispose()
+
+
+def test_plans_apply_diffs_and_adds_versions(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plans.db'}"
+    demo = runner.invoke(app, ["run-demo", "--database-url", url, "--no-serve"])
+    tenant = next(line.split(": ")[1] for line in demo.output.splitlines() if "demo tenant" in line)
+    plans = {
+        "plans": [
+            {
+                "code": "pro",
+                "name": "Pro",
+                "currency": "USD",
+                "charges": [
+                    {"code": "base", "model": "flat", "amount": "120.00"},
+                    {
+                        "code": "seats",
+                        "model": "per_unit",
+                        "source": "seats",
+                        "unit_price": "12.00",
+                    },
+                ],
+            },
+            {
+                "code": "new",
+                "currency": "USD",
+                "charges": [{"code": "base", "model": "flat", "amount": "5.00"}],
+            },
+        ]
+    }
+    path = tmp_path / "plans.yaml"
+    path.write_text(yaml.safe_dump(plans))
+    args = ["plans", "apply", str(path), "--tenant", tenant, "--database-url", url]
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "pro: new version" in dry.output and "new: new plan" in dry.output
+    assert '-  "amount": "100.00"' in dry.output.replace("      ", "  ") or "100.00" in dry.output
+    assert "dry run: nothing changed" in dry.output
+    applied = runner.invoke(app, args)
+    assert "applied pro v2 (published)" in applied.output, applied.output
+    assert "applied new v1 (published)" in applied.output
+    again = runner.invoke(app, args)
+    assert "nothing to apply" in again.output and "pro: unchanged" in again.output
+    path.write_text(yaml.safe_dump({"plans": [{"code": "bad", "currency": "XXX", "charges": []}]}))
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1
+    assert "plans[0].currency" in failed.output and "plans[0].charges" in failed.output

@@ -1,0 +1,227 @@
+"""Tenant isolation for every route in the OpenAPI document.
+
+Tenant A creates one of everything; tenant B (and A's own test-mode key) then calls every route
+with A's ids: 404 (never 403) for A's objects, lists without A's objects, creates that neither
+fail nor succeed because of A's data. A route without a case here fails the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ratecard.adapters.db.scope import Mode, Role
+from tests.e2e.conftest import PRO, Api, customer_body
+
+
+@dataclass
+class World:
+    api: Api
+    ids: dict[str, str]
+    headers: dict[str, str]
+
+    def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        url = path.format(**self.ids)
+        return self.api.client.request(method, url, json=body, headers=self.headers)
+
+    def hidden(self, method: str, path: str, body: Any = None) -> None:
+        response = self.call(method, path, body)
+        assert response.status_code == 404, (method, path, response.status_code, response.text)
+        assert response.json()["code"] == "not_found", response.text
+
+    def listed_without(self, path: str) -> None:
+        response = self.call("GET", path)
+        assert response.status_code == 200, (path, response.text)
+        text = response.text
+        for name, value in self.ids.items():
+            assert value not in text or name == "plan_code", (path, name)
+
+    def refused_as_unknown(self, path: str, body: Any, field: str) -> None:
+        response = self.call("POST", path, body)
+        assert response.status_code == 422, (path, response.status_code, response.text)
+        assert response.json()["errors"][0]["field"] == field
+
+
+CHANGE = {"action": "change_quantity", "quantity": 2}
+
+Case = Callable[[World], None]
+CASES: dict[tuple[str, str], Case] = {
+    ("GET", "/healthz"): lambda w: None,
+    ("GET", "/metrics"): lambda w: None,
+    ("POST", "/v1/meters"): lambda w: _creates(
+        w, "/v1/meters", {"code": "calls", "aggregation": "count"}
+    ),
+    ("GET", "/v1/meters"): lambda w: w.listed_without("/v1/meters"),
+    ("GET", "/v1/meters/{meter_id}"): lambda w: w.hidden("GET", "/v1/meters/{meter_id}"),
+    ("POST", "/v1/features"): lambda w: w.refused_as_unknown(
+        "/v1/features", {"code": "f", "kind": "metered", "meter_code": "calls"}, "body.meter_code"
+    ),
+    ("GET", "/v1/features"): lambda w: w.listed_without("/v1/features"),
+    ("GET", "/v1/features/{feature_id}"): lambda w: w.hidden("GET", "/v1/features/{feature_id}"),
+    ("POST", "/v1/coupons"): lambda w: _creates(
+        w, "/v1/coupons", {"code": "welcome", "percent_off": "10"}
+    ),
+    ("GET", "/v1/coupons"): lambda w: w.listed_without("/v1/coupons"),
+    ("GET", "/v1/coupons/{coupon_id}"): lambda w: w.hidden("GET", "/v1/coupons/{coupon_id}"),
+    ("POST", "/v1/plans"): lambda w: _creates(w, "/v1/plans", {**PRO, "code": "a_plan"}),
+    ("GET", "/v1/plans"): lambda w: w.listed_without("/v1/plans"),
+    ("GET", "/v1/plans/{plan_code}"): lambda w: w.hidden("GET", "/v1/plans/{plan_code}"),
+    ("POST", "/v1/plans/{plan_code}/versions"): lambda w: w.hidden(
+        "POST", "/v1/plans/{plan_code}/versions", {**PRO, "code": "a_plan"}
+    ),
+    ("GET", "/v1/plans/{plan_code}/versions"): lambda w: w.hidden(
+        "GET", "/v1/plans/{plan_code}/versions"
+    ),
+    ("GET", "/v1/plans/{plan_code}/versions/{version}"): lambda w: w.hidden(
+        "GET", "/v1/plans/{plan_code}/versions/1"
+    ),
+    ("POST", "/v1/plans/{plan_code}/versions/{version}/publish"): lambda w: w.hidden(
+        "POST", "/v1/plans/{plan_code}/versions/1/publish"
+    ),
+    ("POST", "/v1/plans/{plan_code}/versions/{version}/archive"): lambda w: w.hidden(
+        "POST", "/v1/plans/{plan_code}/versions/1/archive"
+    ),
+    ("POST", "/v1/plans/{plan_code}/migrate"): lambda w: w.hidden(
+        "POST", "/v1/plans/{plan_code}/migrate", {"to_version": 1}
+    ),
+    ("POST", "/v1/customers"): lambda w: _creates(w, "/v1/customers", customer_body("a-ext")),
+    ("GET", "/v1/customers"): lambda w: w.listed_without("/v1/customers"),
+    ("GET", "/v1/customers/{customer_id}"): lambda w: w.hidden(
+        "GET", "/v1/customers/{customer_id}"
+    ),
+    ("PATCH", "/v1/customers/{customer_id}"): lambda w: w.hidden(
+        "PATCH", "/v1/customers/{customer_id}", {"name": "Mallory"}
+    ),
+    ("POST", "/v1/customers/{customer_id}/price_overrides"): lambda w: w.hidden(
+        "POST",
+        "/v1/customers/{customer_id}/price_overrides",
+        {"plan_code": "a_plan", "charge_code": "base", "price": {"amount": "1.00"}},
+    ),
+    ("GET", "/v1/customers/{customer_id}/price_overrides"): lambda w: w.hidden(
+        "GET", "/v1/customers/{customer_id}/price_overrides"
+    ),
+    ("GET", "/v1/price_overrides/{override_id}"): lambda w: w.hidden(
+        "GET", "/v1/price_overrides/{override_id}"
+    ),
+    ("DELETE", "/v1/price_overrides/{override_id}"): lambda w: w.hidden(
+        "DELETE", "/v1/price_overrides/{override_id}"
+    ),
+    ("POST", "/v1/subscriptions"): lambda w: w.refused_as_unknown(
+        "/v1/subscriptions",
+        {"customer_id": w.ids["customer_id"], "plan_code": "a_plan"},
+        "body.customer_id",
+    ),
+    ("GET", "/v1/subscriptions"): lambda w: w.listed_without("/v1/subscriptions"),
+    ("GET", "/v1/subscriptions/{subscription_id}"): lambda w: w.hidden(
+        "GET", "/v1/subscriptions/{subscription_id}?expand=customer,plan"
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/preview"): lambda w: w.hidden(
+        "POST", "/v1/subscriptions/{subscription_id}/preview", CHANGE
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/change"): lambda w: w.hidden(
+        "POST", "/v1/subscriptions/{subscription_id}/change", {"quantity": 2}
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/migrate"): lambda w: w.hidden(
+        "POST", "/v1/subscriptions/{subscription_id}/migrate", {"plan_version": 1}
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/cancel"): lambda w: w.hidden(
+        "POST", "/v1/subscriptions/{subscription_id}/cancel", {"when": "now"}
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/pause"): lambda w: w.hidden(
+        "POST", "/v1/subscriptions/{subscription_id}/pause"
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/resume"): lambda w: w.hidden(
+        "POST", "/v1/subscriptions/{subscription_id}/resume"
+    ),
+    ("POST", "/v1/subscriptions/{subscription_id}/reactivate"): lambda w: w.hidden(
+        "POST", "/v1/subscriptions/{subscription_id}/reactivate"
+    ),
+    ("GET", "/v1/subscriptions/{subscription_id}/timeline"): lambda w: w.hidden(
+        "GET", "/v1/subscriptions/{subscription_id}/timeline"
+    ),
+    ("GET", "/v1/subscriptions/{subscription_id}/drafts"): lambda w: w.hidden(
+        "GET", "/v1/subscriptions/{subscription_id}/drafts"
+    ),
+}
+
+
+def _creates(w: World, path: str, body: dict[str, Any]) -> None:
+    """The same code or external id as A's object: created, so nothing reveals A's exists."""
+    response = w.call("POST", path, body)
+    assert response.status_code == 201, (path, response.status_code, response.text)
+
+
+def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
+    a = api.tenant("A")
+    meter = api.post("/v1/meters", a, {"code": "calls", "aggregation": "count"})
+    feature = api.post("/v1/features", a, {"code": "f", "kind": "metered", "meter_code": "calls"})
+    coupon = api.post("/v1/coupons", a, {"code": "welcome", "percent_off": "10"})
+    api.post("/v1/plans", a, {**PRO, "code": "a_plan"})
+    cus = api.post("/v1/customers", a, customer_body("a-ext"))
+    override = api.post(
+        f"/v1/customers/{cus['id']}/price_overrides",
+        a,
+        {"plan_code": "a_plan", "charge_code": "base", "price": {"amount": "90.00"}},
+    )
+    sub = api.post("/v1/subscriptions", a, {"customer_id": cus["id"], "plan_code": "a_plan"})
+    ids = {
+        "meter_id": meter["id"],
+        "feature_id": feature["id"],
+        "coupon_id": coupon["id"],
+        "plan_code": "a_plan",
+        "customer_id": cus["id"],
+        "override_id": override["id"],
+        "subscription_id": sub["id"],
+    }
+    return ids, a
+
+
+#: Creates run last: B making its own "a_plan" would otherwise answer the plan routes.
+CREATES = {
+    ("POST", "/v1/meters"),
+    ("POST", "/v1/coupons"),
+    ("POST", "/v1/plans"),
+    ("POST", "/v1/customers"),
+}
+
+
+def _routes(api: Api) -> list[tuple[str, str]]:
+    paths = api.app.openapi()["paths"]
+    routes = [(method.upper(), path) for path, item in paths.items() for method in item]
+    return sorted(routes, key=lambda route: (route in CREATES, route))
+
+
+def _snapshot(api: Api, a: Any, ids: dict[str, str]) -> list[Any]:
+    return [
+        api.get("/v1/subscriptions/{subscription_id}/timeline".format(**ids), a),
+        api.get("/v1/customers/{customer_id}".format(**ids), a),
+        api.get("/v1/plans/a_plan/versions", a),
+        api.get("/v1/customers/{customer_id}/price_overrides".format(**ids), a),
+    ]
+
+
+def test_every_route_has_an_isolation_case(api: Api) -> None:
+    missing = [route for route in _routes(api) if route not in CASES]
+    assert not missing, f"routes without a tenant-isolation case: {missing}"
+
+
+def test_another_tenant_cannot_read_change_or_detect(api: Api) -> None:
+    ids, a = _tenant_a(api)
+    before = _snapshot(api, a, ids)
+    b = api.tenant("B")
+    world = World(api, ids, b.headers(Role.ADMIN))
+    for route in _routes(api):
+        CASES[route](world)
+    assert _snapshot(api, a, ids) == before
+
+
+def test_test_mode_cannot_see_live_data(api: Api) -> None:
+    ids, a = _tenant_a(api)
+    before = _snapshot(api, a, ids)
+    world = World(api, ids, a.headers(Role.ADMIN, Mode.TEST))
+    for route in _routes(api):
+        CASES[route](world)
+    assert _snapshot(api, a, ids) == before
