@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ratecard demo
+	$(BIN)/ratecard run-demo
 
 check: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks

@@ -25,10 +25,10 @@ def version() -> None:
 
 
 @app.command()
-def demo(
-    examples: Annotated[Path, typer.Option(help="Folder of scenarios.")] = Path("examples"),
+def examples(
+    folder: Annotated[Path, typer.Option(help="Folder of scenarios.")] = Path("examples"),
 ) -> None:
-    """Simulate every example scenario and print its invoices as tables."""
+    """Simulate every example scenario (examples/*.yaml) and print the invoices as tables."""
     from rich.console import Console
 
     from ratecard.services.documents import load_file
@@ -36,7 +36,7 @@ def demo(
     from ratecard.services.simulation import simulate as run_simulation
 
     console = Console()
-    for path in sorted(examples.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         result = run_simulation(load_file(path))
         console.rule(f"{path.name}: {result.scenario.name}")
         print_tables(list(result.invoices), console)
