@@ -37,10 +37,11 @@ from ratecard.adapters.db import event_store
 from ratecard.adapters.db.models import CustomerRow, MeterRow, SubscriptionRow, UsageClosureRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
-from ratecard.core.aggregation import Event, GroupKey, MeterSpec
-from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
+from ratecard.core.aggregation import Aggregation, Event, GroupKey, MeterSpec
+from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
 from ratecard.core.events import MAX_BATCH, IncomingEvent, parse_event
-from ratecard.core.rollups import Partial, hour_of, partials
+from ratecard.core.money import D
+from ratecard.core.rollups import Partial, decomposable, hour_of, partials
 from ratecard.services.metering.meters import meter_spec
 from ratecard.services.metering.policy import LateEvents, MeteringPolicy, Unknown, load_policy
 
@@ -80,7 +81,7 @@ class IngestResult:
     touched: frozenset[tuple[str, str]] = field(default=frozenset())  # (customer_id, meter)
 
     def count(self, status: EventStatus) -> int:
-        return sum(1 for r in self.results if r.status is status)
+        return sum(1 for r in self.results if r.status == status)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -150,7 +151,7 @@ class IngestionService:
                 session,
                 scope,
                 policy=policy,
-                meter_codes=set(meters),
+                specs={code: meter_spec(row) for code, row in meters.items()},
                 valid=valid,
                 received_at=received_at,
                 results=results,
@@ -180,7 +181,7 @@ class IngestionService:
         scope: TenantScope,
         *,
         policy: MeteringPolicy,
-        meter_codes: set[str],
+        specs: Mapping[str, MeterSpec],
         valid: Sequence[tuple[int, IncomingEvent]],
         received_at: datetime,
         results: list[EventResult | None],
@@ -219,7 +220,8 @@ class IngestionService:
                     index, eid, ErrorCode.UNKNOWN_CUSTOMER, f"no such {where}", where
                 )
                 continue
-            known_meter = e.meter_code in meter_codes
+            spec = specs.get(e.meter_code)
+            known_meter = spec is not None
             if not known_meter and policy.unknown_meter is Unknown.REJECT:
                 results[index] = _reject(
                     index, eid, ErrorCode.UNKNOWN_METER, "no such meter", "type"
@@ -227,6 +229,9 @@ class IngestionService:
                 continue
             if customer_id is not None and not known_meter:
                 customer_id = None  # held until the meter exists
+            if spec is not None and (problem := _value_problem(spec, e)) is not None:
+                results[index] = EventResult(index, eid, EventStatus.REJECTED, (problem,))
+                continue
             closed_end = closed.get(customer_id) if customer_id else None
             late = closed_end is not None and e.occurred_at < closed_end
             if late and policy.late_events is LateEvents.REJECT:
@@ -251,6 +256,21 @@ class IngestionService:
         return admitted
 
 
+def _value_problem(spec: MeterSpec, event: IncomingEvent) -> Problem | None:
+    """A meter that adds, compares or weighs values needs a number (or nothing) there."""
+    name = spec.value_property
+    if name is None or spec.aggregation in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT):
+        return None
+    raw = event.properties.get(name)
+    if raw is None:
+        return None
+    try:
+        D(raw)
+    except RatecardError:
+        return Problem(ErrorCode.INVALID_VALUE, "must be a number", f"properties.{name}")
+    return None
+
+
 def rollup_partials(
     meters: Mapping[str, MeterRow], events: Iterable[tuple[event_store.NewEvent, int]]
 ) -> list[tuple[str, str, datetime, GroupKey, Partial]]:
@@ -265,6 +285,8 @@ def rollup_partials(
     out = []
     for (customer_id, code, hour_at), bucket in buckets.items():
         spec = specs.get(code) or specs.setdefault(code, meter_spec(meters[code]))
+        if not decomposable(spec):
+            continue
         bucket.sort(key=lambda item: (item[0].timestamp, item[1]))
         for group, partial in partials(spec, bucket).items():
             out.append((customer_id, code, hour_at, group, partial))

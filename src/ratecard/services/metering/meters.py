@@ -24,7 +24,7 @@ from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import Aggregation, Event, MeterReset, MeterSpec, PropertyFilter
 from ratecard.core.errors import invalid
-from ratecard.core.rollups import hour_of, partials
+from ratecard.core.rollups import decomposable, hour_of, partials
 
 _FLUSH_EVERY = 5_000
 
@@ -83,6 +83,8 @@ def rebuild_rollups(
     since_hour = hour_of(since) if since is not None else None
     event_store.delete_rollups(session, scope, meter.code, since_hour)
     spec = meter_spec(meter)
+    if not decomposable(spec):
+        return 0
     meters = {meter.code: meter}
     written = 0
     pending: list[tuple[str, datetime, list[tuple[Event, int]]]] = []
