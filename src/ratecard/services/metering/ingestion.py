@@ -147,6 +147,9 @@ class IngestionService:
             session = uow.session
             policy = load_policy(session, scope)
             meters = _meters(session, scope, lock=True)
+            # Stamped under the meter lock, which `close_usage` takes exclusively: an event
+            # received before a closing is in the usage the closed invoice read.
+            received_at = max(received_at, self._clock.now())
             stored = self._admit(
                 session,
                 scope,

@@ -135,24 +135,41 @@ class UsageReader:
             parts.append(partials(spec, self._raw(customer_id, code, full_to, end)))
         return merge_groups(parts)
 
-    def event_values(self, customer_id: str, code: str, period: Period) -> tuple[Decimal, ...]:
+    def event_values(
+        self,
+        customer_id: str,
+        code: str,
+        period: Period,
+        *,
+        received_by: datetime | None = None,
+    ) -> tuple[Decimal, ...]:
         """Each counted event's value in time order (for percentage charges)."""
         spec = self.spec(code)
         assert spec.value_property is not None, f"meter {code} has no value property"
         values = []
-        for event, _ in self._raw(customer_id, code, period.start_at, period.end_at):
+        raw = self._raw(customer_id, code, period.start_at, period.end_at, received_by)
+        for event, _ in raw:
             if all(f.matches(event) for f in spec.filters):
                 value = event_value(event, spec.value_property)
                 if value is not None:
                     values.append(value)
         return tuple(values)
 
-    def usage(self, customer_id: str, code: str, period: Period, with_values: bool) -> Usage:
+    def usage(
+        self,
+        customer_id: str,
+        code: str,
+        period: Period,
+        with_values: bool,
+        *,
+        received_by: datetime | None = None,
+    ) -> Usage:
         """What billing prices: the total as a Decimal, with per-event values when asked."""
-        quantity = self.result(customer_id, code, period).total.value
+        result = self.result(customer_id, code, period, received_by=received_by)
         if with_values:
-            return Usage(quantity, self.event_values(customer_id, code, period))
-        return Usage(quantity)
+            values = self.event_values(customer_id, code, period, received_by=received_by)
+            return Usage(result.total.value, values)
+        return Usage(result.total.value)
 
     def series(
         self,
@@ -237,15 +254,23 @@ def _buckets(period: Period, granularity: Granularity, tz: ZoneInfo) -> list[Per
 class StoreUsage:
     """The `UsageSource` of one customer, read from the store (one short session per call)."""
 
-    def __init__(self, sessions: sessionmaker[Session], scope: TenantScope, customer_id: str):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        scope: TenantScope,
+        customer_id: str,
+        *,
+        as_of: datetime | None = None,
+    ):
         self._sessions = sessions
         self.scope = scope
         self.customer_id = customer_id
+        self.as_of = as_of  # only events received by then (what a closed invoice bills)
 
     def __call__(self, meter_code: str, span: Period, with_values: bool) -> Usage:
         with self._sessions() as session:
             return UsageReader(session, self.scope).usage(
-                self.customer_id, meter_code, span, with_values
+                self.customer_id, meter_code, span, with_values, received_by=self.as_of
             )
 
 
