@@ -47,7 +47,13 @@ PLAN = {
     "entitlements": [
         {"feature": "sso", "type": "boolean"},
         {"feature": "seats", "type": "limit", "limit": "5"},
-        {"feature": "api", "type": "metered", "meter": "api_calls", "limit": "1000"},
+        {
+            "feature": "api",
+            "type": "metered",
+            "meter": "api_calls",
+            "limit": "1000",
+            "fail_open": False,
+        },
         {
             "feature": "tokens",
             "type": "metered",
