@@ -127,6 +127,9 @@ class IngestionService:
         valid: list[tuple[int, IncomingEvent]] = []
         seen: set[str] = set()
         for index, raw in enumerate(items):
+            if isinstance(raw, Problem):  # a format adapter could not map this item
+                results[index] = EventResult(index, None, EventStatus.REJECTED, (raw,))
+                continue
             try:
                 event = parse_event(raw, received_at)
             except ValidationFailed as exc:
