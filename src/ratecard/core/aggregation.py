@@ -143,6 +143,18 @@ def _text(value: str | Decimal) -> str:
     return value if isinstance(value, str) else str(value.normalize())
 
 
+def group_key(spec: MeterSpec, event: Event) -> GroupKey:
+    """The event's group: its `group_by` property values as text (None where absent)."""
+    return tuple(
+        None if (v := event.properties.get(name)) is None else _text(v) for name in spec.group_by
+    )
+
+
+def group_order(key: GroupKey) -> str:
+    """The order groups are reported in."""
+    return repr(key)
+
+
 def event_value(event: Event, name: str) -> Decimal | None:
     """The numeric property `name` of an event; None when absent, an error when not a number."""
     raw = event.properties.get(name)
@@ -183,14 +195,10 @@ def aggregate(
         return MeterResult(total)
     partitions: dict[GroupKey, list[Event]] = {}
     for event in kept:
-        key = tuple(
-            None if (v := event.properties.get(name)) is None else _text(v)
-            for name in spec.group_by
-        )
-        partitions.setdefault(key, []).append(event)
+        partitions.setdefault(group_key(spec, event), []).append(event)
     groups = tuple(
         (key, _aggregate_one(spec, partition, start, end, levels.get(key, _ZERO)))
-        for key, partition in sorted(partitions.items(), key=lambda kv: repr(kv[0]))
+        for key, partition in sorted(partitions.items(), key=lambda kv: group_order(kv[0]))
     )
     return MeterResult(total, groups)
 

@@ -69,6 +69,14 @@ class ErrorCode(StrEnum):
     UNKNOWN_TAX_JURISDICTION = "unknown_tax_jurisdiction"
     INVALID_WATERFALL_ORDER = "invalid_waterfall_order"
     NEGATIVE_INVOICE = "negative_invoice"
+    MALFORMED_BODY = "malformed_body"
+    BATCH_TOO_LARGE = "batch_too_large"
+    UNKNOWN_CUSTOMER = "unknown_customer"
+    UNKNOWN_METER = "unknown_meter"
+    EVENT_TOO_OLD = "event_too_old"
+    EVENT_IN_FUTURE = "event_in_future"
+    LATE_EVENT = "late_event"
+    ENTITLEMENT_STORE_UNAVAILABLE = "entitlement_store_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,6 +183,7 @@ class MeterRow(TenantScoped, Base):
     reset: Mapped[str] = mapped_column(String(20), default="monthly")  # monthly, daily, never
     snapshot: Mapped[bool] = mapped_column(Boolean, default=False)  # a gauge, not a sum
     filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    group_by: Mapped[list[Any]] = mapped_column(default=list)  # property names, in order
     created_at: Mapped[datetime]
 
 
@@ -331,6 +332,134 @@ class SubscriptionChangeRow(TenantScoped, Base):
     effective_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(200))
+
+
+# --- metering --------------------------------------------------------------------------------
+
+SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite: the rowid itself
+
+
+class EventRow(TenantScoped, Base):
+    """A raw usage event, kept as received (event sourcing); unique per (tenant, mode, id).
+
+    ``customer_id`` is NULL while the event is held (unknown customer or meter, per policy);
+    ``seq`` is the arrival order, which breaks ties between events at the same instant.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "event_id"),
+        Index(None, "tenant_id", "mode", "customer_id", "meter_code", "occurred_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(255))
+    meter_code: Mapped[str] = mapped_column(CODE)
+    customer_ref: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(ID)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    properties: Mapped[dict[str, Any]]
+
+
+class UsageRollupRow(TenantScoped, Base):
+    """A partial aggregate of one hour of one (customer, meter, group); partials merge exactly.
+
+    Ingestion appends one partial per hour and group it touched; compaction merges them.
+    """
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (Index(None, "tenant_id", "mode", "customer_id", "meter_code", "hour_at"),)
+
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ID)
+    meter_code: Mapped[str] = mapped_column(CODE)
+    hour_at: Mapped[datetime]
+    group_key: Mapped[str] = mapped_column(String(1000))  # JSON array of the group values
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    value_count: Mapped[int] = mapped_column(BigInteger)
+    value_sum: Mapped[Decimal]
+    value_min: Mapped[Decimal | None]
+    value_max: Mapped[Decimal | None]
+    latest_value: Mapped[Decimal | None]
+    latest_at: Mapped[datetime | None]
+    latest_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class MeteringPolicyRow(TenantScoped, Base):
+    """A tenant's ingestion rules (one row per tenant and mode; defaults when absent)."""
+
+    __tablename__ = "metering_policies"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode"),
+        CheckConstraint("unknown_customer IN ('reject', 'hold')", name="unknown_customer"),
+        CheckConstraint("unknown_meter IN ('reject', 'hold')", name="unknown_meter"),
+        CheckConstraint("late_events IN ('adjust', 'reject')", name="late_events"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    unknown_customer: Mapped[str] = mapped_column(String(10))
+    unknown_meter: Mapped[str] = mapped_column(String(10))
+    late_events: Mapped[str] = mapped_column(String(10))
+    max_past_seconds: Mapped[int] = mapped_column(BigInteger)
+    max_future_seconds: Mapped[int] = mapped_column(BigInteger)
+    retention_days: Mapped[int | None]  # None: raw events are kept until purged explicitly
+    purged_before_at: Mapped[datetime | None]
+
+
+class UsageClosureRow(TenantScoped, Base):
+    """A customer's usage up to ``period_end_at`` was invoiced at ``closed_at``.
+
+    An event that arrives later for such a period is late: billed as an adjustment or refused.
+    """
+
+    __tablename__ = "usage_closures"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "customer_id", "period_end_at"),
+        _scoped_fk(["customer_id"], "customers", ["id"]),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ID)
+    period_start_at: Mapped[datetime]
+    period_end_at: Mapped[datetime]
+    closed_at: Mapped[datetime]
+    adjusted_at: Mapped[datetime | None]  # when late usage of the period was last billed
+
+
+class UsageAlertRow(TenantScoped, Base):
+    """A threshold on a customer's usage (quantity) or spend (amount) of one meter."""
+
+    __tablename__ = "usage_alerts"
+    __table_args__ = (
+        Index(None, "tenant_id", "mode", "customer_id", "meter_code"),
+        _scoped_fk(["customer_id"], "customers", ["id"]),
+        CheckConstraint("metric IN ('usage', 'spend')", name="metric"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(ID)
+    meter_code: Mapped[str] = mapped_column(CODE)
+    metric: Mapped[str] = mapped_column(String(10))
+    threshold: Mapped[Decimal]
+    created_at: Mapped[datetime]
+
+
+class WebhookOutboxRow(TenantScoped, Base):
+    """An outgoing webhook event, written in the transaction that caused it; sent after."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "dedup_key"),
+        Index(None, "tenant_id", "mode", "delivered_at"),
+    )
+
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
 
 
 APPEND_ONLY: tuple[type[Base], ...] = (AuditEntryRow, SubscriptionChangeRow)

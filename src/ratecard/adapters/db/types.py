@@ -27,6 +27,12 @@ from sqlalchemy.types import TypeEngine
 _SQLITE_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
+def sqlite_instant_text(at: datetime) -> str:
+    """How `UtcDateTime` stores an aware instant on SQLite (for bulk paths that bypass it)."""
+    assert at.utcoffset() is not None, "aware instants only"
+    return at.astimezone(UTC).strftime(_SQLITE_INSTANT_FORMAT)
+
+
 class ExactDecimal(TypeDecorator[Decimal]):
     """An exact decimal: NUMERIC on PostgreSQL, canonical text on SQLite."""
 

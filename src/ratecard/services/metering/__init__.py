@@ -1,0 +1,1 @@
+"""Metering: ingestion, usage queries, rollups, late events, alerts and entitlements."""

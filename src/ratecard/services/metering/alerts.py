@@ -1,0 +1,228 @@
+"""Usage and spend alerts: one webhook event per threshold crossing, through the outbox.
+
+    >>> alerts = AlertService(sessions, clock)                                    # doctest: +SKIP
+    >>> alerts.create(scope, customer_id, "api_calls", AlertMetric.USAGE, Decimal(1000))
+    >>> ingestion.listeners.append(alerts.on_ingested)   # evaluated after each committed batch
+
+An alert watches one customer's meter in the current billing period (the live subscription's
+period; a UTC calendar month when the customer has none). When the usage (quantity) or spend
+(what the metered charge would bill now, rounded as the invoice rounds) reaches the threshold, a
+``usage_alert.triggered`` event is written to the webhook outbox. Its dedup key is
+``alert:<id>:<period start>``, unique in the table, so concurrent or repeated evaluations of the
+same crossing write one event, and the next period can fire again. Evaluation after a batch is
+best effort; `evaluate_all` re-checks every alert (run it from a worker) so a crash between a
+batch's commit and its evaluation loses no crossing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.models import (
+    SubscriptionRow,
+    TenantRow,
+    UsageAlertRow,
+    WebhookOutboxRow,
+)
+from ratecard.adapters.db.scope import TenantScope, new_id
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.errors import invalid
+from ratecard.core.events import format_timestamp
+from ratecard.core.money import RoundingMode
+from ratecard.core.periods import Period
+from ratecard.services.metering.usage import UsageReader, plan_of, usage_lines
+
+LIVE_STATUSES = ("active", "trialing", "past_due")
+
+
+class AlertMetric(StrEnum):
+    USAGE = "usage"
+    SPEND = "spend"
+
+
+def _month(at: datetime) -> Period:
+    start = at.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return Period(start, end)
+
+
+class AlertService:
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    def _uow(self, scope: TenantScope, actor: str = "alerts") -> UnitOfWork:
+        return UnitOfWork(self._sessions, scope, actor=actor, clock=self._clock)
+
+    def create(
+        self,
+        scope: TenantScope,
+        customer_id: str,
+        meter_code: str,
+        metric: AlertMetric,
+        threshold: Decimal,
+        *,
+        actor: str = "alerts",
+    ) -> str:
+        if threshold <= 0:
+            raise invalid("must be positive", "threshold")
+        with self._uow(scope, actor) as uow:
+            uow.customers.get(customer_id)
+            uow.meters.get_by_code(meter_code)
+            row = UsageAlertRow(
+                id=new_id("alrt"),
+                tenant_id=scope.tenant_id,
+                mode=scope.mode,
+                customer_id=customer_id,
+                meter_code=meter_code,
+                metric=str(AlertMetric(metric)),
+                threshold=threshold,
+                created_at=self._clock.now(),
+            )
+            uow.session.add(row)
+            uow.commit()
+            return row.id
+
+    def on_ingested(self, scope: TenantScope, touched: frozenset[tuple[str, str]]) -> None:
+        """Ingestion listener: evaluate the alerts of the (customer, meter) pairs just changed."""
+        if touched:
+            self.evaluate(scope, touched)
+
+    def evaluate(self, scope: TenantScope, pairs: Iterable[tuple[str, str]] | None) -> int:
+        """Check alerts (of `pairs`, or all); return how many webhook events were written."""
+        wanted = None if pairs is None else set(pairs)
+        with self._uow(scope) as uow:
+            statement = select(UsageAlertRow).where(
+                UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode
+            )
+            if wanted is not None:
+                customers = sorted({c for c, _ in wanted})
+                statement = statement.where(UsageAlertRow.customer_id.in_(customers))
+            alerts = [
+                a
+                for a in uow.session.scalars(statement)
+                if wanted is None or (a.customer_id, a.meter_code) in wanted
+            ]
+            if not alerts:
+                return 0
+            written = sum(self._check(uow, alert) for alert in alerts)
+            uow.commit()
+            return written
+
+    def evaluate_all(self, scope: TenantScope) -> int:
+        return self.evaluate(scope, None)
+
+    def _check(self, uow: UnitOfWork, alert: UsageAlertRow) -> int:
+        session, scope = uow.session, uow.scope
+        reader = UsageReader(session, scope)
+        sub = session.scalars(
+            select(SubscriptionRow)
+            .where(
+                SubscriptionRow.tenant_id == scope.tenant_id,
+                SubscriptionRow.mode == scope.mode,
+                SubscriptionRow.customer_id == alert.customer_id,
+                SubscriptionRow.status.in_(LIVE_STATUSES),
+            )
+            .order_by(SubscriptionRow.created_at)
+            .limit(1)
+        ).one_or_none()
+        now = self._clock.now()
+        if sub is not None:
+            period = Period(sub.current_period_start_at, sub.current_period_end_at)
+        else:
+            period = _month(now)
+        if alert.metric == AlertMetric.USAGE:
+            value = reader.result(alert.customer_id, alert.meter_code, period).total.value
+            shown = format(value, "f")
+        else:
+            if sub is None:
+                return 0
+            tenant = session.get(TenantRow, scope.tenant_id)
+            assert tenant is not None
+            plan = plan_of(session, scope, sub)
+            lines = [
+                u
+                for u in usage_lines(
+                    reader, alert.customer_id, plan, period, RoundingMode(tenant.rounding_mode)
+                )
+                if u.meter_code == alert.meter_code
+            ]
+            if not lines:
+                return 0
+            value = sum((u.line.amount.to_decimal() for u in lines), Decimal(0))
+            shown = lines[0].line.amount.format()
+        if value < alert.threshold:
+            return 0
+        return _enqueue(
+            session,
+            scope,
+            "usage_alert.triggered",
+            f"alert:{alert.id}:{format_timestamp(period.start_at)}",
+            payload={
+                "alert_id": alert.id,
+                "customer_id": alert.customer_id,
+                "meter": alert.meter_code,
+                "metric": alert.metric,
+                "threshold": format(alert.threshold, "f"),
+                "value": shown,
+                "period_start": format_timestamp(period.start_at),
+                "period_end": format_timestamp(period.end_at),
+                "at": format_timestamp(now),
+            },
+            at=now,
+        )
+
+
+def _enqueue(
+    session: Session,
+    scope: TenantScope,
+    event_type: str,
+    dedup_key: str,
+    *,
+    payload: dict[str, str],
+    at: datetime,
+) -> int:
+    """Add a webhook event unless one with `dedup_key` exists; 1 if added."""
+    values = {
+        "tenant_id": scope.tenant_id,
+        "mode": scope.mode,
+        "event_type": event_type,
+        "dedup_key": dedup_key,
+        "payload": payload,
+        "created_at": at,
+        "delivered_at": None,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(WebhookOutboxRow)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(WebhookOutboxRow.id)
+    )
+    return len(session.execute(statement).all())
+
+
+def outbox(session: Session, scope: TenantScope) -> list[WebhookOutboxRow]:
+    return list(
+        session.scalars(
+            select(WebhookOutboxRow)
+            .where(
+                WebhookOutboxRow.tenant_id == scope.tenant_id, WebhookOutboxRow.mode == scope.mode
+            )
+            .order_by(WebhookOutboxRow.id)
+        )
+    )

@@ -1,0 +1,224 @@
+"""Entitlements: may this customer use this feature, and how much is left? O(1) from a cache.
+
+    >>> service = EntitlementService(sessions, clock)          # in-process cache  # doctest: +SKIP
+    >>> service.check(scope, "cus_1", "api_calls", requested=Decimal(1))          # doctest: +SKIP
+    Check(allowed=True, feature='api_calls', reason=None, remaining=Decimal('999'), ...)
+
+Kinds (from the customer's live subscription's plan): ``boolean`` (enabled or not), ``limit`` (a
+fixed number, e.g. seats: allowed while `requested` is within it) and ``metered`` (a limit on a
+meter's usage in the current billing period; `remaining` = limit − usage).
+
+A check reads one hash field of the customer's cached entitlements (`adapters.cache`: in-process
+by default, Redis when configured). On a miss the customer's entitlements are computed from the
+store and cached as one hash; `invalidate` (a plan or subscription change) and every ingested
+batch for the customer (usage changed) drop the hash. Over the limit, ``deny`` refuses with
+``limit_exceeded``, ``allow_and_notify`` allows and sets `notify`, ``throttle_and_notify``
+refuses with ``throttled`` and sets `notify`. When neither cache nor store can answer, a feature
+fails open or closed as its plan says (`fail_open`; open when it was never seen).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ratecard.adapters.cache import CacheUnavailable, HashCache, InProcessCache
+from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.models import SubscriptionRow
+from ratecard.adapters.db.scope import TenantScope
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.catalog import EntitlementKind, ExceedAction
+from ratecard.core.periods import Period
+from ratecard.services.metering.usage import UsageReader, plan_of
+
+log = logging.getLogger(__name__)
+LIVE_STATUSES = ("active", "trialing", "past_due")
+_ALL = "__all__"
+
+
+@dataclass(frozen=True, slots=True)
+class EntitlementView:
+    feature: str
+    kind: EntitlementKind
+    enabled: bool
+    limit: Decimal | None
+    usage: Decimal | None
+    remaining: Decimal | None
+    on_exceed: ExceedAction
+    fail_open: bool
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        for name in ("limit", "usage", "remaining"):
+            if data[name] is not None:
+                data[name] = format(data[name], "f")
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> EntitlementView:
+        data = json.loads(text)
+
+        def number(name: str) -> Decimal | None:
+            return None if data[name] is None else Decimal(data[name])
+
+        return cls(
+            feature=data["feature"],
+            kind=EntitlementKind(data["kind"]),
+            enabled=bool(data["enabled"]),
+            limit=number("limit"),
+            usage=number("usage"),
+            remaining=number("remaining"),
+            on_exceed=ExceedAction(data["on_exceed"]),
+            fail_open=bool(data["fail_open"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    allowed: bool
+    feature: str
+    reason: str | None = (
+        None  # not_entitled, disabled, limit_exceeded, throttled, store_unavailable
+    )
+    remaining: Decimal | None = None
+    notify: bool = False
+    source: str = "cache"  # cache, store, fallback
+
+
+def decide(view: EntitlementView, requested: Decimal) -> Check:
+    if not view.enabled:
+        return Check(False, view.feature, "disabled")
+    if view.kind is EntitlementKind.BOOLEAN or view.limit is None:
+        return Check(True, view.feature)
+    used = view.usage or Decimal(0)
+    within = used + requested <= view.limit
+    if within:
+        return Check(True, view.feature, remaining=view.remaining)
+    if view.on_exceed is ExceedAction.ALLOW_AND_NOTIFY:
+        return Check(True, view.feature, "limit_exceeded", view.remaining, notify=True)
+    if view.on_exceed is ExceedAction.THROTTLE_AND_NOTIFY:
+        return Check(False, view.feature, "throttled", view.remaining, notify=True)
+    return Check(False, view.feature, "limit_exceeded", view.remaining)
+
+
+class EntitlementService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        *,
+        cache: HashCache | None = None,
+        ttl_seconds: int = 300,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self.cache: HashCache = cache or InProcessCache()
+        self._ttl = ttl_seconds
+        self._fail_open: dict[tuple[str, str], bool] = {}  # last seen per (tenant, feature)
+
+    @staticmethod
+    def _key(scope: TenantScope, customer_id: str) -> str:
+        return f"ent:{scope.tenant_id}:{scope.mode}:{customer_id}"
+
+    def check(
+        self, scope: TenantScope, customer_id: str, feature: str, requested: Decimal = Decimal(0)
+    ) -> Check:
+        key = self._key(scope, customer_id)
+        try:
+            cached = self.cache.get(key, feature)
+            if cached is not None:
+                return decide(EntitlementView.from_json(cached), requested)
+            if self.cache.get(key, _ALL) is not None:
+                return Check(False, feature, "not_entitled")
+        except CacheUnavailable as exc:
+            log.warning("entitlement cache unavailable: %s", exc)
+        try:
+            views = self._load(scope, customer_id)
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("entitlement store unavailable: %s", exc)
+            allowed = self._fail_open.get((scope.tenant_id, feature), True)
+            return Check(allowed, feature, "store_unavailable", source="fallback")
+        view = views.get(feature)
+        if view is None:
+            return Check(False, feature, "not_entitled", source="store")
+        return _with_source(decide(view, requested), "store")
+
+    def list(self, scope: TenantScope, customer_id: str) -> list[EntitlementView]:
+        return sorted(self._load(scope, customer_id).values(), key=lambda v: v.feature)
+
+    def invalidate(self, scope: TenantScope, customer_id: str) -> None:
+        try:
+            self.cache.drop(self._key(scope, customer_id))
+        except CacheUnavailable as exc:
+            log.warning("entitlement cache unavailable: %s", exc)
+
+    def on_ingested(self, scope: TenantScope, touched: frozenset[tuple[str, str]]) -> None:
+        """Ingestion listener: usage changed, so the customers' remaining amounts did."""
+        for customer_id in {c for c, _ in touched}:
+            self.invalidate(scope, customer_id)
+
+    def _load(self, scope: TenantScope, customer_id: str) -> dict[str, EntitlementView]:
+        views = self._compute(scope, customer_id)
+        for view in views.values():
+            self._fail_open[(scope.tenant_id, view.feature)] = view.fail_open
+        values = {feature: view.to_json() for feature, view in views.items()}
+        values[_ALL] = "1"
+        try:
+            self.cache.put(self._key(scope, customer_id), values, ttl_seconds=self._ttl)
+        except CacheUnavailable as exc:
+            log.warning("entitlement cache unavailable: %s", exc)
+        return views
+
+    def _compute(self, scope: TenantScope, customer_id: str) -> dict[str, EntitlementView]:
+        with UnitOfWork(self._sessions, scope, actor="entitlements", clock=self._clock) as uow:
+            uow.customers.get(customer_id)
+            session = uow.session
+            sub = session.scalars(
+                select(SubscriptionRow)
+                .where(
+                    SubscriptionRow.tenant_id == scope.tenant_id,
+                    SubscriptionRow.mode == scope.mode,
+                    SubscriptionRow.customer_id == customer_id,
+                    SubscriptionRow.status.in_(LIVE_STATUSES),
+                )
+                .order_by(SubscriptionRow.created_at)
+                .limit(1)
+            ).one_or_none()
+            if sub is None:
+                return {}
+            plan = plan_of(session, scope, sub)
+            period = Period(sub.current_period_start_at, sub.current_period_end_at)
+            reader = UsageReader(session, scope)
+            views: dict[str, EntitlementView] = {}
+            for ent in plan.entitlements:
+                usage = remaining = None
+                if ent.kind is EntitlementKind.METERED and ent.meter_code is not None:
+                    usage = reader.result(customer_id, ent.meter_code, period).total.value
+                    if ent.limit is not None:
+                        remaining = max(ent.limit - usage, Decimal(0))
+                elif ent.kind is EntitlementKind.LIMIT:
+                    remaining = ent.limit
+                views[ent.feature] = EntitlementView(
+                    ent.feature,
+                    ent.kind,
+                    ent.enabled,
+                    ent.limit,
+                    usage,
+                    remaining,
+                    ent.on_exceed,
+                    ent.fail_open,
+                )
+            return views
+
+
+def _with_source(check: Check, source: str) -> Check:
+    values: dict[str, Any] = {f: getattr(check, f) for f in check.__dataclass_fields__}
+    values["source"] = source
+    return Check(**values)

@@ -1,0 +1,225 @@
+"""What happens to events after ingestion: closing invoiced usage, late adjustments, held
+events, and the retention purge.
+
+    >>> close_usage(uow, customer_id, period)                     # billing, at finalization
+    >>> lines = late_adjustments(uow, customer_id, plan, at=now)  # on the next invoice
+
+Late events. When an invoice is finalized its usage period is *closed* (`close_usage`, recording
+the instant). An event for a closed period that arrives afterwards is late: with the tenant's
+default policy it is kept, and the next invoice carries an adjustment line per metered charge of
+``rate(usage as of now) - rate(usage as billed)``, where "as billed" is the usage of the events
+received by the closing (or the last adjustment) — replayable from raw events, never an edit of
+the finalized invoice. Before the closing (the invoice grace period) a late-arriving event simply
+updates the draft. With the ``reject`` policy such events are refused with ``late_event``.
+
+Retention. Raw events are kept until `purge_events` is asked to drop those received before a
+cutoff, which must lie at least `MIN_RETENTION_DAYS` (35) in the past: an id is deduplicated for
+as long as its event is kept, so never for less than 35 days. Rollups are kept; a rebuild reads
+raw events from the purge cutoff on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+
+from ratecard.adapters.db import event_store
+from ratecard.adapters.db.models import (
+    CustomerRow,
+    EventRow,
+    MeterRow,
+    SubscriptionRow,
+    UsageClosureRow,
+)
+from ratecard.adapters.db.scope import new_id
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.catalog import ChargeModel, Plan
+from ratecard.core.errors import invalid
+from ratecard.core.events import format_timestamp
+from ratecard.core.invoicing import InvoiceLine, LineKind, make_line
+from ratecard.core.money import RoundingMode, currency
+from ratecard.core.periods import Period
+from ratecard.core.pricing import rate
+from ratecard.services.metering.ingestion import rollup_partials
+from ratecard.services.metering.policy import MIN_RETENTION_DAYS, load_policy, save_policy
+from ratecard.services.metering.usage import UsageReader
+
+
+def close_usage(uow: UnitOfWork, customer_id: str, period: Period) -> UsageClosureRow:
+    """Record that the customer's usage of `period` is invoiced (idempotent per period end).
+
+    Billing closes first and then reads the invoice's usage as of ``closed_at``
+    (`StoreUsage(..., as_of=closed_at)`): the meter lock taken here waits for batches in flight,
+    and later batches are stamped after it, so every event is either on the invoice or late.
+    """
+    uow.customers.get(customer_id)
+    statement = select(MeterRow).where(
+        MeterRow.tenant_id == uow.scope.tenant_id, MeterRow.mode == uow.scope.mode
+    )
+    if uow.session.get_bind().dialect.name == "postgresql":
+        list(uow.session.scalars(statement.with_for_update()))
+    existing = uow.session.scalars(
+        select(UsageClosureRow).where(
+            UsageClosureRow.tenant_id == uow.scope.tenant_id,
+            UsageClosureRow.mode == uow.scope.mode,
+            UsageClosureRow.customer_id == customer_id,
+            UsageClosureRow.period_end_at == period.end_at,
+        )
+    ).one_or_none()
+    if existing is not None:
+        return existing
+    row = UsageClosureRow(
+        id=new_id("ucl"),
+        tenant_id=uow.scope.tenant_id,
+        mode=uow.scope.mode,
+        customer_id=customer_id,
+        period_start_at=period.start_at,
+        period_end_at=period.end_at,
+        closed_at=uow.clock.now(),
+        adjusted_at=None,
+    )
+    uow.session.add(row)
+    return row
+
+
+def late_adjustments(
+    uow: UnitOfWork,
+    customer_id: str,
+    plan: Plan,
+    *,
+    at: datetime,
+    rounding: RoundingMode = RoundingMode.HALF_UP,
+) -> list[InvoiceLine]:
+    """Adjustment lines for events that arrived after their period was invoiced.
+
+    Marks the closures adjusted as of `at`; the caller commits with the invoice that carries them.
+    """
+    reader = UsageReader(uow.session, uow.scope)
+    closures = uow.session.scalars(
+        select(UsageClosureRow)
+        .where(
+            UsageClosureRow.tenant_id == uow.scope.tenant_id,
+            UsageClosureRow.mode == uow.scope.mode,
+            UsageClosureRow.customer_id == customer_id,
+        )
+        .order_by(UsageClosureRow.period_end_at)
+    )
+    cur = currency(plan.currency)
+    lines: list[InvoiceLine] = []
+    for closure in closures:
+        billed_as_of = closure.adjusted_at or closure.closed_at
+        period = Period(closure.period_start_at, closure.period_end_at)
+        for charge in plan.charges:
+            if charge.meter_code is None:
+                continue
+            with_values = charge.model is ChargeModel.PERCENTAGE
+            code = charge.meter_code
+            before = reader.usage(customer_id, code, period, with_values, received_by=billed_as_of)
+            now = reader.usage(customer_id, code, period, with_values, received_by=at)
+            if before == now:
+                continue
+            exact = (
+                rate(charge.model, charge.price, now).amount
+                - rate(charge.model, charge.price, before).amount
+            )
+            lines.append(
+                make_line(
+                    kind=LineKind.ADJUSTMENT,
+                    description=(
+                        f"Late usage — {charge.name or charge.code}, "
+                        f"{format_timestamp(period.start_at)} – {format_timestamp(period.end_at)}"
+                    ),
+                    charge_code=charge.code,
+                    exact=exact,
+                    currency=cur,
+                    mode=rounding,
+                    period=period,
+                    quantity=now.quantity - before.quantity,
+                    plan_code=plan.code,
+                    plan_version=plan.version,
+                )
+            )
+        closure.adjusted_at = at
+    return lines
+
+
+def release_held(uow: UnitOfWork) -> int:
+    """Count held events whose customer and meter now exist; return how many were released."""
+    scope, session = uow.scope, uow.session
+    meters = {row.code: row for row in uow.meters.list(limit=1000)}
+    held = list(
+        session.scalars(
+            select(EventRow).where(
+                EventRow.tenant_id == scope.tenant_id,
+                EventRow.mode == scope.mode,
+                EventRow.customer_id.is_(None),
+            )
+        )
+    )
+    refs = {e.customer_ref for e in held}
+    customers: dict[str, str] = {
+        str(a): str(b)
+        for a, b in session.execute(
+            select(CustomerRow.external_id, CustomerRow.id).where(
+                CustomerRow.tenant_id == scope.tenant_id,
+                CustomerRow.mode == scope.mode,
+                CustomerRow.external_id.in_(refs),
+            )
+        )
+    }
+    customers.update(
+        (str(a), str(b))
+        for a, b in session.execute(
+            select(SubscriptionRow.id, SubscriptionRow.customer_id).where(
+                SubscriptionRow.tenant_id == scope.tenant_id,
+                SubscriptionRow.mode == scope.mode,
+                SubscriptionRow.id.in_(refs),
+            )
+        )
+    )
+    released = []
+    for row in held:
+        customer_id = customers.get(row.customer_ref)
+        if customer_id is None or row.meter_code not in meters:
+            continue
+        session.execute(
+            update(EventRow)
+            .where(EventRow.seq == row.seq, EventRow.tenant_id == scope.tenant_id)
+            .values(customer_id=customer_id)
+        )
+        released.append(
+            (
+                event_store.NewEvent(
+                    row.event_id,
+                    row.meter_code,
+                    row.customer_ref,
+                    customer_id,
+                    row.occurred_at,
+                    row.received_at,
+                    row.properties,
+                ),
+                row.seq,
+            )
+        )
+    event_store.add_rollups(session, scope, rollup_partials(meters, released))
+    return len(released)
+
+
+def purge_events(uow: UnitOfWork, received_before: datetime) -> int:
+    """Drop raw events received before the cutoff (at least 35 days ago); return how many."""
+    floor = uow.clock.now() - timedelta(days=MIN_RETENTION_DAYS)
+    if received_before > floor:
+        raise invalid(f"events are kept at least {MIN_RETENTION_DAYS} days", "received_before")
+    scope = uow.scope
+    result = uow.session.execute(
+        delete(EventRow).where(
+            EventRow.tenant_id == scope.tenant_id,
+            EventRow.mode == scope.mode,
+            EventRow.received_at < received_before,
+        )
+    )
+    policy = load_policy(uow.session, scope)
+    save_policy(uow.session, scope, replace(policy, purged_before_at=received_before))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,73 @@
+"""Entitlement checks: kinds, exceed actions, invalidation (in-process, Redis), fallbacks."""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from ratecard.adapters.cache import CacheUnavailable, InProcessCache, RedisCache
+from ratecard.services.metering.entitlements import EntitlementService
+from tests.integration.metering_setup import event, setup
+
+
+def _redis() -> RedisCache:
+    cache = RedisCache("redis://127.0.0.1:6379/15")
+    try:
+        cache.get(f"probe:{secrets.token_hex(4)}", "x")
+    except CacheUnavailable as exc:
+        pytest.skip(f"Redis unavailable: {exc}")
+    return cache
+
+
+@pytest.mark.parametrize("cache_kind", ["memory", "redis"])
+def test_checks_follow_usage_and_invalidation(sessions, cache_kind):
+    m = setup(sessions)
+    cache = InProcessCache() if cache_kind == "memory" else _redis()
+    service = EntitlementService(m.sessions, m.clock, cache=cache)
+    m.ingestion.listeners.append(service.on_ingested)
+    cid = m.customer_id
+    assert service.check(m.scope, cid, "sso").allowed
+    assert service.check(m.scope, cid, "sso").source == "cache"
+    assert service.check(m.scope, cid, "seats", Decimal(5)).allowed
+    denied = service.check(m.scope, cid, "seats", Decimal(6))
+    assert (denied.allowed, denied.reason) == (False, "limit_exceeded")
+    assert service.check(m.scope, cid, "nope").reason == "not_entitled"
+    assert service.check(m.scope, cid, "api", Decimal(1)).remaining == Decimal(1000)
+    m.ingest(*[event(i) for i in range(10)])  # usage invalidates the customer's entry
+    api = service.check(m.scope, cid, "api", Decimal(1))
+    assert (api.allowed, api.remaining, api.source) == (True, Decimal(990), "store")
+    assert not service.check(m.scope, cid, "api", Decimal(991)).allowed
+    m.ingest(event("t", meter="tokens", tokens="600", model="a"))
+    soft = service.check(m.scope, cid, "tokens", Decimal(1))
+    assert (soft.allowed, soft.notify, soft.reason) == (True, True, "limit_exceeded")
+    listed = {v.feature: v for v in service.list(m.scope, cid)}
+    assert listed["api"].remaining == Decimal(990) and listed["tokens"].remaining == 0
+
+
+def test_store_down_fails_open_or_closed_per_feature(sessions, monkeypatch):
+    m = setup(sessions)
+    service = EntitlementService(m.sessions, m.clock)
+    service.list(m.scope, m.customer_id)  # learns each feature's fallback (api: closed)
+    service.invalidate(m.scope, m.customer_id)
+
+    def down(*_a, **_k):
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(service, "_compute", down)
+    assert service.check(m.scope, m.customer_id, "sso").allowed  # fails open (default)
+    closed = service.check(m.scope, m.customer_id, "api")
+    assert (closed.allowed, closed.reason, closed.source) == (
+        False,
+        "store_unavailable",
+        "fallback",
+    )
+
+
+def test_redis_down_falls_back_to_the_store(sessions):
+    m = setup(sessions)
+    service = EntitlementService(m.sessions, m.clock, cache=RedisCache("redis://127.0.0.1:1/0"))
+    check = service.check(m.scope, m.customer_id, "sso")
+    assert (check.allowed, check.source) == (True, "store")

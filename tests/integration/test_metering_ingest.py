@@ -1,0 +1,142 @@
+"""Ingestion on both engines: a result per event, dedup per (tenant, mode, id), exact values."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from ratecard.adapters.db.models import EventRow
+from ratecard.adapters.db.scope import Mode, TenantScope
+from ratecard.core.errors import ErrorCode, ValidationFailed
+from ratecard.core.events import parse_batch
+from ratecard.core.periods import Period
+from ratecard.services.metering.policy import MeteringPolicy, Unknown, save_policy
+from tests.integration.factories import uow
+from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, setup
+
+
+def _count(m, scope=None) -> int:
+    scope = scope or m.scope
+    with m.sessions() as session:
+        return int(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(EventRow)
+                .where(EventRow.tenant_id == scope.tenant_id, EventRow.mode == scope.mode)
+            )
+            or 0
+        )
+
+
+def test_batch_reports_each_event_and_dedups(sessions):
+    m = setup(sessions)
+    first = m.ingest(event(1), event(2), event(1), event(3, meter="nope"), {"id": "x"})
+    assert first == ["accepted", "accepted", "duplicate", "rejected", "rejected"]
+    again = m.ingestion.ingest(m.scope, [event(1), event(2), event(4)])
+    assert [str(r.status) for r in again.results] == ["duplicate", "duplicate", "accepted"]
+    assert _count(m) == 3
+    usage = m.usage.meter_usage(
+        m.scope, m.customer_id, "api_calls", Period(PERIOD_START, PERIOD_END)
+    )
+    assert usage.total.value == 3
+
+
+def test_rejections_name_code_and_field(sessions):
+    m = setup(sessions)
+    now = m.clock.now()
+    result = m.ingestion.ingest(
+        m.scope,
+        [
+            event(1, meter="nope"),
+            event(2, customer="ghost"),
+            event(3, at=now - timedelta(days=36)),
+            event(4, at=now + timedelta(hours=1)),
+            {"id": "5", "type": "api_calls", "customer": "acme", "timestamp": "2024-01-02 10:00"},
+            {"id": "6", "type": "api_calls", "customer": "acme", "properties": {"x": {"a": 1}}},
+            {"id": "7", "type": "api_calls", "customer": "acme", "colour": "red"},
+        ],
+    )
+    got = [(r.as_dict()["code"], r.as_dict()["field"]) for r in result.results]
+    assert got == [
+        ("unknown_meter", "type"),
+        ("unknown_customer", "customer"),
+        ("event_too_old", "timestamp"),
+        ("event_in_future", "timestamp"),
+        ("invalid_value", "timestamp"),
+        ("invalid_value", "properties.x"),
+        ("unknown_field", "colour"),
+    ]
+    assert _count(m) == 0
+
+
+def test_values_are_exact_and_timestamps_utc(sessions):
+    m = setup(sessions)
+    body = (
+        b'[{"id":"a","type":"tokens","customer":"acme","timestamp":"2024-01-05T10:00:00.1234567+02:00",'
+        b'"properties":{"tokens":0.1,"model":"m1"}},'
+        b'{"id":"b","type":"tokens","customer":"acme","timestamp":"2024-01-05T08:30:00Z",'
+        b'"properties":{"tokens":"0.2","model":"m2"}},'
+        b'{"id":"c","type":"tokens","customer":"acme","timestamp":"2024-01-05T08:59:59.999999z",'
+        b'"properties":{"tokens":12345678901234567890.000000000001,"model":"m1"}}]'
+    )
+    assert [str(r.status) for r in m.ingestion.ingest(m.scope, parse_batch(body)).results] == [
+        "accepted"
+    ] * 3
+    with m.sessions() as session:
+        rows = {
+            r.event_id: r
+            for r in session.scalars(sa.select(EventRow))
+            if r.tenant_id == m.scope.tenant_id
+        }
+    assert rows["a"].occurred_at.isoformat() == "2024-01-05T08:00:00.123456+00:00"
+    assert rows["a"].properties == {"tokens": "0.1", "model": "m1"}
+    usage = m.usage.meter_usage(m.scope, m.customer_id, "tokens", Period(PERIOD_START, PERIOD_END))
+    assert usage.total.value == Decimal("12345678901234567890.300000000001")
+    assert usage.group("m1").value == Decimal("12345678901234567890.100000000001")
+
+
+def test_malformed_body_writes_nothing():
+    for body, code in (
+        (b"{not json", ErrorCode.MALFORMED_BODY),
+        (b'"text"', ErrorCode.MALFORMED_BODY),
+        (b"[]", ErrorCode.MALFORMED_BODY),
+        (b'{"a": NaN}', ErrorCode.MALFORMED_BODY),
+        (b"[" + b",".join([b"{}"] * 10_001) + b"]", ErrorCode.BATCH_TOO_LARGE),
+    ):
+        with pytest.raises(ValidationFailed) as err:
+            parse_batch(body)
+        assert err.value.code is code
+
+
+def test_dedup_is_per_tenant_and_mode(sessions):
+    a = setup(sessions, "A")
+    b = setup(sessions, "B")
+    assert a.ingest(event(1)) == ["accepted"]
+    assert b.ingest(event(1)) == ["accepted"]
+    test_scope = TenantScope(a.scope.tenant_id, Mode.TEST)
+    result = a.ingestion.ingest(test_scope, [event(1)])
+    assert result.results[0].as_dict()["code"] == "unknown_customer"  # test mode is apart
+
+
+def test_held_events_count_once_released(sessions):
+    m = setup(sessions)
+    with uow(sessions, m.scope, m.clock) as work:
+        save_policy(
+            work.session,
+            m.scope,
+            MeteringPolicy(unknown_customer=Unknown.HOLD, unknown_meter=Unknown.HOLD),
+        )
+        work.commit()
+    assert m.ingest(event(1, customer="later"), event(2, meter="later_meter"), event(3)) == [
+        "held",
+        "held",
+        "accepted",
+    ]
+    assert m.ingest(event(1, customer="later")) == ["duplicate"]
+    usage = m.usage.meter_usage(
+        m.scope, m.customer_id, "api_calls", Period(PERIOD_START, PERIOD_END)
+    )
+    assert usage.total.value == 1

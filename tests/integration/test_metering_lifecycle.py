@@ -1,0 +1,124 @@
+"""Late events, alerts through the outbox, held events and the retention purge, both engines."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from ratecard.adapters.db.models import CustomerRow
+from ratecard.core.errors import ValidationFailed
+from ratecard.core.periods import Period
+from ratecard.services.metering.alerts import AlertMetric, AlertService, outbox
+from ratecard.services.metering.lifecycle import (
+    close_usage,
+    late_adjustments,
+    purge_events,
+    release_held,
+)
+from ratecard.services.metering.policy import LateEvents, MeteringPolicy, Unknown, save_policy
+from ratecard.services.metering.usage import plan_of
+from tests.integration.factories import uow
+from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, setup
+
+JAN = Period(PERIOD_START, PERIOD_END)
+
+
+def _close_january(m):
+    m.clock.set(PERIOD_END + timedelta(days=1))
+    with uow(m.sessions, m.scope, m.clock) as work:
+        close_usage(work, m.customer_id, JAN)
+        work.commit()
+
+
+def test_late_event_becomes_an_adjustment_line_once(sessions):
+    m = setup(sessions)
+    m.ingest(*[event(i, meter="tokens", tokens="1000", model="a") for i in range(3)])
+    _close_january(m)
+    late = event(
+        "late", meter="tokens", at=PERIOD_END - timedelta(hours=1), tokens="800", model="a"
+    )
+    m.clock.advance(timedelta(seconds=1))
+    assert m.ingest(late) == ["accepted"]
+    m.clock.advance(timedelta(days=1))
+    with uow(m.sessions, m.scope, m.clock) as work:
+        plan = plan_of(work.session, m.scope, work.subscriptions.get(m.subscription_id))
+        lines = late_adjustments(work, m.customer_id, plan, at=m.clock.now())
+        work.commit()
+    assert [(line.charge_code, line.quantity, line.amount.format()) for line in lines] == [
+        ("tokens", Decimal(800), "0.10")
+    ]
+    with uow(m.sessions, m.scope, m.clock) as work:
+        assert late_adjustments(work, m.customer_id, plan, at=m.clock.now()) == []
+
+
+def test_late_events_can_be_refused(sessions):
+    m = setup(sessions)
+    _close_january(m)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        save_policy(work.session, m.scope, MeteringPolicy(late_events=LateEvents.REJECT))
+        work.commit()
+    result = m.ingestion.ingest(
+        m.scope,
+        [
+            event(1, at=PERIOD_END - timedelta(hours=1)),
+            event(2, at=PERIOD_END + timedelta(hours=1)),
+        ],
+    )
+    assert [r.as_dict().get("code") for r in result.results] == ["late_event", None]
+
+
+def test_alert_fires_one_webhook_event_per_crossing(sessions):
+    m = setup(sessions)
+    alerts = AlertService(m.sessions, m.clock)
+    m.ingestion.listeners.append(alerts.on_ingested)
+    alerts.create(m.scope, m.customer_id, "api_calls", AlertMetric.USAGE, Decimal(3))
+    alerts.create(m.scope, m.customer_id, "tokens", AlertMetric.SPEND, Decimal("0.25"))
+    m.ingest(event(1), event(2))
+    m.ingest(event(3), event(4, meter="tokens", tokens="1999", model="a"))
+    m.ingest(event(5), event(6, meter="tokens", tokens="1", model="a"))
+    assert alerts.evaluate_all(m.scope) == 0  # crossings already written
+    with m.sessions() as session:
+        sent = outbox(session, m.scope)
+    assert [(o.event_type, o.payload["meter"], o.payload["value"]) for o in sent] == [
+        ("usage_alert.triggered", "api_calls", "3"),
+        ("usage_alert.triggered", "tokens", "0.25"),
+    ]
+
+
+def test_held_events_are_released_when_the_customer_appears(sessions):
+    m = setup(sessions)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        save_policy(work.session, m.scope, MeteringPolicy(unknown_customer=Unknown.HOLD))
+        work.commit()
+    assert m.ingest(event(1, customer="newco"), event(2, customer="newco")) == ["held", "held"]
+    with uow(m.sessions, m.scope, m.clock) as work:
+        cus = work.customers.add(
+            CustomerRow(
+                external_id="newco",
+                name="N",
+                currency="USD",
+                timezone="UTC",
+                created_at=m.clock.now(),
+            )
+        )
+        work.session.flush()
+        assert release_held(work) == 2
+        work.commit()
+        new_id = cus.id
+    assert m.usage.meter_usage(m.scope, new_id, "api_calls", JAN).total.value == 2
+    with uow(m.sessions, m.scope, m.clock) as work:
+        assert release_held(work) == 0
+
+
+def test_purge_keeps_at_least_35_days(sessions):
+    m = setup(sessions)
+    m.ingest(event(1))
+    with uow(m.sessions, m.scope, m.clock) as work, pytest.raises(ValidationFailed):
+        purge_events(work, m.clock.now() - timedelta(days=34))
+    m.clock.advance(timedelta(days=40))
+    with uow(m.sessions, m.scope, m.clock) as work:
+        assert purge_events(work, m.clock.now() - timedelta(days=35)) == 1
+        work.commit()
+    assert m.ingest(event(1, at=m.clock.now())) == ["accepted"]  # forgotten after the purge

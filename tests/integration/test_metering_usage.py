@@ -1,0 +1,147 @@
+"""Usage queries give the invoice's numbers: rollups equal raw aggregation; cost equals lines."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from decimal import Decimal
+
+from ratecard.adapters.db import event_store
+from ratecard.core.aggregation import MeterReset, aggregate
+from ratecard.core.billing import BillingConventions
+from ratecard.core.money import RoundingMode
+from ratecard.core.periods import Period
+from ratecard.core.proration import ProrationPolicy
+from ratecard.core.subscriptions import PlanRef
+from ratecard.services.metering.meters import redefine_meter
+from ratecard.services.metering.usage import Granularity, UsageReader, plan_of
+from ratecard.services.rating import SubscriptionSpec, subscription_drafts
+from tests.integration.factories import uow
+from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, setup
+
+METERS = ("api_calls", "tokens", "payments", "peak", "users", "storage")
+
+
+def _load(m, n: int = 300, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        at = PERIOD_START + timedelta(seconds=rng.randrange(0, 20 * 86400))
+        meter = METERS[i % len(METERS)]
+        props = {
+            "tokens": str(Decimal(rng.randrange(1, 10**6)) / 1000),
+            "model": rng.choice(["a", "b"]),
+            "amount": str(Decimal(rng.randrange(100, 10**5)) / 100),
+            "gb": str(rng.randrange(-5, 50)),
+            "user": rng.choice("uvwxyz"),
+        }
+        events.append(event(i, meter=meter, at=at, **props))
+    events.append(event("edge", meter="tokens", at=PERIOD_START, tokens="1", model="a"))
+    events.append(
+        event(
+            "before",
+            meter="tokens",
+            at=PERIOD_START - timedelta(microseconds=1),
+            tokens="1000",
+            model="a",
+        )
+    )
+    result = m.ingestion.ingest(m.scope, events)
+    assert result.count("accepted") == len(events)
+
+
+def _raw(m, meter, period):
+    with m.sessions() as session:
+        reader = UsageReader(session, m.scope)
+        spec = reader.spec(meter)
+        lower = None if spec.reset is MeterReset.NEVER else period.start_at
+        events = event_store.read_events(
+            session, m.scope, m.customer_id, meter, start_at=lower, end_at=period.end_at
+        )
+        return aggregate(spec, [e for e, _ in events], period.start_at, period.end_at)
+
+
+def test_rollup_reads_equal_raw_aggregation_on_odd_periods(sessions):
+    m = setup(sessions)
+    _load(m)
+    rng = random.Random(3)
+    periods = [Period(PERIOD_START, PERIOD_END)]
+    for _ in range(6):
+        start = PERIOD_START + timedelta(seconds=rng.randrange(0, 10 * 86400))
+        periods.append(Period(start, start + timedelta(seconds=rng.randrange(1, 10 * 86400))))
+    periods.append(Period(PERIOD_START + timedelta(minutes=5), PERIOD_START + timedelta(minutes=7)))
+    for period in periods:
+        for meter in METERS:
+            assert m.usage.meter_usage(m.scope, m.customer_id, meter, period) == _raw(
+                m, meter, period
+            ), (meter, period)
+
+
+def test_cost_so_far_equals_the_invoice_lines(sessions):
+    m = setup(sessions)
+    _load(m, n=900)  # 150 calls: past the 100 free ones
+    report = m.usage.subscription_usage(m.scope, m.subscription_id)
+    with uow(sessions, m.scope, m.clock) as work:
+        sub = work.subscriptions.get(m.subscription_id)
+        plan = plan_of(work.session, m.scope, sub)
+    spec = SubscriptionSpec(m.subscription_id, PlanRef("usage", 1), PERIOD_START)
+    conventions = BillingConventions(RoundingMode.HALF_UP, ProrationPolicy(RoundingMode.HALF_UP))
+    drafts = subscription_drafts(
+        spec,
+        [],
+        {("usage", 1): plan},
+        usage=m.usage.usage_source(m.scope, m.customer_id),
+        conventions=conventions,
+        until_at=PERIOD_END,
+    )
+    invoice_lines = {
+        line.charge_code: line
+        for d in drafts
+        if d.at == PERIOD_END
+        for line in d.lines
+        if line.kind == "usage"
+    }
+    assert set(invoice_lines) == {"calls", "tokens", "payments"}
+    for meter_usage in report.meters:
+        line = invoice_lines[meter_usage.charge_code]
+        assert meter_usage.line.amount == line.amount, meter_usage.charge_code
+        assert meter_usage.quantity == line.quantity
+    assert all(u.line.amount.amount_minor > 0 for u in report.meters)
+
+
+def test_series_buckets_sum_to_the_total(sessions):
+    m = setup(sessions)
+    _load(m)
+    period = Period(PERIOD_START + timedelta(hours=5, minutes=3), PERIOD_START + timedelta(days=9))
+    total = m.usage.meter_usage(m.scope, m.customer_id, "tokens", period).total.value
+    for granularity in Granularity:
+        series = m.usage.series(m.scope, m.customer_id, "tokens", period, granularity)
+        assert series[0][0].start_at == period.start_at and series[-1][0].end_at == period.end_at
+        assert sum(r.total.value for _, r in series) == total
+    daily = m.usage.series(m.scope, m.customer_id, "users", period, Granularity.DAY)
+    assert len(daily) == 9
+
+
+def test_redefining_a_meter_reaggregates_from_raw_events(sessions):
+    m = setup(sessions)
+    _load(m)
+    period = Period(PERIOD_START, PERIOD_END)
+    before = m.usage.meter_usage(m.scope, m.customer_id, "tokens", period)
+    with uow(sessions, m.scope, m.clock) as work:
+        redefine_meter(work, "tokens", aggregation="max", filters={"model": ["a"]}, group_by=[])
+        work.commit()
+    after = m.usage.meter_usage(m.scope, m.customer_id, "tokens", period)
+    assert after == _raw(m, "tokens", period)
+    assert after.total.value != before.total.value and after.groups == ()
+    assert after.total.value == max(
+        Decimal(e.properties["tokens"])
+        for e, _ in _events(m, "tokens")
+        if e.properties["model"] == "a" and e.timestamp >= PERIOD_START
+    )
+
+
+def _events(m, meter):
+    with m.sessions() as session:
+        return event_store.read_events(
+            session, m.scope, m.customer_id, meter, start_at=None, end_at=PERIOD_END
+        )

@@ -1,0 +1,128 @@
+"""Native event parsing and the CloudEvents, Segment and Lago adapters (pure)."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+import ratecard.core.events as events
+from ratecard.core.errors import Problem, ValidationFailed
+from ratecard.core.events import parse_batch, parse_event, parse_timestamp
+from ratecard.web.formats import cloudevents, lago, segment
+
+NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("module", [events, cloudevents, segment, lago])
+def test_doctests(module):
+    assert doctest.testmod(module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2024-03-01T12:00:00Z", "2024-03-01T12:00:00+00:00"),
+        ("2024-03-01t12:00:00.5-05:30", "2024-03-01T17:30:00.500000+00:00"),
+        ("2024-03-01T12:00:00.123456789+00:00", "2024-03-01T12:00:00.123456+00:00"),
+    ],
+)
+def test_rfc3339_is_normalized_to_utc(text, iso):
+    assert parse_timestamp(text).isoformat() == iso
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-03-01", "2024-03-01T12:00:00", "20240301T120000Z", "2024-03-01 12:00:00Z", "yesterday"],
+)
+def test_non_rfc3339_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+def test_numbers_never_pass_through_float():
+    [raw] = parse_batch(
+        b'{"id":"1","type":"m","customer":"c","properties":'
+        b'{"a":0.1,"b":1e-7,"c":12345678901234567890123,"d":true}}'
+    )
+    event = parse_event(raw, NOW)
+    assert event.properties == {
+        "a": "0.1",
+        "b": "0.0000001",
+        "c": "12345678901234567890123",
+        "d": "true",
+    }
+    with pytest.raises(ValidationFailed) as err:
+        parse_event({"id": "1", "type": "m", "customer": "c", "properties": {"x": 0.5}}, NOW)
+    assert err.value.problems[0].field == "properties.x"
+
+
+def test_every_problem_of_an_event_at_once():
+    with pytest.raises(ValidationFailed) as err:
+        parse_event({"type": 5, "timestamp": "nope", "extra": 1}, NOW)
+    assert {p.field for p in err.value.problems} == {"extra", "id", "type", "customer", "timestamp"}
+
+
+def test_cloudevents_batch_and_bad_items():
+    body = json.loads(
+        json.dumps(
+            [
+                {
+                    "specversion": "1.0",
+                    "id": "a",
+                    "source": "s",
+                    "type": "m",
+                    "subject": "c",
+                    "data": {"n": "1"},
+                },
+                {"specversion": "0.3", "id": "b", "source": "s", "type": "m", "subject": "c"},
+            ]
+        ),
+        parse_float=Decimal,
+    )
+    first, second = cloudevents.from_cloudevents(body)
+    assert first == {"id": "a", "type": "m", "customer": "c", "properties": {"n": "1"}}
+    assert isinstance(second, Problem) and second.field == "specversion"
+
+
+def test_segment_batch_and_non_track_calls():
+    out = segment.from_segment(
+        {
+            "batch": [
+                {"type": "track", "event": "m", "anonymousId": "anon", "messageId": "x"},
+                {"type": "identify", "userId": "u", "messageId": "y"},
+            ]
+        }
+    )
+    assert out[0] == {"id": "x", "type": "m", "customer": "anon"}
+    assert isinstance(out[1], Problem) and out[1].field == "type"
+
+
+def test_lago_timestamps_and_customers():
+    out = lago.from_lago(
+        {
+            "events": [
+                {
+                    "transaction_id": "1",
+                    "external_customer_id": "c",
+                    "code": "m",
+                    "timestamp": "1704067200.123456",
+                },
+                {
+                    "transaction_id": "2",
+                    "external_subscription_id": "s",
+                    "code": "m",
+                    "timestamp": Decimal("1704067200.5"),
+                    "precise_total_amount_cents": "12.5",
+                },
+            ]
+        }
+    )
+    assert out[0]["timestamp"] == "2024-01-01T00:00:00.123456Z" and out[0]["customer"] == "c"
+    assert out[1]["subscription"] == "s"
+    assert out[1]["properties"] == {"precise_total_amount_cents": "12.5"}
+    with pytest.raises(ValidationFailed):
+        lago.from_lago({"nope": 1})
