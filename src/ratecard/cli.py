@@ -9,11 +9,12 @@ from typing import Annotated
 
 import typer
 
-from ratecard import cli_admin, cli_server
+from ratecard import cli_admin, cli_metering, cli_server
 
 app = typer.Typer(help="Ratecard: billing and subscriptions engine.", no_args_is_help=True)
 app.add_typer(cli_admin.app)
 app.add_typer(cli_server.app)
+app.add_typer(cli_metering.app)
 
 
 @app.command()
