@@ -201,7 +201,7 @@ def _advance_lines(
         quantity = _quantity(charge, seg.quantity)
         name = charge.name or charge.code
         text = {
-            LineKind.PRORATION_CREDIT: f"Unused time on {plan.name} — {name} after {day}",
+            LineKind.PRORATION_CREDIT: f"Unused time on {plan.name} — {name} from {day}",
             LineKind.PRORATION_DEBIT: f"Remaining time on {plan.name} — {name} from {day}",
         }.get(kind)
         rating = rate(charge.model, charge.price, Usage(quantity))
