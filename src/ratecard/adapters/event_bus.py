@@ -120,21 +120,24 @@ async def consume(
     )
     handled = 0
     idle = 0
-    while idle_rounds is None or idle < idle_rounds:
-        try:
-            messages = await subscription.fetch(batch, timeout=1)
-        except NatsTimeout:
-            idle += 1
-            continue
-        idle = 0
-        for msg in messages:
+    try:
+        while idle_rounds is None or idle < idle_rounds:
             try:
-                scope, events = decode_batch(msg.data)
-                ingest(scope, events)
-            except (ValidationFailed, ValueError, KeyError) as exc:
-                log.error("dropping a batch that cannot be ingested: %s", exc)
-                await msg.term()
+                messages = await subscription.fetch(batch, timeout=1)
+            except NatsTimeout:
+                idle += 1
                 continue
-            await msg.ack()
-            handled += 1
+            idle = 0
+            for msg in messages:
+                try:
+                    scope, events = decode_batch(msg.data)
+                    ingest(scope, events)
+                except (ValidationFailed, ValueError, KeyError) as exc:
+                    log.error("dropping a batch that cannot be ingested: %s", exc)
+                    await msg.term()
+                    continue
+                await msg.ack()
+                handled += 1
+    finally:
+        await subscription.unsubscribe()  # or draining the connection waits for it
     return handled

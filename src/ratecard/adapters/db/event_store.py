@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.models import EventRow, UsageRollupRow
@@ -38,6 +38,7 @@ from ratecard.core.aggregation import Event, GroupKey
 from ratecard.core.rollups import Partial
 
 _LOOKUP_CHUNK = 500
+_ROLLUPS = cast(Table, UsageRollupRow.__table__)
 _COLUMNS = "event_id, meter_code, customer_ref, customer_id, occurred_at, received_at, properties"
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS event_staging (
@@ -221,7 +222,8 @@ def add_rollups(
         for customer_id, meter_code, hour_at, key, p in partials
     ]
     if rows:
-        session.execute(insert(UsageRollupRow), rows)
+        # Core executemany: one statement for the batch (the ORM bulk path splits on NULLs).
+        session.connection().execute(insert(_ROLLUPS), rows)
     return len(rows)
 
 

@@ -1,0 +1,161 @@
+"""Ingestion throughput at the service layer, SQLite and PostgreSQL, with 10% duplicates.
+
+    python -m benchmarks.ingest [events] [batch]     # `make bench` calls `bench_ingest()`
+
+Random event ids, 100 customers, two meters (a count and a grouped sum), timestamps spread over
+the last two days; every tenth event repeats an id already sent. Prints events/s, the p50/p99
+time of one batch, and the p50/p99 of a current-period usage query for one customer.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from ratecard.adapters.clock import FixedClock
+from ratecard.adapters.db.engine import make_engine, make_session_factory
+from ratecard.adapters.db.models import CustomerRow, MeterRow
+from ratecard.adapters.db.schema import migrate
+from ratecard.adapters.db.scope import Mode, TenantScope
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.periods import Period
+from ratecard.services.metering.ingestion import IngestionService
+from ratecard.services.metering.usage import UsageService
+from ratecard.services.tenancy import TenancyService
+
+POSTGRES_URL = os.environ.get(
+    "RATECARD_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+NOW = datetime(2024, 1, 20, tzinfo=UTC)
+
+
+def _events(total: int, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    sent: list[str] = []
+    out = []
+    for i in range(total):
+        if i % 10 == 9 and sent:
+            event_id = rng.choice(sent)
+        else:
+            event_id = secrets.token_hex(12)
+            sent.append(event_id)
+        at = NOW - timedelta(seconds=rng.randrange(0, 2 * 86400))
+        meter = "calls" if i % 2 else "tokens"
+        out.append(
+            {
+                "id": event_id,
+                "type": meter,
+                "customer": f"c{rng.randrange(100)}",
+                "timestamp": at.isoformat(),
+                "properties": {"tokens": rng.randrange(1, 5000), "model": rng.choice("abc")},
+            }
+        )
+    return out
+
+
+def _prepare(url: str) -> tuple[Any, TenantScope, FixedClock]:
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    clock = FixedClock(NOW)
+    tenant = TenancyService(sessions, clock).create_tenant("Bench")
+    scope = TenantScope(tenant.id, Mode.LIVE)
+    with UnitOfWork(sessions, scope, actor="bench", clock=clock) as uow:
+        uow.meters.add(MeterRow(code="calls", name="c", aggregation="count", created_at=NOW))
+        uow.meters.add(
+            MeterRow(
+                code="tokens",
+                name="t",
+                aggregation="sum",
+                value_field="tokens",
+                group_by=["model"],
+                created_at=NOW,
+            )
+        )
+        for i in range(100):
+            uow.customers.add(
+                CustomerRow(
+                    external_id=f"c{i}",
+                    name=f"c{i}",
+                    currency="USD",
+                    timezone="UTC",
+                    created_at=NOW,
+                )
+            )
+        uow.commit()
+    return sessions, scope, clock
+
+
+def _pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def bench_engine(name: str, url: str, total: int, batch: int) -> dict[str, float]:
+    sessions, scope, clock = _prepare(url)
+    service = IngestionService(sessions, clock)
+    events = _events(total)
+    latencies = []
+    accepted = duplicates = 0
+    started = time.perf_counter()
+    for start in range(0, total, batch):
+        t0 = time.perf_counter()
+        result = service.ingest(scope, events[start : start + batch])
+        latencies.append(time.perf_counter() - t0)
+        accepted += result.count("accepted")
+        duplicates += result.count("duplicate")
+    elapsed = time.perf_counter() - started
+    usage = UsageService(sessions, clock)
+    with sessions() as session:
+        customer_id = session.scalar(
+            sa.select(CustomerRow.id).where(CustomerRow.tenant_id == scope.tenant_id).limit(1)
+        )
+    assert customer_id is not None
+    period = Period(datetime(2024, 1, 1, 0, 30, tzinfo=UTC), NOW + timedelta(minutes=17))
+    query = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        usage.meter_usage(scope, customer_id, "tokens", period)
+        query.append(time.perf_counter() - t0)
+    rate = total / elapsed
+    print(
+        f"{name}: {total:,} events in batches of {batch:,}: {rate:,.0f} events/s "
+        f"({accepted:,} accepted, {duplicates:,} duplicates); batch p50 "
+        f"{_pct(latencies, 50) * 1000:.0f} ms, p99 {_pct(latencies, 99) * 1000:.0f} ms; "
+        f"usage query p50 {_pct(query, 50) * 1000:.1f} ms, p99 {_pct(query, 99) * 1000:.1f} ms"
+    )
+    return {"events_per_s": rate}
+
+
+def bench_ingest(total: int = 100_000, batch: int = 5_000) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_engine("SQLite", f"sqlite:///{tmp}/bench.db", total, batch)
+    schema = f"rc_bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        print(f"PostgreSQL: skipped ({exc.orig})")
+        return
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        bench_engine("PostgreSQL", url.render_as_string(hide_password=False), total, batch)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:3]]
+    bench_ingest(*args)
