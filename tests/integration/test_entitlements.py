@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from decimal import Decimal
 
@@ -18,6 +19,8 @@ def _redis() -> RedisCache:
     try:
         cache.get(f"probe:{secrets.token_hex(4)}", "x")
     except CacheUnavailable as exc:
+        if os.environ.get("RATECARD_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"Redis unavailable: {exc}")
         pytest.skip(f"Redis unavailable: {exc}")
     return cache
 
