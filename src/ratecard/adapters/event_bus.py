@@ -124,7 +124,7 @@ async def consume(
         while idle_rounds is None or idle < idle_rounds:
             try:
                 messages = await subscription.fetch(batch, timeout=1)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
                 idle += 1
                 continue
             idle = 0
