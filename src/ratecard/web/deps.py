@@ -94,7 +94,9 @@ class Ctx:
         )
 
     def now(self) -> datetime:
-        return self.wiring.clock.now()
+        """ "Now" for this caller: the real clock in live mode, the tenant's test clock in test
+        mode (`TenancyService.now_for`)."""
+        return self.wiring.tenancy.now_for(self.principal)
 
 
 def wiring(request: Request) -> Wiring:
@@ -150,3 +152,4 @@ def allow(action: Action) -> Callable[..., Ctx]:
 Reader = Annotated[Ctx, Depends(allow(Action.READ))]
 CatalogWriter = Annotated[Ctx, Depends(allow(Action.WRITE_CATALOG))]
 BillingWriter = Annotated[Ctx, Depends(allow(Action.WRITE_BILLING))]
+Admin = Annotated[Ctx, Depends(allow(Action.ADMIN))]
