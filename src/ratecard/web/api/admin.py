@@ -14,7 +14,7 @@ change audited). ``/v1/test_clock`` exists for test-mode keys only (404 for live
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -233,21 +233,21 @@ class TestClock(BaseModel):
 
 
 class AdvanceInput(Input):
-    to: AwareDatetime | int = Field(
-        description="An RFC 3339 instant, or Unix seconds; never before the clock's time"
+    to: AwareDatetime = Field(
+        description="An RFC 3339 instant, or Unix seconds (an integer); never before the clock"
     )
 
-    @field_validator("to")
+    @field_validator("to", mode="before")
     @classmethod
-    def _instant(cls, value: datetime | int) -> datetime | int:
+    def _instant(cls, value: Any) -> Any:
+        if isinstance(value, bool | float):
+            raise ValueError("an RFC 3339 string or whole Unix seconds")
         if isinstance(value, int) and not 0 <= value <= 253_402_300_799:
             raise ValueError("Unix seconds between 1970 and 9999")
         return value
 
     def instant(self) -> datetime:
-        if isinstance(self.to, datetime):
-            return self.to.astimezone(UTC)
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=self.to)
+        return self.to.astimezone(UTC)
 
 
 def _test_mode(ctx: Ctx) -> None:
