@@ -76,3 +76,48 @@ def test_plans_apply_diffs_and_adds_versions(tmp_path: Path) -> None:
     failed = runner.invoke(app, args)
     assert failed.exit_code == 1
     assert "plans[0].currency" in failed.output and "plans[0].charges" in failed.output
+
+
+def test_plans_apply_accepts_the_brief_template(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'plans.db'}"
+    demo = runner.invoke(app, ["run-demo", "--database-url", url, "--no-serve"])
+    tenant = next(line.split(": ")[1] for line in demo.output.splitlines() if "demo tenant" in line)
+    secret = next(
+        line.split(": ", 1)[1] for line in demo.output.splitlines() if line.startswith("API key")
+    )
+    template = Path(__file__).parents[1] / "data" / "seed_template.json"
+    path = tmp_path / "template.json"
+    path.write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
+    args = ["plans", "apply", str(path), "--tenant", tenant, "--database-url", url]
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "enterprise_v2: new plan" in dry.output and "dry run: nothing changed" in dry.output
+    applied = runner.invoke(app, args)
+    assert "applied enterprise_v2 v1 (published)" in applied.output, applied.output
+    assert "enterprise_v2: unchanged" in runner.invoke(app, args).output
+    engine = make_engine(url)
+    try:
+        with TestClient(create_app(engine)) as client:
+            got = client.get(
+                "/v1/plans/enterprise_v2/versions/1", headers={"Authorization": f"Bearer {secret}"}
+            )
+    finally:
+        engine.dispose()
+    assert got.status_code == 200, got.text
+    document = got.json()["document"]
+    charges = {c["code"]: c for c in document["charges"]}
+    assert charges["api_calls"]["model"] == "volume"
+    assert [t["unit_price"] for t in charges["api_calls"]["tiers"]] == [
+        "0.0005",
+        "0.0004",
+        "0.0003",
+    ]
+    assert (charges["storage_gb"]["model"], charges["storage_gb"]["unit_price"]) == (
+        "per_unit",
+        "0.10",
+    )
+    assert document["commitments"][0]["minimum_amount"] == "5000.00"
+    # A template with a problem is refused, naming the field; nothing is applied.
+    path.write_text('{"planId": "broken", "currency": "USD", "features": []}', encoding="utf-8")
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1 and "plans[0].features" in failed.output, failed.output

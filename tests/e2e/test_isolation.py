@@ -145,7 +145,32 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/subscriptions/{subscription_id}/drafts"): lambda w: w.hidden(
         "GET", "/v1/subscriptions/{subscription_id}/drafts"
     ),
+    ("POST", "/v1/api_keys"): lambda w: _creates(
+        w, "/v1/api_keys", {"name": "b", "role": "read_only"}
+    ),
+    ("GET", "/v1/api_keys"): lambda w: w.listed_without("/v1/api_keys"),
+    ("POST", "/v1/api_keys/{api_key_id}/revoke"): lambda w: w.hidden(
+        "POST", "/v1/api_keys/{api_key_id}/revoke"
+    ),
+    ("GET", "/v1/tenant"): lambda w: _own(w, "GET", "/v1/tenant"),
+    ("PATCH", "/v1/tenant"): lambda w: _own(w, "PATCH", "/v1/tenant", {}),
+    ("GET", "/v1/test_clock"): lambda w: _own(w, "GET", "/v1/test_clock", test_only=True),
+    ("POST", "/v1/test_clock/advance"): lambda w: _own(
+        w, "POST", "/v1/test_clock/advance", {"to": "2024-01-01T00:00:00Z"}, test_only=True
+    ),
 }
+
+
+def _own(w: World, method: str, path: str, body: Any = None, *, test_only: bool = False) -> None:
+    """A route about the caller's own tenant: it answers, and shows nothing of A's objects
+    (a live key finds no test clock)."""
+    response = w.call(method, path, body)
+    if test_only and "rk_live_" in w.headers["Authorization"]:
+        assert response.status_code == 404, (path, response.status_code, response.text)
+        return
+    assert response.status_code == 200, (path, response.status_code, response.text)
+    for name, value in w.ids.items():
+        assert value not in response.text or name == "plan_code", (path, name)
 
 
 def _creates(w: World, path: str, body: dict[str, Any]) -> None:
@@ -175,6 +200,7 @@ def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
         "customer_id": cus["id"],
         "override_id": override["id"],
         "subscription_id": sub["id"],
+        "api_key_id": api.post("/v1/api_keys", a, {"name": "a", "role": "billing"})["id"],
     }
     return ids, a
 

@@ -35,7 +35,7 @@ from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import CURRENCY_EXPONENTS, currency
 from ratecard.services.common import Code, Input, commit_unique, exists, refuse
 from ratecard.services.documents import ExactDecimal, problems_from
-from ratecard.services.plan_documents import PlanDoc, load_plan
+from ratecard.services.plan_documents import PlanDoc, load_plan, native_document
 
 Aggregation = Literal[
     "count", "sum", "max", "min", "unique_count", "latest", "average", "weighted_sum"
@@ -325,7 +325,7 @@ def plan_changes(uow: UnitOfWork, documents: list[Any]) -> list[PlanChange]:
     parsed: list[PlanInput] = []
     for index, data in enumerate(documents):
         try:
-            doc = PlanInput.model_validate(data)
+            doc = PlanInput.model_validate(native_document(data, f"plans[{index}]"))
             load_plan(document_of(doc), f"plans[{index}]")
             parsed.append(doc)
         except ValidationError as error:

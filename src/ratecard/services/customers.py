@@ -14,8 +14,10 @@ and rating applies it the same way (`apply_overrides`).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
@@ -203,10 +205,31 @@ class OverrideInput(Input):
     price: OverridePrice
 
 
+class Override(Protocol):
+    """A price override: a stored per-customer row, or one held by a subscription."""
+
+    @property
+    def plan_code(self) -> str: ...
+    @property
+    def charge_code(self) -> str: ...
+    @property
+    def price(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionOverride:
+    """An override that one subscription carries (on its start, in its timeline)."""
+
+    plan_code: str
+    charge_code: str
+    price: dict[str, Any]
+
+
 def apply_overrides(
-    document: dict[str, Any], overrides: list[PriceOverrideRow]
+    document: dict[str, Any], overrides: Sequence[Override]
 ) -> dict[str, Any] | None:
-    """A copy of a plan document with ``overrides`` merged in; None when none applies."""
+    """A copy of a plan document with ``overrides`` merged in, in order (a later one wins);
+    None when none applies."""
     applicable = [o for o in overrides if o.plan_code == document.get("code")]
     if not applicable:
         return None
@@ -218,23 +241,15 @@ def apply_overrides(
     return merged
 
 
-def create_override(
-    uow: UnitOfWork, customer_id: str, data: OverrideInput, *, now: datetime
-) -> PriceOverrideRow:
-    uow.customers.get(customer_id)
+def checked_override(uow: UnitOfWork, data: OverrideInput, field: str) -> SubscriptionOverride:
+    """``data`` checked against the plan's latest version; problems name ``field``'s parts."""
     versions = uow.plan_versions.versions(data.plan_code)
     if not versions:
         raise ValidationFailed(
-            [Problem(ErrorCode.INVALID_VALUE, f"no plan {data.plan_code}", "body.plan_code")]
+            [Problem(ErrorCode.INVALID_VALUE, f"no plan {data.plan_code}", f"{field}.plan_code")]
         )
     price = data.price.model_dump(mode="json", exclude_unset=True)
-    row = PriceOverrideRow(
-        customer_id=customer_id,
-        plan_code=data.plan_code,
-        charge_code=data.charge_code,
-        price=price,
-        created_at=now,
-    )
+    override = SubscriptionOverride(data.plan_code, data.charge_code, price)
     latest = versions[-1].document
     codes = [c.get("code") for c in latest.get("charges", [])]
     if data.charge_code not in codes:
@@ -243,11 +258,11 @@ def create_override(
                 Problem(
                     ErrorCode.INVALID_VALUE,
                     f"plan {data.plan_code} has no charge {data.charge_code}",
-                    "body.charge_code",
+                    f"{field}.charge_code",
                 )
             ]
         )
-    merged = apply_overrides(latest, [row])
+    merged = apply_overrides(latest, [override])
     assert merged is not None
     try:
         load_plan(merged)
@@ -255,10 +270,18 @@ def create_override(
         where = f"charges[{codes.index(data.charge_code)}]"
         raise ValidationFailed(
             [
-                Problem(p.code, p.message, (p.field or "").replace(where, "body.price", 1))
+                Problem(p.code, p.message, (p.field or "").replace(where, f"{field}.price", 1))
                 for p in failed.problems
             ]
         ) from None
+    return override
+
+
+def create_override(
+    uow: UnitOfWork, customer_id: str, data: OverrideInput, *, now: datetime
+) -> PriceOverrideRow:
+    uow.customers.get(customer_id)
+    checked = checked_override(uow, data, "body")
     existing = [
         o
         for o in uow.price_overrides.for_customer(customer_id)
@@ -269,6 +292,13 @@ def create_override(
             f"an override of {data.plan_code}/{data.charge_code} exists; delete it first",
             code=ErrorCode.ALREADY_EXISTS,
         )
+    row = PriceOverrideRow(
+        customer_id=customer_id,
+        plan_code=data.plan_code,
+        charge_code=data.charge_code,
+        price=checked.price,
+        created_at=now,
+    )
     uow.price_overrides.add(row)
     commit_unique(uow, "price override")
     return row

@@ -366,6 +366,32 @@ def _template_charge(feature: TemplateFeature) -> dict[str, Any]:
 
 def from_template(data: Any, path: str = "") -> LoadedPlan:
     """Map the brief's template (`planId`, `features[].rating`, ...) onto a native plan."""
+    tpl, native = _template(data, path)
+    try:
+        doc = PlanDoc.model_validate(native)
+    except ValidationError as exc:  # pragma: no cover - the mapping above is total
+        raise ValidationFailed(problems_from(exc, path)) from None
+    meters = tuple(
+        ImpliedMeter(
+            code=f.key,
+            aggregation="latest" if f.meteringType == "snapshot" else "sum",
+            value_property="value",
+            reset="never" if f.meteringType == "snapshot" else "period",
+        )
+        for f in tpl.features
+        if f.rating.model != "flat"
+    )
+    return LoadedPlan(build_plan(doc, path), meters)
+
+
+def native_document(data: Any, path: str = "") -> Any:
+    """A plan document in the native shape: a template is mapped, anything else is kept."""
+    if isinstance(data, dict) and "planId" in data:
+        return _template(data, path)[1]
+    return data
+
+
+def _template(data: Any, path: str) -> tuple[TemplatePlan, dict[str, Any]]:
     try:
         tpl = TemplatePlan.model_validate(data)
     except ValidationError as exc:
@@ -400,18 +426,4 @@ def from_template(data: Any, path: str = "") -> LoadedPlan:
         "entitlements": entitlements,
         "commitments": [{"minimum_amount": c.amount} for c in tpl.commitments],
     }
-    try:
-        doc = PlanDoc.model_validate(native)
-    except ValidationError as exc:  # pragma: no cover - the mapping above is total
-        raise ValidationFailed(problems_from(exc, path)) from None
-    meters = tuple(
-        ImpliedMeter(
-            code=f.key,
-            aggregation="latest" if f.meteringType == "snapshot" else "sum",
-            value_property="value",
-            reset="never" if f.meteringType == "snapshot" else "period",
-        )
-        for f in tpl.features
-        if f.rating.model != "flat"
-    )
-    return LoadedPlan(build_plan(doc, path), meters)
+    return tpl, native

@@ -34,8 +34,23 @@ from ratecard.core.invoicing import InvoiceLine, LineKind
 from ratecard.core.subscriptions import IN_EFFECT, Effective, PlanRef, Subscription
 from ratecard.services import rating
 from ratecard.services.catalog import plan_of, sellable_version
-from ratecard.services.common import Code, Input, ObjectId, conventions_of, refuse, tenant_of
-from ratecard.services.customers import apply_overrides
+from ratecard.services.common import (
+    MAX_LIMIT,
+    Code,
+    Input,
+    ObjectId,
+    Page,
+    conventions_of,
+    refuse,
+    tenant_of,
+)
+from ratecard.services.customers import (
+    Override,
+    OverrideInput,
+    SubscriptionOverride,
+    apply_overrides,
+    checked_override,
+)
 from ratecard.services.rating import Action, ChangeSpec, SubscriptionSpec
 
 __all__ = [
@@ -46,12 +61,15 @@ __all__ = [
     "SubscriptionInput",
     "change",
     "create_subscription",
+    "current",
     "drafts",
+    "list_current",
     "migrate_plan",
     "preview",
 ]
 
 MAX_QUANTITY = 1_000_000
+MAX_OVERRIDES = 20
 #: How far ahead `drafts` may look.
 MAX_LOOKAHEAD = timedelta(days=3 * 366)
 _PRORATION = frozenset({LineKind.PRORATION_CREDIT, LineKind.PRORATION_DEBIT})
@@ -66,6 +84,12 @@ class SubscriptionInput(Input):
     trial_days: int | None = Field(default=None, ge=0, le=730)
     timezone: str | None = Field(default=None, max_length=64)
     calendar: bool = False
+    price_overrides: list[OverrideInput] = Field(
+        default_factory=list,
+        max_length=MAX_OVERRIDES,
+        description="Price overrides for this subscription only (the shape of a customer's "
+        "price override); they apply over the customer's own",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -118,18 +142,21 @@ class _Replay:
     spec: SubscriptionSpec
     changes: list[ChangeSpec]
     plans: dict[tuple[str, int], Plan]
+    overrides: tuple[SubscriptionOverride, ...] = ()
 
 
-def _plan(uow: UnitOfWork, customer_id: str, version: PlanVersionRow) -> Plan:
-    """The plan as this customer pays for it (their price overrides applied)."""
-    overrides = uow.price_overrides.for_customer(customer_id)
+def _plan(uow: UnitOfWork, replay: _Replay, version: PlanVersionRow) -> Plan:
+    """The plan as this subscription pays for it: the customer's price overrides applied,
+    then the subscription's own."""
+    customer = uow.price_overrides.for_customer(replay.row.customer_id)
+    overrides: list[Override] = [*customer, *replay.overrides]
     return plan_of(version, apply_overrides(version.document, overrides))
 
 
 def _load_plan(uow: UnitOfWork, replay: _Replay, code: str, version: int) -> None:
     if (code, version) not in replay.plans:
         row = uow.plan_versions.get_version(code, version)
-        replay.plans[(code, version)] = _plan(uow, replay.row.customer_id, row)
+        replay.plans[(code, version)] = _plan(uow, replay, row)
 
 
 def _change_spec(row: SubscriptionChangeRow) -> ChangeSpec:
@@ -160,7 +187,11 @@ def _replay(uow: UnitOfWork, row: SubscriptionRow) -> _Replay:
         calendar=bool(start.get("calendar", False)),
         trial_days=start.get("trial_days"),
     )
-    replay = _Replay(row, spec, [_change_spec(c) for c in timeline[1:]], {})
+    overrides = tuple(
+        SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"]))
+        for o in start.get("price_overrides", [])
+    )
+    replay = _Replay(row, spec, [_change_spec(c) for c in timeline[1:]], {}, overrides)
     _load_plan(uow, replay, spec.plan.plan_code, spec.plan.plan_version)
     for item in replay.changes:
         if item.plan is not None:
@@ -211,6 +242,7 @@ def create_subscription(
                 )
             ]
         )
+    overrides = _overrides(uow, data.price_overrides)
     start_at = data.start_at or now
     timezone = data.timezone or customer.timezone
     row = uow.subscriptions.add(
@@ -238,6 +270,10 @@ def create_subscription(
             "timezone": timezone,
             "calendar": data.calendar,
             "trial_days": data.trial_days,
+            "price_overrides": [
+                {"plan_code": o.plan_code, "charge_code": o.charge_code, "price": o.price}
+                for o in overrides
+            ],
         },
         effective_at=start_at,
         recorded_at=now,
@@ -246,6 +282,73 @@ def create_subscription(
     _refresh(row, _replay(uow, row), now)
     uow.commit()
     return row
+
+
+def _overrides(uow: UnitOfWork, data: Sequence[OverrideInput]) -> tuple[SubscriptionOverride, ...]:
+    """The subscription's own overrides, each checked; every problem at once."""
+    problems: list[Problem] = []
+    found: list[SubscriptionOverride] = []
+    seen: set[tuple[str, str]] = set()
+    for i, item in enumerate(data):
+        field = f"body.price_overrides[{i}]"
+        if (item.plan_code, item.charge_code) in seen:
+            problems.append(Problem(ErrorCode.INVALID_VALUE, "overridden twice", field))
+            continue
+        seen.add((item.plan_code, item.charge_code))
+        try:
+            found.append(checked_override(uow, item, field))
+        except ValidationFailed as failed:
+            problems.extend(failed.problems)
+    if problems:
+        raise ValidationFailed(problems)
+    return tuple(found)
+
+
+def current(uow: UnitOfWork, subscription_id: str, *, now: datetime) -> SubscriptionRow:
+    """The subscription as it stands at ``now``: its timeline replayed (renewals, a cancel or a
+    pending change that took effect, a trial that ended). Nothing is written: the refreshed row
+    is detached from the session."""
+    return _as_of(uow, uow.subscriptions.get(subscription_id), now)
+
+
+def _as_of(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> SubscriptionRow:
+    replay = _replay(uow, row)
+    with uow.session.no_autoflush:
+        _refresh(row, replay, now)
+    uow.session.expunge(row)
+    return row
+
+
+def list_current(
+    uow: UnitOfWork,
+    *,
+    now: datetime,
+    limit: int,
+    starting_after: str | None,
+    customer_id: str | None = None,
+    plan_code: str | None = None,
+    status: str | None = None,
+) -> Page[SubscriptionRow]:
+    """A page of subscriptions as they stand at ``now``, filtered on that state."""
+    assert 0 < limit <= MAX_LIMIT
+    filtered = plan_code is not None or status is not None
+    batch_size = MAX_LIMIT if filtered else limit + 1
+    equal = {} if customer_id is None else {"customer_id": customer_id}
+    found: list[SubscriptionRow] = []
+    after = starting_after
+    while len(found) <= limit:
+        batch = uow.subscriptions.list(limit=batch_size, after_id=after, **equal)
+        for stored in batch:
+            row = _as_of(uow, stored, now)
+            if plan_code not in (None, row.plan_code) or status not in (None, row.status):
+                continue
+            found.append(row)
+            if len(found) > limit:
+                break
+        if len(batch) < batch_size:
+            break
+        after = batch[-1].id
+    return Page(found[:limit], len(found) > limit)
 
 
 def _new_change(
@@ -408,6 +511,7 @@ def migrate_plan(
             break
         after = batch[-1].id
         for row in batch:
+            _refresh(row, _replay(uow, row), now)  # decide on the state at now
             pending = (row.pending_change or {}).get("plan_version")
             if row.status not in live or to_version in (row.plan_version, pending):
                 continue

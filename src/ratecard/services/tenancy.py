@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,7 +42,7 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.models import ApiKeyRow, TenantRow
 from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import AdminUnitOfWork
-from ratecard.core.errors import ErrorCode, Forbidden, Problem, ValidationFailed
+from ratecard.core.errors import ErrorCode, Forbidden, NotFound, Problem, ValidationFailed
 from ratecard.core.money import CURRENCY_EXPONENTS, RoundingMode
 
 __all__ = [
@@ -63,6 +63,8 @@ _SECRET_BYTES = 32
 _SHOWN_CHARS = 6  # random characters kept in the displayed prefix
 #: ``last_used_at`` is refreshed at most this often, so authentication is not a write per call.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: The test clock moves at most this far in one step (a bound on replay work).
+MAX_CLOCK_ADVANCE = timedelta(days=3653)
 PRORATION_CONVENTIONS = ("daily", "by_second", "monthly", "calendar")
 
 
@@ -212,10 +214,16 @@ class TenancyService:
         with self._uow("system") as uow:
             return uow.tenants.get(tenant_id)
 
-    def update_settings(self, tenant_id: str, settings: TenantSettings, *, actor: str) -> None:
+    def update_settings(
+        self, tenant_id: str, settings: TenantSettings, *, actor: str, name: str | None = None
+    ) -> None:
         settings.validate()
+        if name is not None and not (name.strip() and len(name) <= 200):
+            raise ValidationFailed([Problem(ErrorCode.INVALID_VALUE, "1-200 characters", "name")])
         with self._uow(actor) as uow:
             tenant = uow.tenants.get(tenant_id)
+            if name is not None:
+                tenant.name = name.strip()
             tenant.default_currency = settings.default_currency
             tenant.timezone = settings.timezone
             tenant.rounding_mode = str(settings.rounding_mode)
@@ -264,13 +272,67 @@ class TenancyService:
                 uow.commit()
             return principal
 
-    def revoke_api_key(self, tenant_id: str, key_id: str, *, actor: str) -> None:
-        """Revoke a key of ``tenant_id``; another tenant's key id is `NotFound`."""
+    def revoke_api_key(
+        self,
+        tenant_id: str,
+        key_id: str,
+        *,
+        actor: str,
+        modes: tuple[Mode, ...] = (Mode.LIVE, Mode.TEST),
+    ) -> ApiKeyRow:
+        """Revoke a key of ``tenant_id`` in one of ``modes``; any other key id is `NotFound`."""
         with self._uow(actor) as uow:
             row = uow.keys.get(tenant_id, key_id)
+            if row.mode not in modes:
+                raise NotFound(f"API key {key_id} not found")
             if row.revoked_at is None:
                 row.revoked_at = self._clock.now()
                 uow.commit()
+            return row
+
+    def get_api_key(self, tenant_id: str, key_id: str) -> ApiKeyRow:
+        with self._uow("system") as uow:
+            return uow.keys.get(tenant_id, key_id)
+
+    def list_api_keys(
+        self, tenant_id: str, modes: tuple[Mode, ...], *, limit: int, after_id: str | None
+    ) -> list[ApiKeyRow]:
+        """``limit`` keys of the tenant in ``modes``, by id, after ``after_id``."""
+        with self._uow("system") as uow:
+            return uow.keys.list_for(tenant_id, modes, limit=limit, after_id=after_id)
+
+    # --- the test clock: test mode's "now" ---------------------------------------------------
+
+    def now_for(self, principal: Principal) -> datetime:
+        """The instant "now" means for ``principal``: the real clock, or the test clock."""
+        if principal.mode is Mode.LIVE:
+            return self._clock.now()
+        with self._uow("system:clock") as uow:
+            frozen = uow.tenants.get(principal.tenant_id).test_clock_at
+        return frozen or self._clock.now()
+
+    def advance_test_clock(self, tenant_id: str, to_at: datetime, *, actor: str) -> datetime:
+        """Move the tenant's test clock to ``to_at`` (never backwards); it stays there."""
+        with self._uow(actor) as uow:
+            tenant = uow.tenants.get(tenant_id)
+            current = tenant.test_clock_at or self._clock.now()
+            if to_at < current:
+                raise ValidationFailed(
+                    [
+                        Problem(
+                            ErrorCode.INVALID_VALUE,
+                            f"the test clock is at {current.isoformat()} and never runs backwards",
+                            "body.to",
+                        )
+                    ]
+                )
+            if to_at - current > MAX_CLOCK_ADVANCE:
+                raise ValidationFailed(
+                    [Problem(ErrorCode.INVALID_VALUE, "at most ten years at once", "body.to")]
+                )
+            tenant.test_clock_at = to_at
+            uow.commit()
+            return to_at
 
     def authorize(self, principal: Principal, action: Action, *, target: str | None = None) -> None:
         """Raise `Forbidden` (after auditing the attempt) unless the role allows ``action``."""

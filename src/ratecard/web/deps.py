@@ -84,6 +84,9 @@ class Ctx:
 
     principal: Principal
     wiring: Wiring
+    #: "Now" for this request, read once before any unit of work opens (SQLite allows one
+    #: writer, so reading the test clock inside an open unit of work would wait on itself).
+    now_at: datetime
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(
@@ -94,7 +97,9 @@ class Ctx:
         )
 
     def now(self) -> datetime:
-        return self.wiring.clock.now()
+        """This request's "now": the real clock in live mode, the tenant's test clock in test
+        mode (`TenancyService.now_for`)."""
+        return self.now_at
 
 
 def wiring(request: Request) -> Wiring:
@@ -142,7 +147,7 @@ def allow(action: Action) -> Callable[..., Ctx]:
         principal = authenticate(wired, request, secret)
         target = f"{request.method} {request.url.path}"
         wired.tenancy.authorize(principal, action, target=target)
-        return Ctx(principal, wired)
+        return Ctx(principal, wired, wired.tenancy.now_for(principal))
 
     return dependency
 
@@ -150,3 +155,4 @@ def allow(action: Action) -> Callable[..., Ctx]:
 Reader = Annotated[Ctx, Depends(allow(Action.READ))]
 CatalogWriter = Annotated[Ctx, Depends(allow(Action.WRITE_CATALOG))]
 BillingWriter = Annotated[Ctx, Depends(allow(Action.WRITE_BILLING))]
+Admin = Annotated[Ctx, Depends(allow(Action.ADMIN))]

@@ -164,6 +164,8 @@ class Idempotency:
         if status in _NOT_STORED or status >= 500 or stored is None:
             await anyio.to_thread.run_sync(lambda: idem.abandon(principal.scope, key))
         else:
+            if "secret" in stored:  # a new API key's secret is shown once and never stored
+                stored = {**stored, "secret": None}
             await anyio.to_thread.run_sync(
                 lambda: idem.complete(principal.scope, key, status=status, body=stored)
             )

@@ -102,6 +102,8 @@ class TenantRow(Base):
     invoice_number_prefix: Mapped[str] = mapped_column(String(20))
     branding: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
+    #: Test mode's frozen "now" once moved (``None``: test mode follows the real clock).
+    test_clock_at: Mapped[datetime | None]
 
 
 class ApiKeyRow(TenantScoped, Base):

@@ -33,7 +33,7 @@ from ratecard.adapters.db.models import (
     TenantRow,
     TenantScoped,
 )
-from ratecard.adapters.db.scope import TenantScope, new_id
+from ratecard.adapters.db.scope import Mode, TenantScope, new_id
 from ratecard.core.errors import NotFound
 
 RowT = TypeVar("RowT", bound=TenantScoped)
@@ -315,6 +315,20 @@ class KeyLookup:
     def by_secret_hash(self, secret_hash: str) -> ApiKeyRow | None:
         statement = select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)
         return self.session.scalars(statement).one_or_none()
+
+    def list_for(
+        self, tenant_id: str, modes: tuple[Mode, ...], *, limit: int, after_id: str | None
+    ) -> list[ApiKeyRow]:
+        assert 0 < limit <= MAX_PAGE and modes
+        statement = (
+            select(ApiKeyRow)
+            .where(ApiKeyRow.tenant_id == tenant_id, ApiKeyRow.mode.in_(modes))
+            .order_by(ApiKeyRow.id)
+            .limit(limit)
+        )
+        if after_id is not None:
+            statement = statement.where(ApiKeyRow.id > after_id)
+        return list(self.session.scalars(statement))
 
     def get(self, tenant_id: str, key_id: str) -> ApiKeyRow:
         row = self.session.get(ApiKeyRow, key_id)

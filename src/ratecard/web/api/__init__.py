@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ratecard.web.api import (
+    admin,
     coupons,
     customers,
     features,
@@ -29,4 +30,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     customers.router,
     overrides.router,
     subscriptions.router,
+    admin.router,
 )

@@ -17,7 +17,7 @@ from ratecard.adapters.db.models import SubscriptionChangeRow, SubscriptionRow
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.money import Money, currency
 from ratecard.services import subscriptions as subs
-from ratecard.services.common import Code, Input, paginate
+from ratecard.services.common import Code, Input
 from ratecard.services.subscriptions import Action, ChangeRequest, Effective
 from ratecard.web.api.common import (
     DraftView,
@@ -136,9 +136,11 @@ def list_subscriptions(
     expand: Expand = None,
 ) -> ListPage[Subscription]:
     embed = expansions(expand, EXPANDABLE)
+    now = ctx.now()
     with ctx.uow() as uow:
-        page = paginate(
-            uow.subscriptions,
+        page = subs.list_current(
+            uow,
+            now=now,
             limit=limit,
             starting_after=starting_after,
             customer_id=customer_id,
@@ -152,9 +154,11 @@ def list_subscriptions(
 def get_subscription(
     subscription_id: SubscriptionId, ctx: Reader, expand: Expand = None
 ) -> Subscription:
+    """The subscription as it stands now (in test mode: at the test clock's time)."""
     embed = expansions(expand, EXPANDABLE)
+    now = ctx.now()
     with ctx.uow() as uow:
-        return _view(uow, uow.subscriptions.get(subscription_id), embed)
+        return _view(uow, subs.current(uow, subscription_id, now=now), embed)
 
 
 def _apply(ctx: BillingWriter, subscription_id: str, request: ChangeRequest) -> ChangeOutcome:
