@@ -14,11 +14,13 @@ Wire into the main CLI with ``app.add_typer(cli_server.app)``.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import random
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import SystemClock
 from ratecard.adapters.db.engine import make_engine, make_session_factory
@@ -153,9 +155,37 @@ def seed_demo(database_url: str) -> tuple[str, str]:
                     ),
                     now=now,
                 )
+        _seed_usage(sessions, clock, scope, [p[0] for p in people], now)
         return tenant.id, key.secret
     finally:
         engine.dispose()
+
+
+def _seed_usage(
+    sessions: sessionmaker[Session],
+    clock: SystemClock,
+    scope: TenantScope,
+    external_ids: list[str],
+    now: datetime,
+) -> None:
+    """A month of API calls for each demo customer, through the real ingestion path."""
+    from ratecard.services.metering.ingestion import IngestionService
+
+    rng = random.Random(2024)
+    events = [
+        {
+            "id": f"demo-{external_id}-{n}",
+            "type": "api_calls",
+            "customer": external_id,
+            "timestamp": (now - timedelta(minutes=rng.randrange(1, 30 * 24 * 60))).isoformat(),
+            "properties": {"endpoint": rng.choice(["/search", "/embed", "/chat"])},
+        }
+        for external_id in external_ids
+        for n in range(rng.randrange(300, 1500))
+    ]
+    ingestion = IngestionService(sessions, clock)
+    for start in range(0, len(events), 1000):
+        ingestion.ingest(scope, events[start : start + 1000], actor="system:demo")
 
 
 @app.command("run-demo")

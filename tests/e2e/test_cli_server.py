@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 import yaml
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ratecard.adapters.db.engine import make_engine
+from ratecard.adapters.db.models import EventRow
 from ratecard.cli import app
 from ratecard.web.app import create_app
 
@@ -28,6 +30,13 @@ def test_run_demo_seeds_a_tenant_and_prints_a_working_key(tmp_path: Path) -> Non
         with TestClient(create_app(engine)) as client:
             subs = client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {secret}"})
             assert subs.status_code == 200 and len(subs.json()["data"]) == 3
+        with engine.connect() as connection:
+            per_customer = connection.execute(
+                sa.select(EventRow.customer_id, sa.func.count()).group_by(EventRow.customer_id)
+            ).all()
+        # A month of usage for each of the three demo customers, through ingestion.
+        assert len(per_customer) == 3
+        assert all(300 <= count < 1500 for _, count in per_customer)
     finally:
         engine.dispose()
 
