@@ -36,6 +36,8 @@ from ratecard.services import rating
 from ratecard.services.catalog import plan_of, sellable_version
 from ratecard.services.common import Code, Input, ObjectId, conventions_of, refuse, tenant_of
 from ratecard.services.customers import apply_overrides
+from ratecard.services.metering.lifecycle import release_held_if_holding
+from ratecard.services.metering.usage import SessionUsage
 from ratecard.services.rating import Action, ChangeSpec, SubscriptionSpec
 
 __all__ = [
@@ -245,6 +247,8 @@ def create_subscription(
     )
     _refresh(row, _replay(uow, row), now)
     uow.commit()
+    if release_held_if_holding(uow):  # events sent for this subscription before it existed
+        uow.commit()
     return row
 
 
@@ -310,7 +314,7 @@ def preview(
         replay.changes,
         new,
         replay.plans,
-        usage=rating.no_usage,
+        usage=SessionUsage(uow.session, uow.scope, replay.row.customer_id),
         conventions=conventions,
     )
 
@@ -346,7 +350,7 @@ def _apply(
         replay.spec,
         replay.changes,
         replay.plans,
-        usage=rating.no_usage,
+        usage=rating.no_usage,  # only the proration lines are kept: usage does not matter
         conventions=conventions_of(tenant_of(uow)),
         until_at=now,
     )
@@ -366,7 +370,7 @@ def drafts(
         replay.spec,
         replay.changes,
         replay.plans,
-        usage=rating.no_usage,
+        usage=SessionUsage(uow.session, uow.scope, replay.row.customer_id),
         conventions=conventions_of(tenant_of(uow)),
         until_at=until_at,
     )

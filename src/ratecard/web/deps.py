@@ -28,6 +28,7 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.idempotency import IdempotencyService
+from ratecard.services.metering.wiring import MeteringServices
 from ratecard.services.tenancy import Action, Principal, TenancyService
 
 
@@ -76,6 +77,7 @@ class Wiring:
     tenancy: TenancyService
     idempotency: IdempotencyService
     limiter: RateLimiter
+    metering: MeteringServices | None = None  # set by `create_app`
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,11 @@ class Ctx:
 
     def now(self) -> datetime:
         return self.wiring.clock.now()
+
+    @property
+    def metering(self) -> MeteringServices:
+        assert self.wiring.metering is not None, "create_app wires metering"
+        return self.wiring.metering
 
 
 def wiring(request: Request) -> Wiring:
@@ -150,3 +157,4 @@ def allow(action: Action) -> Callable[..., Ctx]:
 Reader = Annotated[Ctx, Depends(allow(Action.READ))]
 CatalogWriter = Annotated[Ctx, Depends(allow(Action.WRITE_CATALOG))]
 BillingWriter = Annotated[Ctx, Depends(allow(Action.WRITE_BILLING))]
+Ingester = Annotated[Ctx, Depends(allow(Action.INGEST))]

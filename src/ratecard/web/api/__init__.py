@@ -12,12 +12,14 @@ from fastapi import APIRouter
 from ratecard.web.api import (
     coupons,
     customers,
+    events,
     features,
     health,
     meters,
     overrides,
     plans,
     subscriptions,
+    usage,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -29,4 +31,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     customers.router,
     overrides.router,
     subscriptions.router,
+    events.router,
+    usage.router,
 )
