@@ -31,6 +31,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
@@ -230,7 +231,7 @@ async def _ingest(ctx: Ctx, items: Sequence[Any]) -> IngestResult:
 def _binary_cloudevent(request: Request, data: Any) -> dict[str, Any]:
     """CloudEvents binary mode: the attributes in ``ce-*`` headers, the data as the body."""
     event: dict[str, Any] = {
-        name.removeprefix("ce-"): value
+        name.removeprefix("ce-"): unquote(value)  # header values are percent-encoded
         for name, value in request.headers.items()
         if name.startswith("ce-")
     }
