@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     db_echo: bool = False
     #: How long an idempotency key is remembered (hours).
     idempotency_ttl_hours: int = Field(default=24, ge=1)
+    #: Redis for the entitlement cache (shared by API processes); unset: in-process.
+    redis_url: str | None = None
 
 
 @lru_cache(maxsize=1)

@@ -158,7 +158,57 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/test_clock/advance"): lambda w: _own(
         w, "POST", "/v1/test_clock/advance", {"to": "2024-01-01T00:00:00Z"}, test_only=True
     ),
+    # metering (tests/e2e/test_events_api.py): A's customer, subscription and meter are unknown
+    ("POST", "/v1/events"): lambda w: _ingest_refused(w, "/v1/events", _EVENT),
+    ("POST", "/v1/track"): lambda w: _ingest_refused(w, "/v1/track", _TRACK),
+    ("POST", "/v1/batch"): lambda w: _ingest_refused(w, "/v1/batch", {"batch": [_TRACK]}),
+    ("POST", "/api/v1/events"): lambda w: w.refused_as_unknown(
+        "/api/v1/events", {"event": _lago(w)}, "event.external_subscription_id"
+    ),
+    ("POST", "/api/v1/events/batch"): lambda w: _ingest_refused(
+        w, "/api/v1/events/batch", {"events": [_lago(w)]}, key="events"
+    ),
+    ("GET", "/v1/customers/{customer_id}/usage"): lambda w: w.hidden(
+        "GET", "/v1/customers/{customer_id}/usage"
+    ),
+    ("GET", "/v1/customers/{customer_id}/usage/series"): lambda w: w.hidden(
+        "GET", "/v1/customers/{customer_id}/usage/series?meter=calls"
+    ),
+    ("GET", "/v1/customers/{customer_id}/entitlements"): lambda w: w.hidden(
+        "GET", "/v1/customers/{customer_id}/entitlements"
+    ),
+    ("GET", "/v1/customers/{customer_id}/entitlements/{feature}"): lambda w: w.hidden(
+        "GET", "/v1/customers/{customer_id}/entitlements/f"
+    ),
+    ("POST", "/v1/alerts"): lambda w: w.refused_as_unknown(
+        "/v1/alerts",
+        {"customer_id": w.ids["customer_id"], "meter": "calls", "threshold": "5"},
+        "body.customer_id",
+    ),
+    ("GET", "/v1/alerts"): lambda w: w.listed_without("/v1/alerts"),
+    ("GET", "/v1/alerts/{alert_id}"): lambda w: w.hidden("GET", "/v1/alerts/{alert_id}"),
+    ("DELETE", "/v1/alerts/{alert_id}"): lambda w: w.hidden("DELETE", "/v1/alerts/{alert_id}"),
+    ("GET", "/v1/webhook_events"): lambda w: w.listed_without("/v1/webhook_events"),
 }
+
+_EVENT = {"id": "iso-1", "type": "calls", "customer": "a-ext"}
+_TRACK = {"type": "track", "event": "calls", "userId": "a-ext", "messageId": "iso-2"}
+
+
+def _lago(w: World) -> dict[str, Any]:
+    return {
+        "transaction_id": "iso-3",
+        "code": "calls",
+        "external_subscription_id": w.ids["subscription_id"],
+    }
+
+
+def _ingest_refused(w: World, path: str, body: Any, key: str = "results") -> None:
+    """Events naming A's customer or subscription are rejected for B, and count nothing for A."""
+    response = w.call("POST", path, body)
+    assert response.status_code == 200, (path, response.status_code, response.text)
+    results = response.json()[key]
+    assert [r["status"] for r in results] == ["rejected"], (path, response.text)
 
 
 def _own(w: World, method: str, path: str, body: Any = None, *, test_only: bool = False) -> None:
@@ -192,6 +242,9 @@ def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
         {"plan_code": "a_plan", "charge_code": "base", "price": {"amount": "90.00"}},
     )
     sub = api.post("/v1/subscriptions", a, {"customer_id": cus["id"], "plan_code": "a_plan"})
+    alert = api.post(
+        "/v1/alerts", a, {"customer_id": cus["id"], "meter": "calls", "threshold": "5"}
+    )
     ids = {
         "meter_id": meter["id"],
         "feature_id": feature["id"],
@@ -201,6 +254,7 @@ def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
         "override_id": override["id"],
         "subscription_id": sub["id"],
         "api_key_id": api.post("/v1/api_keys", a, {"name": "a", "role": "billing"})["id"],
+        "alert_id": alert["id"],
     }
     return ids, a
 
@@ -226,6 +280,8 @@ def _snapshot(api: Api, a: Any, ids: dict[str, str]) -> list[Any]:
         api.get("/v1/customers/{customer_id}".format(**ids), a),
         api.get("/v1/plans/a_plan/versions", a),
         api.get("/v1/customers/{customer_id}/price_overrides".format(**ids), a),
+        api.get("/v1/customers/{customer_id}/usage".format(**ids), a),
+        api.get("/v1/alerts", a),
     ]
 
 

@@ -43,6 +43,7 @@ MAX_BATCH = 10_000
 MAX_ID = 255
 MAX_PROPERTIES = 100
 MAX_TEXT = 1000
+MAX_EXPONENT = 100  # a number property lies within 1e-100 .. 1e100 (magnitude)
 FIELDS = frozenset({"id", "type", "customer", "subscription", "timestamp", "properties"})
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
@@ -103,7 +104,10 @@ def property_text(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, Decimal):
-        return decimal_text(value) if value.is_finite() else None
+        # a bounded exponent: ``1e999999999`` would otherwise print as a billion digits
+        if not value.is_finite() or not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
+            return None
+        return decimal_text(value)
     return None
 
 

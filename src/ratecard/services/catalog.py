@@ -35,6 +35,7 @@ from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import CURRENCY_EXPONENTS, currency
 from ratecard.services.common import Code, Input, commit_unique, exists, refuse
 from ratecard.services.documents import ExactDecimal, problems_from
+from ratecard.services.metering.lifecycle import release_held_if_holding
 from ratecard.services.plan_documents import PlanDoc, load_plan, native_document
 
 Aggregation = Literal[
@@ -77,6 +78,8 @@ def create_meter(uow: UnitOfWork, data: MeterInput, *, now: datetime) -> MeterRo
         )
     )
     commit_unique(uow, f"meter {data.code}")
+    if release_held_if_holding(uow):  # events that arrived before their meter
+        uow.commit()
     return row
 
 

@@ -51,6 +51,8 @@ from ratecard.services.customers import (
     apply_overrides,
     checked_override,
 )
+from ratecard.services.metering.lifecycle import release_held_if_holding
+from ratecard.services.metering.usage import SessionUsage
 from ratecard.services.rating import Action, ChangeSpec, SubscriptionSpec
 
 __all__ = [
@@ -281,6 +283,8 @@ def create_subscription(
     )
     _refresh(row, _replay(uow, row), now)
     uow.commit()
+    if release_held_if_holding(uow):  # events sent for this subscription before it existed
+        uow.commit()
     return row
 
 
@@ -413,7 +417,7 @@ def preview(
         replay.changes,
         new,
         replay.plans,
-        usage=rating.no_usage,
+        usage=SessionUsage(uow.session, uow.scope, replay.row.customer_id),
         conventions=conventions,
     )
 
@@ -449,7 +453,7 @@ def _apply(
         replay.spec,
         replay.changes,
         replay.plans,
-        usage=rating.no_usage,
+        usage=rating.no_usage,  # only the proration lines are kept: usage does not matter
         conventions=conventions_of(tenant_of(uow)),
         until_at=now,
     )
@@ -469,7 +473,7 @@ def drafts(
         replay.spec,
         replay.changes,
         replay.plans,
-        usage=rating.no_usage,
+        usage=SessionUsage(uow.session, uow.scope, replay.row.customer_id),
         conventions=conventions_of(tenant_of(uow)),
         until_at=until_at,
     )

@@ -21,6 +21,7 @@ from ratecard.adapters.clock import Clock, SystemClock
 from ratecard.adapters.db.engine import make_engine, make_session_factory
 from ratecard.config import Settings, get_settings
 from ratecard.services.idempotency import IdempotencyService
+from ratecard.services.metering.wiring import MeteringServices
 from ratecard.services.tenancy import TenancyService
 from ratecard.web import problems
 from ratecard.web.api import ROUTERS
@@ -55,6 +56,7 @@ def create_app(
             sessions, clock, ttl=timedelta(hours=settings.idempotency_ttl_hours)
         ),
         limiter=RateLimiter(rate_limit or RateLimit()),
+        metering=MeteringServices.build(sessions, clock, redis_url=settings.redis_url),
     )
     app = FastAPI(title="Ratecard", version=__version__, description=DESCRIPTION)
     app.state.wiring = wired

@@ -28,6 +28,7 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.idempotency import IdempotencyService
+from ratecard.services.metering.wiring import MeteringServices
 from ratecard.services.tenancy import Action, Principal, TenancyService
 
 
@@ -76,6 +77,7 @@ class Wiring:
     tenancy: TenancyService
     idempotency: IdempotencyService
     limiter: RateLimiter
+    metering: MeteringServices | None = None  # set by `create_app`
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,11 @@ class Ctx:
         """This request's "now": the real clock in live mode, the tenant's test clock in test
         mode (`TenancyService.now_for`)."""
         return self.now_at
+
+    @property
+    def metering(self) -> MeteringServices:
+        assert self.wiring.metering is not None, "create_app wires metering"
+        return self.wiring.metering
 
 
 def wiring(request: Request) -> Wiring:
@@ -156,3 +163,4 @@ Reader = Annotated[Ctx, Depends(allow(Action.READ))]
 CatalogWriter = Annotated[Ctx, Depends(allow(Action.WRITE_CATALOG))]
 BillingWriter = Annotated[Ctx, Depends(allow(Action.WRITE_BILLING))]
 Admin = Annotated[Ctx, Depends(allow(Action.ADMIN))]
+Ingester = Annotated[Ctx, Depends(allow(Action.INGEST))]

@@ -52,6 +52,7 @@ _STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.MALFORMED_BODY: 400,
 }
 
 _STATUS_BY_CLASS: tuple[tuple[type[RatecardError], int], ...] = (

@@ -35,10 +35,11 @@ from ratecard.adapters.db.models import (
 )
 from ratecard.adapters.db.scope import TenantScope, new_id
 from ratecard.adapters.db.uow import UnitOfWork
-from ratecard.core.errors import invalid
+from ratecard.core.errors import NotFound, invalid
 from ratecard.core.events import format_timestamp
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
+from ratecard.services.common import exists
 from ratecard.services.metering.usage import UsageReader, plan_of, usage_lines
 
 LIVE_STATUSES = ("active", "trialing", "past_due")
@@ -80,8 +81,10 @@ class AlertService:
         if threshold <= 0:
             raise invalid("must be positive", "threshold")
         with self._uow(scope, actor) as uow:
-            uow.customers.get(customer_id)
-            uow.meters.get_by_code(meter_code)
+            if uow.customers.find(customer_id) is None:
+                raise invalid(f"no customer {customer_id}", "customer_id")
+            if not exists(lambda: uow.meters.get_by_code(meter_code)):
+                raise invalid(f"no meter {meter_code}", "meter")
             row = UsageAlertRow(
                 id=new_id("alrt"),
                 tenant_id=scope.tenant_id,
@@ -95,6 +98,37 @@ class AlertService:
             uow.session.add(row)
             uow.commit()
             return row.id
+
+    def get(self, scope: TenantScope, alert_id: str) -> UsageAlertRow:
+        with self._uow(scope) as uow:
+            return _alert(uow, alert_id)
+
+    def list(
+        self,
+        scope: TenantScope,
+        *,
+        customer_id: str | None = None,
+        limit: int = 100,
+        starting_after: str | None = None,
+    ) -> list[UsageAlertRow]:
+        """The scope's alerts by id, `limit` after the cursor (optionally one customer's)."""
+        with self._uow(scope) as uow:
+            statement = (
+                select(UsageAlertRow)
+                .where(UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode)
+                .order_by(UsageAlertRow.id)
+                .limit(limit)
+            )
+            if customer_id is not None:
+                statement = statement.where(UsageAlertRow.customer_id == customer_id)
+            if starting_after is not None:
+                statement = statement.where(UsageAlertRow.id > starting_after)
+            return list(uow.session.scalars(statement))
+
+    def delete(self, scope: TenantScope, alert_id: str, *, actor: str = "alerts") -> None:
+        with self._uow(scope, actor) as uow:
+            uow.session.delete(_alert(uow, alert_id))
+            uow.commit()
 
     def on_ingested(self, scope: TenantScope, touched: frozenset[tuple[str, str]]) -> None:
         """Ingestion listener: evaluate the alerts of the (customer, meter) pairs just changed."""
@@ -186,6 +220,19 @@ class AlertService:
         )
 
 
+def _alert(uow: UnitOfWork, alert_id: str) -> UsageAlertRow:
+    row = uow.session.scalars(
+        select(UsageAlertRow).where(
+            UsageAlertRow.tenant_id == uow.scope.tenant_id,
+            UsageAlertRow.mode == uow.scope.mode,
+            UsageAlertRow.id == alert_id,
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no alert {alert_id}")
+    return row
+
+
 def _enqueue(
     session: Session,
     scope: TenantScope,
@@ -216,13 +263,24 @@ def _enqueue(
     return len(session.execute(statement).all())
 
 
-def outbox(session: Session, scope: TenantScope) -> list[WebhookOutboxRow]:
-    return list(
-        session.scalars(
-            select(WebhookOutboxRow)
-            .where(
-                WebhookOutboxRow.tenant_id == scope.tenant_id, WebhookOutboxRow.mode == scope.mode
-            )
-            .order_by(WebhookOutboxRow.id)
-        )
+def outbox(
+    session: Session,
+    scope: TenantScope,
+    *,
+    limit: int | None = None,
+    after_id: int | None = None,
+    event_type: str | None = None,
+) -> list[WebhookOutboxRow]:
+    """The scope's webhook events in the order they were written (optionally a page of them)."""
+    statement = (
+        select(WebhookOutboxRow)
+        .where(WebhookOutboxRow.tenant_id == scope.tenant_id, WebhookOutboxRow.mode == scope.mode)
+        .order_by(WebhookOutboxRow.id)
     )
+    if after_id is not None:
+        statement = statement.where(WebhookOutboxRow.id > after_id)
+    if event_type is not None:
+        statement = statement.where(WebhookOutboxRow.event_type == event_type)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return list(session.scalars(statement))

@@ -30,6 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
@@ -46,6 +47,8 @@ from ratecard.services.metering.meters import meter_spec
 from ratecard.services.metering.policy import LateEvents, MeteringPolicy, Unknown, load_policy
 
 _CHUNK = 500
+_DEADLOCK_ATTEMPTS = 5
+_RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 
 
 class EventStatus(StrEnum):
@@ -146,6 +149,30 @@ class IngestionService:
                 continue
             seen.add(event.event_id)
             valid.append((index, event))
+        for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+            try:
+                fresh = self._store(scope, actor, valid, received_at, results)
+                break
+            except Exception as exc:  # re-raised unless retryable
+                # Two batches inserting overlapping ids in different orders can deadlock on
+                # PostgreSQL; the loser rolled back whole, so running it again is exact.
+                if attempt == _DEADLOCK_ATTEMPTS or not _retryable(exc):
+                    raise
+        done = frozenset((new.customer_id, new.meter_code) for new, _ in fresh if new.customer_id)
+        for listener in self.listeners:
+            listener(scope, done)
+        assert all(r is not None for r in results)
+        return IngestResult(tuple(r for r in results if r is not None), done)
+
+    def _store(
+        self,
+        scope: TenantScope,
+        actor: str,
+        valid: Sequence[tuple[int, IncomingEvent]],
+        received_at: datetime,
+        results: list[EventResult | None],
+    ) -> list[tuple[event_store.NewEvent, int]]:
+        """One transaction: admit, insert with dedup, roll up, commit; the events stored."""
         with UnitOfWork(self._sessions, scope, actor=actor, clock=self._clock) as uow:
             session = uow.session
             policy = load_policy(session, scope)
@@ -162,7 +189,10 @@ class IngestionService:
                 received_at=received_at,
                 results=results,
             )
-            inserted = event_store.insert_events(session, scope, [new for _, new in stored])
+            # In event id order: concurrent batches then take the unique index's locks in one
+            # order and cannot deadlock; `seq` within a batch follows the ids (on both engines).
+            ordered = sorted((new for _, new in stored), key=lambda new: new.event_id)
+            inserted = event_store.insert_events(session, scope, ordered)
             fresh: list[tuple[event_store.NewEvent, int]] = []
             for index, new in stored:
                 if new.event_id not in inserted:
@@ -175,11 +205,7 @@ class IngestionService:
                     fresh.append((new, inserted[new.event_id]))
             event_store.add_rollups(session, scope, rollup_partials(meters, fresh))
             uow.commit()
-        done = frozenset((new.customer_id, new.meter_code) for new, _ in fresh if new.customer_id)
-        for listener in self.listeners:
-            listener(scope, done)
-        assert all(r is not None for r in results)
-        return IngestResult(tuple(r for r in results if r is not None), done)
+        return fresh
 
     def _admit(
         self,
@@ -260,6 +286,12 @@ class IngestionService:
                 )
             )
         return admitted
+
+
+def _retryable(exc: Exception) -> bool:
+    """A deadlock or serialization failure, from SQLAlchemy or from the raw COPY cursor."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(cause, "sqlstate", None) in _RETRYABLE
 
 
 def _value_problem(spec: MeterSpec, event: IncomingEvent) -> Problem | None:

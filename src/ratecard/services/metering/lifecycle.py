@@ -43,7 +43,12 @@ from ratecard.core.money import RoundingMode, currency
 from ratecard.core.periods import Period
 from ratecard.core.pricing import rate
 from ratecard.services.metering.ingestion import rollup_partials
-from ratecard.services.metering.policy import MIN_RETENTION_DAYS, load_policy, save_policy
+from ratecard.services.metering.policy import (
+    MIN_RETENTION_DAYS,
+    Unknown,
+    load_policy,
+    save_policy,
+)
 from ratecard.services.metering.usage import UsageReader
 
 
@@ -205,6 +210,17 @@ def release_held(uow: UnitOfWork) -> int:
         )
     event_store.add_rollups(session, scope, rollup_partials(meters, released))
     return len(released)
+
+
+def release_held_if_holding(uow: UnitOfWork) -> int:
+    """`release_held` when the tenant's policy holds unknown customers or meters, else 0.
+
+    Called by whatever creates a customer, meter or subscription; the caller commits.
+    """
+    policy = load_policy(uow.session, uow.scope)
+    if Unknown.HOLD not in (policy.unknown_customer, policy.unknown_meter):
+        return 0
+    return release_held(uow)
 
 
 def purge_events(uow: UnitOfWork, received_before: datetime) -> int:

@@ -274,6 +274,21 @@ class StoreUsage:
             )
 
 
+class SessionUsage:
+    """The `UsageSource` of one customer inside an open session (a unit of work's).
+
+    What the API's drafts and previews rate with: the same reader as `StoreUsage`, so a draft's
+    usage lines and the usage endpoint's cost so far agree.
+    """
+
+    def __init__(self, session: Session, scope: TenantScope, customer_id: str) -> None:
+        self._reader = UsageReader(session, scope)
+        self.customer_id = customer_id
+
+    def __call__(self, meter_code: str, span: Period, with_values: bool) -> Usage:
+        return self._reader.usage(self.customer_id, meter_code, span, with_values)
+
+
 @dataclass(frozen=True, slots=True)
 class MeterUsage:
     charge_code: str

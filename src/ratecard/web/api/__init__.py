@@ -13,12 +13,14 @@ from ratecard.web.api import (
     admin,
     coupons,
     customers,
+    events,
     features,
     health,
     meters,
     overrides,
     plans,
     subscriptions,
+    usage,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -31,4 +33,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     overrides.router,
     subscriptions.router,
     admin.router,
+    events.router,
+    usage.router,
 )

@@ -121,7 +121,9 @@ def create_subscription(
 ) -> Subscription:
     embed = expansions(expand, EXPANDABLE)
     with ctx.uow() as uow:
-        return _view(uow, subs.create_subscription(uow, body, now=ctx.now()), embed)
+        row = subs.create_subscription(uow, body, now=ctx.now())
+        ctx.metering.entitlements.invalidate(ctx.principal.scope, row.customer_id)
+        return _view(uow, row, embed)
 
 
 @router.get("")
@@ -164,6 +166,8 @@ def get_subscription(
 def _apply(ctx: BillingWriter, subscription_id: str, request: ChangeRequest) -> ChangeOutcome:
     with ctx.uow() as uow:
         result = subs.change(uow, subscription_id, request, now=ctx.now())
+        # the plan (or status) changed: the cached entitlements are stale
+        ctx.metering.entitlements.invalidate(ctx.principal.scope, result.subscription.customer_id)
         code, total, lines = _lines(uow, result.subscription, result.lines)
         return ChangeOutcome(
             change_id=result.change.id,

@@ -26,6 +26,7 @@ FIELD_NAMES = {
     "subscription": "external_subscription_id",
 }
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_SECONDS = 253_402_300_799  # the last second of 9999
 
 
 def lago_timestamp(value: Any) -> Any:
@@ -38,6 +39,8 @@ def lago_timestamp(value: Any) -> Any:
         except InvalidOperation:
             return value
     if isinstance(value, int | Decimal) and Decimal(value).is_finite():
+        if not 0 <= value < _MAX_SECONDS:
+            return value  # not a time we can represent: refused as not a timestamp
         micros = int(Decimal(value).scaleb(6).to_integral_value())
         return format_timestamp(_EPOCH + timedelta(microseconds=micros))
     return value

@@ -1,0 +1,157 @@
+"""Ingestion through HTTP: a uvicorn server and a load client on loopback, both engines.
+
+    python -m benchmarks.ingest_http [events] [concurrency]     # default 100,000 and 4
+
+The server is a separate process (one uvicorn worker, the app on the engine's database with a
+fixed clock); the client posts pre-encoded 1,000-event batches of `POST /v1/events` from
+`concurrency` connections: random event ids, every tenth a repeat of an earlier id, 100
+customers, two meters (a count, and a sum grouped by model). Prints accepted events/s (wall
+clock over the whole run) and the p50/p99 latency of one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from benchmarks.ingest import NOW, POSTGRES_URL, _events, _prepare
+from ratecard.adapters.db.scope import Mode, Role
+from ratecard.services.tenancy import TenancyService
+
+BATCH = 1_000
+
+
+def serve(url: str, port: int) -> None:
+    """The server process: the app with a fixed clock (the events are stamped around NOW)."""
+    import uvicorn
+
+    from ratecard.adapters.clock import FixedClock
+    from ratecard.adapters.db.engine import make_engine
+    from ratecard.web.app import create_app
+    from ratecard.web.deps import RateLimit
+
+    app = create_app(make_engine(url), FixedClock(NOW), rate_limit=RateLimit(10_000, 10_000))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@contextmanager
+def _server(url: str) -> Iterator[str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.ingest_http", "--serve", url, str(port)], env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str, float]:
+    sessions, scope, clock = _prepare(url)
+    key = TenancyService(sessions, clock).create_api_key(
+        scope.tenant_id, Mode.LIVE, Role.INGEST, actor="bench"
+    )
+    events = _events(total, seed=7)
+    bodies = [
+        json.dumps(events[start : start + BATCH]).encode() for start in range(0, total, BATCH)
+    ]
+    latencies: list[float] = []
+    counts = {"accepted": 0, "duplicates": 0, "rejected": 0}
+    lock = threading.Lock()
+    queue = iter(range(len(bodies)))
+
+    def client(base: str) -> None:
+        headers = {"Authorization": f"Bearer {key.secret}", "Content-Type": "application/json"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+            while True:
+                with lock:
+                    index = next(queue, None)
+                if index is None:
+                    return
+                t0 = time.perf_counter()
+                response = http.post("/v1/events", content=bodies[index])
+                elapsed = time.perf_counter() - t0
+                assert response.status_code == 200, response.text
+                result: dict[str, Any] = response.json()
+                with lock:
+                    latencies.append(elapsed)
+                    for name_ in counts:
+                        counts[name_] += int(result[name_])
+
+    with _server(url) as base:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(base,)) for _ in range(concurrency)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    rate = total / elapsed
+    print(
+        f"{name} over HTTP: {total:,} events in {len(bodies):,} batches of {BATCH:,}, "
+        f"{concurrency} connections: {rate:,.0f} events/s ({counts['accepted']:,} accepted, "
+        f"{counts['duplicates']:,} duplicates, {counts['rejected']:,} rejected); batch p50 "
+        f"{_pct(latencies, 50) * 1000:.0f} ms, p99 {_pct(latencies, 99) * 1000:.0f} ms"
+    )
+    return {"events_per_s": rate, "p99_ms": _pct(latencies, 99) * 1000}
+
+
+def bench_ingest_http(total: int = 100_000, concurrency: int = 4) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_engine("SQLite", f"sqlite:///{tmp}/bench.db", total, concurrency)
+    schema = f"rc_bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        print(f"PostgreSQL: skipped ({exc.orig})")
+        return
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        bench_engine("PostgreSQL", url.render_as_string(hide_password=False), total, concurrency)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2], int(sys.argv[3]))
+    else:
+        bench_ingest_http(*[int(a) for a in sys.argv[1:3]])
