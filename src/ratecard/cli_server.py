@@ -103,7 +103,7 @@ DEMO_PLANS: list[dict[str, Any]] = [
                 "model": "graduated",
                 "meter": "api_calls",
                 "tiers": [
-                    {"up_to": "10000", "unit_price": "0"},
+                    {"up_to": "100", "unit_price": "0"},
                     {"up_to": None, "unit_price": "0.002"},
                 ],
             }
