@@ -1,7 +1,8 @@
 """`make bench`: measure the core, print the figures (the README quotes them).
 
 - graduated 5-tier pricing of one million quantities (target: >= 200,000 evaluations/s);
-- a simulation of 10,000 subscriptions over a month with usage.
+- a simulation of 10,000 subscriptions over a month with usage;
+- event ingestion at the service layer and through HTTP, into SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -57,8 +58,13 @@ def bench_simulation(subscriptions: int = 10_000) -> float:
 
 
 def main() -> None:
+    from benchmarks.ingest import bench_ingest
+    from benchmarks.ingest_http import bench_ingest_http
+
     bench_graduated()
     bench_simulation()
+    bench_ingest()
+    bench_ingest_http()
 
 
 if __name__ == "__main__":
