@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -26,9 +25,8 @@ from ratecard.adapters.db.models import CustomerRow, PriceOverrideRow
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.catalog import QuantityRounding
 from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
-from ratecard.core.money import CURRENCY_EXPONENTS
 from ratecard.services.common import Code, Input, ObjectId, commit_unique, exists, tenant_of
-from ratecard.services.documents import ExactDecimal
+from ratecard.services.documents import ExactDecimal, known_currency, known_zone
 from ratecard.services.metering.lifecycle import release_held_if_holding
 from ratecard.services.plan_documents import TierDoc, load_plan
 
@@ -50,19 +48,11 @@ class Address(Input):
 
 
 def _currency(value: str | None) -> str | None:
-    if value is not None and value.upper() not in CURRENCY_EXPONENTS:
-        raise ValueError(f"unknown ISO 4217 currency {value!r}")
-    return None if value is None else value.upper()
+    return None if value is None else known_currency(value)
 
 
 def _timezone(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}") from None
-    return value
+    return None if value is None else known_zone(value)
 
 
 def _country(value: str | None) -> str | None:

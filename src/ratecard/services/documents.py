@@ -17,11 +17,13 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BeforeValidator, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ValidationError
 
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
+from ratecard.core.money import CURRENCY_EXPONENTS
 
 
 class _ExactLoader(yaml.SafeLoader):
@@ -123,3 +125,23 @@ ExactDecimal = Annotated[Decimal, BeforeValidator(_exact_number)]
 
 def join_problems(groups: Iterable[list[Problem]]) -> list[Problem]:
     return [p for group in groups for p in group]
+
+
+def known_currency(value: str) -> str:
+    if value.upper() not in CURRENCY_EXPONENTS:
+        raise ValueError(f"unknown ISO 4217 currency {value!r}")
+    return value.upper()
+
+
+def known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+#: An active ISO 4217 code, upper-cased ("usd" -> "USD").
+CurrencyCode = Annotated[str, AfterValidator(known_currency)]
+#: An IANA time zone name such as "Europe/Paris".
+TimeZoneName = Annotated[str, AfterValidator(known_zone)]

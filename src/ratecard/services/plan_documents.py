@@ -42,7 +42,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -62,10 +61,9 @@ from ratecard.core.catalog import (
     Transform,
 )
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
-from ratecard.core.money import CURRENCY_EXPONENTS
 from ratecard.core.periods import Interval, IntervalUnit
 from ratecard.core.pricing import validate_price
-from ratecard.services.documents import ExactDecimal, problems_from
+from ratecard.services.documents import CurrencyCode, ExactDecimal, problems_from
 
 Code = str
 
@@ -146,20 +144,13 @@ class IntervalDoc(_Doc):
 class PlanDoc(_Doc):
     code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     name: str = ""
-    currency: str
+    currency: CurrencyCode
     interval: IntervalName | IntervalDoc = "month"
     trial_days: int = Field(default=0, ge=0, le=730)
     charges: list[ChargeDoc] = Field(min_length=1, max_length=100)
     entitlements: list[EntitlementDoc] = Field(default_factory=list)
     commitments: list[CommitmentDoc] = Field(default_factory=list, max_length=1)
     metadata: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        if value.upper() not in CURRENCY_EXPONENTS:
-            raise ValueError(f"unknown ISO 4217 currency {value!r}")
-        return value.upper()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
-from ratecard.core.money import CURRENCY_EXPONENTS, RoundingMode
-from ratecard.services.documents import ExactDecimal, problems_from
+from ratecard.core.money import RoundingMode
+from ratecard.services.documents import CurrencyCode, ExactDecimal, TimeZoneName, problems_from
 
 ProrationName = Literal["day", "second", "monthly"]
 ProrationBehavior = Literal["invoice_now", "next_invoice", "none"]
@@ -73,24 +73,12 @@ class TaxDoc(_Doc):
 class CustomerDoc(_Doc):
     id: str = Field(default="cus_1", min_length=1, max_length=64)
     name: str = ""
-    currency: str = "USD"
-    timezone: str = "UTC"
+    currency: CurrencyCode = "USD"
+    timezone: TimeZoneName = "UTC"
     country: str | None = Field(default=None, min_length=2, max_length=2)
     tax: TaxDoc = TaxDoc()
     prepaid_credits: ExactDecimal = Field(default=Decimal(0), ge=0)
     credit_note_balance: ExactDecimal = Field(default=Decimal(0), ge=0)
-
-    @model_validator(mode="after")
-    def _checks(self) -> CustomerDoc:
-        if self.currency.upper() not in CURRENCY_EXPONENTS:
-            raise ValueError(f"unknown ISO 4217 currency {self.currency!r}")
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {self.timezone!r}") from None
-        return self
 
 
 class CouponDoc(_Doc):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Path
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
@@ -24,8 +23,9 @@ from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from ratecard.adapters.db.models import ApiKeyRow, TenantRow
 from ratecard.adapters.db.scope import Mode, Role
 from ratecard.core.errors import ErrorCode, NotFound, Problem, ValidationFailed
-from ratecard.core.money import CURRENCY_EXPONENTS, RoundingMode
+from ratecard.core.money import RoundingMode
 from ratecard.services.common import Input
+from ratecard.services.documents import CurrencyCode, TimeZoneName
 from ratecard.services.tenancy import PRORATION_CONVENTIONS, TenantSettings
 from ratecard.web.api.common import Limit, ListPage, StartingAfter
 from ratecard.web.deps import Admin, BillingWriter, Ctx, Reader
@@ -156,8 +156,8 @@ class TenantPatch(Input):
     """Settings to change; fields left out keep their values."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    default_currency: str | None = Field(default=None, min_length=3, max_length=3)
-    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    default_currency: CurrencyCode | None = Field(default=None, min_length=3, max_length=3)
+    timezone: TimeZoneName | None = Field(default=None, min_length=1, max_length=64)
     rounding_mode: RoundingMode | None = None
     proration_convention: str | None = Field(
         default=None, max_length=20, description=f"One of {', '.join(PRORATION_CONVENTIONS)}"
@@ -169,23 +169,6 @@ class TenantPatch(Input):
     branding: dict[str, Annotated[str, Field(max_length=500)]] | None = Field(
         default=None, max_length=20, description="e.g. logo_url, primary_color, footer"
     )
-
-    @field_validator("default_currency")
-    @classmethod
-    def _currency(cls, value: str | None) -> str | None:
-        if value is not None and value.upper() not in CURRENCY_EXPONENTS:
-            raise ValueError(f"unknown ISO 4217 currency {value!r}")
-        return None if value is None else value.upper()
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
     @field_validator("proration_convention")
     @classmethod
