@@ -14,12 +14,24 @@ app = typer.Typer(help="Metering: event workers and rollups.", no_args_is_help=T
 
 
 @app.command()
-def worker(
+def worker(  # noqa: PLR0917 (Typer options are parameters)
     consume: str = typer.Option("nats", help="Where events come from (nats)."),
-    nats_url: str = typer.Option("nats://127.0.0.1:4222", envvar="RATECARD_NATS_URL"),
+    nats_url: str | None = typer.Option(None, envvar="RATECARD_NATS_URL"),
     database_url: str | None = typer.Option(None, envvar="RATECARD_DATABASE_URL"),
+    stream: str | None = typer.Option(None, envvar="RATECARD_NATS_STREAM"),
+    subject_prefix: str | None = typer.Option(None, envvar="RATECARD_NATS_SUBJECT_PREFIX"),
+    durable: str = typer.Option("ratecard-ingest", help="The durable consumer's name."),
+    ack_wait: int = typer.Option(
+        30, min=1, max=3600, help="Seconds before an unacked batch is delivered again."
+    ),
 ) -> None:
-    """Take event batches from the buffer and write them to the store, dedup included."""
+    """Take event batches from the buffer and write them to the store, dedup included.
+
+    A batch is acked only after the store committed it; after a crash it comes back (once the
+    ack wait passed) and its events are duplicates: each is counted once. The committed
+    batches reach the alerts and the entitlement cache (use Redis, RATECARD_REDIS_URL, so that
+    the API processes' cached entitlements are dropped too).
+    """
     if consume != "nats":
         raise typer.BadParameter("only 'nats' is supported", param_hint="--consume")
     from ratecard.adapters.clock import SystemClock
@@ -27,15 +39,22 @@ def worker(
     from ratecard.adapters.event_bus import NatsBuffer
     from ratecard.adapters.event_bus import consume as run
     from ratecard.config import get_settings
-    from ratecard.services.metering.ingestion import IngestionService
+    from ratecard.services.metering.wiring import MeteringServices
 
-    engine = make_engine(database_url or get_settings().database_url)
-    service = IngestionService(make_session_factory(engine), SystemClock())
+    settings = get_settings()
+    engine = make_engine(database_url or settings.database_url, settings)
+    metering = MeteringServices.build(
+        make_session_factory(engine), SystemClock(), redis_url=settings.redis_url
+    )
 
     async def main() -> None:
-        buffer = await NatsBuffer.connect(nats_url)
+        buffer = await NatsBuffer.connect(
+            nats_url or settings.nats_url,
+            stream=stream or settings.nats_stream,
+            subject_prefix=subject_prefix or settings.nats_subject_prefix,
+        )
         try:
-            await run(buffer, service.ingest)
+            await run(buffer, metering.ingestion.ingest, durable=durable, ack_wait_seconds=ack_wait)
         finally:
             await buffer.close()
 

@@ -10,6 +10,7 @@ or PostgreSQL through psycopg 3, e.g. ``postgresql+psycopg://user@host:5432/rate
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     #: How long a SQLite writer waits for the lock before failing (milliseconds).
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    #: SQLite's ``synchronous`` pragma (WAL mode). FULL (the default) syncs the WAL at every
+    #: commit, so an acknowledged event survives a power loss; NORMAL syncs only at checkpoints
+    #: (faster; a crash of the process loses nothing, a power loss may lose the last commits).
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
     #: Connection pool size for PostgreSQL (per process).
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
@@ -32,6 +37,13 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     #: Redis for the entitlement cache (shared by API processes); unset: in-process.
     redis_url: str | None = None
+    #: ``nats``: ingestion routes publish to NATS JetStream and answer 202 ``queued``;
+    #: ``ratecard worker --consume nats`` writes the events. Unset: routes write to the store.
+    event_buffer: Literal["nats"] | None = None
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: The JetStream stream and subject prefix (``<prefix>.<tenant>.<mode>``) of the buffer.
+    nats_stream: str = Field(default="RATECARD_EVENTS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_subject_prefix: str = Field(default="ratecard.events", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @lru_cache(maxsize=1)

@@ -189,6 +189,10 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/alerts/{alert_id}"): lambda w: w.hidden("GET", "/v1/alerts/{alert_id}"),
     ("DELETE", "/v1/alerts/{alert_id}"): lambda w: w.hidden("DELETE", "/v1/alerts/{alert_id}"),
     ("GET", "/v1/webhook_events"): lambda w: w.listed_without("/v1/webhook_events"),
+    ("GET", "/v1/metering_policy"): lambda w: _own(w, "GET", "/v1/metering_policy"),
+    ("PATCH", "/v1/metering_policy"): lambda w: _own(
+        w, "PATCH", "/v1/metering_policy", {"max_future_seconds": 300}
+    ),
 }
 
 _EVENT = {"id": "iso-1", "type": "calls", "customer": "a-ext"}
@@ -282,6 +286,7 @@ def _snapshot(api: Api, a: Any, ids: dict[str, str]) -> list[Any]:
         api.get("/v1/customers/{customer_id}/price_overrides".format(**ids), a),
         api.get("/v1/customers/{customer_id}/usage".format(**ids), a),
         api.get("/v1/alerts", a),
+        api.get("/v1/metering_policy", a),
     ]
 
 

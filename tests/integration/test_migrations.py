@@ -6,8 +6,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from ratecard.adapters.db.engine import make_engine
 from ratecard.adapters.db.models import Base
 from ratecard.adapters.db.schema import current_revision, head_revision, migrate
+from ratecard.config import Settings
 
 
 def test_migrate_builds_every_table_and_is_repeatable(fresh_database):
@@ -39,3 +41,14 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(database):
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        # FULL (2): a commit, hence an acknowledged event, is on disk before it returns
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_sqlite_synchronous_is_a_setting(tmp_path):
+    engine = make_engine(
+        f"sqlite:///{tmp_path / 'normal.db'}", Settings(sqlite_synchronous="NORMAL")
+    )
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    engine.dispose()

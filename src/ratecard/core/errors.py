@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     EVENT_IN_FUTURE = "event_in_future"
     LATE_EVENT = "late_event"
     ENTITLEMENT_STORE_UNAVAILABLE = "entitlement_store_unavailable"
+    EVENT_BUFFER_UNAVAILABLE = "event_buffer_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

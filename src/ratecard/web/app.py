@@ -9,7 +9,8 @@ The app does not migrate: ``ratecard serve`` migrates before it serves. OpenAPI 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from ratecard.adapters.clock import Clock, SystemClock
 from ratecard.adapters.db.engine import make_engine, make_session_factory
 from ratecard.config import Settings, get_settings
 from ratecard.services.idempotency import IdempotencyService
+from ratecard.services.metering.buffered import BufferedIngestion, Publisher
 from ratecard.services.metering.wiring import MeteringServices
 from ratecard.services.tenancy import TenancyService
 from ratecard.web import problems
@@ -42,11 +44,23 @@ def create_app(
     *,
     rate_limit: RateLimit | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    buffer: Publisher | None = None,
 ) -> FastAPI:
+    """The app on `store`; `buffer` (or ``RATECARD_EVENT_BUFFER=nats``) puts the JetStream
+    buffer between the ingestion routes and the store."""
     settings = store if isinstance(store, Settings) else get_settings()
     engine = store if isinstance(store, Engine) else make_engine(settings.database_url, settings)
     clock = clock or SystemClock()
     sessions = make_session_factory(engine)
+    if buffer is None and settings.event_buffer == "nats":
+        from ratecard.adapters.event_bus import LazyNatsBuffer
+
+        buffer = LazyNatsBuffer(
+            settings.nats_url,
+            stream=settings.nats_stream,
+            subject_prefix=settings.nats_subject_prefix,
+        )
+    buffered = None if buffer is None else BufferedIngestion(buffer, clock)
     wired = Wiring(
         engine=engine,
         sessions=sessions,
@@ -57,8 +71,16 @@ def create_app(
         ),
         limiter=RateLimiter(rate_limit or RateLimit()),
         metering=MeteringServices.build(sessions, clock, redis_url=settings.redis_url),
+        buffer=buffered,
     )
-    app = FastAPI(title="Ratecard", version=__version__, description=DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if buffered is not None:
+            await buffered.close()  # flushes and closes the NATS connection
+
+    app = FastAPI(title="Ratecard", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.wiring = wired
     app.state.metrics = Metrics()
     problems.install(app)

@@ -28,6 +28,7 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.idempotency import IdempotencyService
+from ratecard.services.metering.buffered import BufferedIngestion
 from ratecard.services.metering.wiring import MeteringServices
 from ratecard.services.tenancy import Action, Principal, TenancyService
 
@@ -78,6 +79,8 @@ class Wiring:
     idempotency: IdempotencyService
     limiter: RateLimiter
     metering: MeteringServices | None = None  # set by `create_app`
+    #: The JetStream buffer (``RATECARD_EVENT_BUFFER=nats``): ingestion routes publish to it.
+    buffer: BufferedIngestion | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +94,14 @@ class Ctx:
     now_at: datetime
 
     def uow(self) -> UnitOfWork:
+        metering = self.wiring.metering
         return UnitOfWork(
             self.wiring.sessions,
             self.principal.scope,
             actor=self.principal.actor,
             clock=self.wiring.clock,
+            # e.g. held events released by a new customer: the listeners of ingestion hear it
+            usage_listeners=() if metering is None else metering.ingestion.listeners,
         )
 
     def now(self) -> datetime:

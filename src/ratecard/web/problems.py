@@ -53,6 +53,7 @@ _STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.MALFORMED_BODY: 400,
+    ErrorCode.EVENT_BUFFER_UNAVAILABLE: 503,
 }
 
 _STATUS_BY_CLASS: tuple[tuple[type[RatecardError], int], ...] = (

@@ -4,7 +4,9 @@
     >>> migrate(engine)                                        # doctest: +SKIP
     >>> sessions = make_session_factory(engine)                # doctest: +SKIP
 
-SQLite is opened in WAL mode with foreign keys on and a busy timeout, and every transaction
+SQLite is opened in WAL mode with foreign keys on, a busy timeout and ``synchronous=FULL``
+(``RATECARD_SQLITE_SYNCHRONOUS``): a commit returns only once the WAL is on disk, so an
+acknowledged event survives a power loss, not just a crash of the process. Every transaction
 starts with ``BEGIN IMMEDIATE``: writers queue on the database lock up front instead of failing
 half-way with "database is locked" when a read turns into a write. PostgreSQL runs at READ
 COMMITTED through psycopg 3 (``postgresql+psycopg://``); a ``search_path`` can ride in the URL
@@ -76,6 +78,8 @@ def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engi
             **common,
         )
     busy_timeout_ms = settings.sqlite_busy_timeout_ms
+    synchronous = settings.sqlite_synchronous
+    assert synchronous in ("FULL", "NORMAL", "EXTRA"), synchronous
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -87,7 +91,7 @@ def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engi
             cursor.execute("PRAGMA foreign_keys = ON")
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
-                cursor.execute("PRAGMA synchronous = NORMAL")
+                cursor.execute(f"PRAGMA synchronous = {synchronous}")
         finally:
             cursor.close()
 

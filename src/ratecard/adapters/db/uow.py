@@ -20,6 +20,7 @@ tenant, authenticating an API key); only `services.tenancy` uses it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -173,8 +174,17 @@ class _UnitOfWorkBase:
         )
 
 
+#: Told after a commit which (customer id, meter code) pairs' usage changed.
+UsageListener = Callable[[TenantScope, frozenset[tuple[str, str]]], None]
+
+
 class UnitOfWork(_UnitOfWorkBase):
-    """A transaction bound to one tenant and mode, with its repositories."""
+    """A transaction bound to one tenant and mode, with its repositories.
+
+    Code that changes usage outside ingestion (releasing held events) reports it with
+    `usage_changed`; after the commit the `usage_listeners` hear it (the entitlement cache,
+    the alerts), as they hear ingestion's batches. Nothing is heard of a rollback.
+    """
 
     customers: repos.CustomerRepository
     meters: repos.MeterRepository
@@ -188,14 +198,38 @@ class UnitOfWork(_UnitOfWorkBase):
     api_keys: repos.ApiKeyRepository
 
     def __init__(
-        self, sessions: sessionmaker[Session], scope: TenantScope, *, actor: str, clock: Clock
+        self,
+        sessions: sessionmaker[Session],
+        scope: TenantScope,
+        *,
+        actor: str,
+        clock: Clock,
+        usage_listeners: Sequence[UsageListener] = (),
     ) -> None:
         assert isinstance(scope, TenantScope), "a unit of work is bound to a TenantScope"
         super().__init__(sessions, actor=actor, clock=clock)
         self.scope = scope
+        self.usage_listeners = tuple(usage_listeners)
+        self._usage_changed: set[tuple[str, str]] = set()
+
+    def usage_changed(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Usage of these (customer id, meter code) pairs changes when this commits."""
+        self._usage_changed.update(pairs)
+
+    def commit(self) -> None:
+        super().commit()
+        changed, self._usage_changed = frozenset(self._usage_changed), set()
+        if changed:
+            for listener in self.usage_listeners:
+                listener(self.scope, changed)
+
+    def rollback(self) -> None:
+        self._usage_changed = set()
+        super().rollback()
 
     def _open(self, session: Session) -> None:
         scope = self.scope
+        self._usage_changed = set()
         session.info["scope"] = scope
         event.listen(session, "do_orm_execute", _scope_filter(scope))
         self.customers = repos.CustomerRepository(session, scope)
@@ -274,7 +308,11 @@ def _scope_filter(scope: TenantScope) -> Any:
 
 def _object_type(row: Base) -> str:
     name = str(type(row).__tablename__)
-    singular = {"subscription_changes": "subscription_change", "plan_versions": "plan_version"}
+    singular = {
+        "subscription_changes": "subscription_change",
+        "plan_versions": "plan_version",
+        "metering_policies": "metering_policy",
+    }
     return singular.get(name, name.removesuffix("s"))
 
 

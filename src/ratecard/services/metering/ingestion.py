@@ -56,6 +56,7 @@ class EventStatus(StrEnum):
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
     HELD = "held"  # stored and deduplicated; counted once its customer and meter exist
+    QUEUED = "queued"  # in the JetStream buffer; the worker decides (services.metering.buffered)
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,6 +209,8 @@ def release_held(uow: UnitOfWork) -> int:
             )
         )
     event_store.add_rollups(session, scope, rollup_partials(meters, released))
+    # after the commit, the listeners of ingestion (entitlement cache, alerts) hear of them
+    uow.usage_changed((new.customer_id, new.meter_code) for new, _ in released if new.customer_id)
     return len(released)
 
 

@@ -11,18 +11,23 @@ never reaches back less than `MIN_RETENTION_DAYS` (35 days): that is the dedup w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.models import MeteringPolicyRow
 from ratecard.adapters.db.scope import TenantScope, new_id
+from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import invalid
 
 MIN_RETENTION_DAYS = 35
+#: The limits a tenant may set: events up to ten years old (backfills), a week ahead.
+MAX_PAST_LIMIT = timedelta(days=3650)
+MAX_FUTURE_LIMIT = timedelta(days=7)
 
 
 class Unknown(StrEnum):
@@ -48,8 +53,10 @@ class MeteringPolicy:
     def __post_init__(self) -> None:
         if self.retention_days is not None and self.retention_days < MIN_RETENTION_DAYS:
             raise invalid(f"at least {MIN_RETENTION_DAYS} days", "retention_days")
-        if self.max_past < timedelta(0) or self.max_future < timedelta(0):
-            raise invalid("limits are not negative", "max_past")
+        if not timedelta(0) <= self.max_past <= MAX_PAST_LIMIT:
+            raise invalid(f"between 0 and {MAX_PAST_LIMIT.days} days", "max_past")
+        if not timedelta(0) <= self.max_future <= MAX_FUTURE_LIMIT:
+            raise invalid(f"between 0 and {MAX_FUTURE_LIMIT.days} days", "max_future")
 
 
 def load_policy(session: Session, scope: TenantScope) -> MeteringPolicy:
@@ -87,3 +94,12 @@ def save_policy(session: Session, scope: TenantScope, policy: MeteringPolicy) ->
     row.max_future_seconds = policy.max_future // timedelta(seconds=1)
     row.retention_days = policy.retention_days
     row.purged_before_at = policy.purged_before_at
+
+
+def update_policy(uow: UnitOfWork, **changes: Any) -> MeteringPolicy:
+    """Change some of the scope's policy (fields of `MeteringPolicy`) and commit; audited as
+    a change of the ``metering_policy`` row (before and after)."""
+    policy = replace(load_policy(uow.session, uow.scope), **changes)
+    save_policy(uow.session, uow.scope, policy)
+    uow.commit()
+    return policy

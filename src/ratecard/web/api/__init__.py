@@ -16,6 +16,7 @@ from ratecard.web.api import (
     events,
     features,
     health,
+    metering_policy,
     meters,
     overrides,
     plans,
@@ -35,4 +36,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
     events.router,
     usage.router,
+    metering_policy.router,
 )

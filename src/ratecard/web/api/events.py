@@ -23,6 +23,13 @@ response is sent only after the batch is committed: an ``accepted`` event is sto
 of it answers ``duplicate`` (dedup per tenant and event id, for as long as events are kept).
 Error fields are named as the format names them (``subject`` for CloudEvents, ``userId`` for
 Segment, ``external_subscription_id`` for Lago).
+
+With the JetStream buffer on (``RATECARD_EVENT_BUFFER=nats``) every route checks the body the
+same way (a malformed body is still a problem and publishes nothing), rejects at once what can
+never be stored, publishes the rest and answers **202** once JetStream stored them, each such
+event ``queued``; whether it is then accepted or a duplicate is decided by
+``ratecard worker --consume nats`` with the same dedup (see `services.metering.buffered`). When
+NATS does not confirm, the answer is a 503 problem and the client retries the request.
 """
 
 from __future__ import annotations
@@ -34,11 +41,12 @@ from typing import Annotated, Any
 from urllib.parse import unquote
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
 
-from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
+from ratecard.adapters.event_bus import BufferUnavailable
+from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
 from ratecard.core.events import MAX_BATCH, batch_items, format_timestamp
 from ratecard.services.metering.ingestion import EventResult, EventStatus, IngestResult
 from ratecard.services.tenancy import Action
@@ -58,7 +66,7 @@ basic = HTTPBasic(
 class EventOutcome(BaseModel):
     index: int
     id: str | None
-    status: str  # accepted, duplicate, rejected, held
+    status: str  # accepted, duplicate, rejected, held; queued (the buffer is on)
     code: str | None = None
     reason: str | None = None
     field: str | None = None
@@ -70,6 +78,7 @@ class IngestResponse(BaseModel):
     duplicates: int
     rejected: int
     held: int
+    queued: int = 0
     results: list[EventOutcome]
 
 
@@ -117,6 +126,13 @@ def _body(content: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "required": True,
             "content": {media: {"schema": schema} for media, schema in content.items()},
         }
+    }
+
+
+def _buffered(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    return {
+        202: {"model": model, "description": "Queued in the JetStream buffer (buffer on)"},
+        503: {"description": "The event buffer did not store the events: retry the request"},
     }
 
 
@@ -214,12 +230,23 @@ def _renamed(result: IngestResult, names: Mapping[str, str]) -> IngestResponse:
         duplicates=result.count(EventStatus.DUPLICATE),
         rejected=result.count(EventStatus.REJECTED),
         held=result.count(EventStatus.HELD),
+        queued=result.count(EventStatus.QUEUED),
         results=[outcome(r) for r in result.results],
     )
 
 
-async def _ingest(ctx: Ctx, items: Sequence[Any]) -> IngestResult:
-    """Store the batch (a worker thread: the store call blocks); returns after the commit."""
+async def _ingest(ctx: Ctx, items: Sequence[Any], response: Response) -> IngestResult:
+    """Store the batch (a worker thread: the store call blocks); returns after the commit.
+
+    With the buffer on: publish it, 202, returns after JetStream's PubAck."""
+    buffer = ctx.wiring.buffer
+    if buffer is not None:
+        try:
+            result = await buffer.ingest(ctx.principal.scope, items)
+        except BufferUnavailable as exc:
+            raise RatecardError(str(exc), code=ErrorCode.EVENT_BUFFER_UNAVAILABLE) from None
+        response.status_code = 202
+        return result
     ingestion = ctx.metering.ingestion
     scope, actor = ctx.principal.scope, ctx.principal.actor
     return await anyio.to_thread.run_sync(lambda: ingestion.ingest(scope, items, actor=actor))
@@ -243,6 +270,7 @@ def _binary_cloudevent(request: Request, data: Any) -> dict[str, Any]:
 @router.post(
     "/v1/events",
     response_model=IngestResponse,
+    responses=_buffered(IngestResponse),
     openapi_extra=_body(
         {
             "application/json": _one_or_many(_NATIVE),
@@ -251,7 +279,7 @@ def _binary_cloudevent(request: Request, data: Any) -> dict[str, Any]:
         }
     ),
 )
-async def ingest_events(request: Request, ctx: Ingester) -> IngestResponse:
+async def ingest_events(request: Request, response: Response, ctx: Ingester) -> IngestResponse:
     """Ingest one event or a batch of up to 10,000: native, or CloudEvents 1.0 (structured,
     batch or binary mode). A result per event; sent after the batch is committed."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -277,7 +305,7 @@ async def ingest_events(request: Request, ctx: Ingester) -> IngestResponse:
             items, names = [cloudevents.from_cloudevent(e) for e in events], cloudevents.FIELD_NAMES
         else:
             items, names = events, {}
-    return _renamed(await _ingest(ctx, items), names)
+    return _renamed(await _ingest(ctx, items, response), names)
 
 
 # --- Segment -----------------------------------------------------------------------------------
@@ -298,20 +326,26 @@ _TRACK = {
 
 
 @router.post(
-    "/v1/track", response_model=IngestResponse, openapi_extra=_body({"application/json": _TRACK})
+    "/v1/track",
+    response_model=IngestResponse,
+    responses=_buffered(IngestResponse),
+    openapi_extra=_body({"application/json": _TRACK}),
 )
-async def segment_track(request: Request, ctx: SegmentIngester) -> IngestResponse:
+async def segment_track(
+    request: Request, response: Response, ctx: SegmentIngester
+) -> IngestResponse:
     """Segment's ``track`` call (the HTTP tracking API); the write key is an ingest API key."""
     data = _json(await request.body())
     if not isinstance(data, Mapping) or "batch" in data:
         raise _malformed("a track call is a JSON object")
     items = _parsed(segment.from_segment, data)
-    return _renamed(await _ingest(ctx, items), segment.FIELD_NAMES)
+    return _renamed(await _ingest(ctx, items, response), segment.FIELD_NAMES)
 
 
 @router.post(
     "/v1/batch",
     response_model=IngestResponse,
+    responses=_buffered(IngestResponse),
     openapi_extra=_body(
         {
             "application/json": {
@@ -325,13 +359,15 @@ async def segment_track(request: Request, ctx: SegmentIngester) -> IngestRespons
         }
     ),
 )
-async def segment_batch(request: Request, ctx: SegmentIngester) -> IngestResponse:
+async def segment_batch(
+    request: Request, response: Response, ctx: SegmentIngester
+) -> IngestResponse:
     """Segment's ``batch`` (what the Segment libraries send); only ``track`` calls are usage."""
     data = _json(await request.body())
     if not isinstance(data, Mapping) or not isinstance(data.get("batch"), list):
         raise _malformed("expected {'batch': [...]}")
     items = _parsed(segment.from_segment, data)
-    return _renamed(await _ingest(ctx, items), segment.FIELD_NAMES)
+    return _renamed(await _ingest(ctx, items, response), segment.FIELD_NAMES)
 
 
 # --- Lago --------------------------------------------------------------------------------------
@@ -418,6 +454,7 @@ def _received(ctx: Ctx) -> str:
 @router.post(
     "/api/v1/events",
     response_model=LagoEventEnvelope,
+    responses=_buffered(LagoEventEnvelope),
     openapi_extra=_body(
         {
             "application/json": {
@@ -428,13 +465,13 @@ def _received(ctx: Ctx) -> str:
         }
     ),
 )
-async def lago_event(request: Request, ctx: Ingester) -> LagoEventEnvelope:
+async def lago_event(request: Request, response: Response, ctx: Ingester) -> LagoEventEnvelope:
     """Lago's ``POST /api/v1/events``: one event; a rejected event is a 422 problem."""
     data = _json(await request.body())
     if not isinstance(data, Mapping) or not isinstance(data.get("event"), Mapping):
         raise _malformed("expected {'event': {...}}")
     items = _parsed(lago.from_lago, data)
-    result = await _ingest(ctx, items)
+    result = await _ingest(ctx, items, response)
     (only,) = result.results
     if only.status is EventStatus.REJECTED:
         raise ValidationFailed(
@@ -450,6 +487,7 @@ async def lago_event(request: Request, ctx: Ingester) -> LagoEventEnvelope:
 @router.post(
     "/api/v1/events/batch",
     response_model=LagoBatchEnvelope,
+    responses=_buffered(LagoBatchEnvelope),
     openapi_extra=_body(
         {
             "application/json": {
@@ -462,17 +500,17 @@ async def lago_event(request: Request, ctx: Ingester) -> LagoEventEnvelope:
         }
     ),
 )
-async def lago_batch(request: Request, ctx: Ingester) -> LagoBatchEnvelope:
+async def lago_batch(request: Request, response: Response, ctx: Ingester) -> LagoBatchEnvelope:
     """Lago's ``POST /api/v1/events/batch``: every event echoed with its result."""
     data = _json(await request.body())
     if not isinstance(data, Mapping) or not isinstance(data.get("events"), list):
         raise _malformed("expected {'events': [...]}")
     items = _parsed(lago.from_lago, data)
-    response = _renamed(await _ingest(ctx, items), lago.FIELD_NAMES)
+    renamed = _renamed(await _ingest(ctx, items, response), lago.FIELD_NAMES)
     received = _received(ctx)
     return LagoBatchEnvelope(
         events=[
             _lago_echo(raw, outcome, received)
-            for raw, outcome in zip(data["events"], response.results, strict=True)
+            for raw, outcome in zip(data["events"], renamed.results, strict=True)
         ]
     )
