@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,7 +18,13 @@ from ratecard.services.metering.lifecycle import (
     purge_events,
     release_held,
 )
-from ratecard.services.metering.policy import LateEvents, MeteringPolicy, Unknown, save_policy
+from ratecard.services.metering.policy import (
+    LateEvents,
+    MeteringPolicy,
+    Unknown,
+    load_policy,
+    save_policy,
+)
 from ratecard.services.metering.usage import plan_of
 from tests.integration.factories import uow
 from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, setup
@@ -119,6 +126,24 @@ def test_purge_keeps_at_least_35_days(sessions):
         purge_events(work, m.clock.now() - timedelta(days=34))
     m.clock.advance(timedelta(days=40))
     with uow(m.sessions, m.scope, m.clock) as work:
-        assert purge_events(work, m.clock.now() - timedelta(days=35)) == 1
+        # The default policy accepts events 35 days old and 5 minutes ahead: keep that long.
+        with pytest.raises(ValidationFailed):
+            purge_events(work, m.clock.now() - timedelta(days=35))
+        assert purge_events(work, m.clock.now() - timedelta(days=35, minutes=5)) == 1
         work.commit()
     assert m.ingest(event(1, at=m.clock.now())) == ["accepted"]  # forgotten after the purge
+
+
+def test_purge_never_forgets_an_event_that_could_be_accepted_again(sessions):
+    m = setup(sessions)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        policy = load_policy(work.session, m.scope)
+        save_policy(work.session, m.scope, replace(policy, max_past=timedelta(days=365)))
+        work.commit()
+    m.ingest(event(1))
+    m.clock.advance(timedelta(days=100))
+    with uow(m.sessions, m.scope, m.clock) as work, pytest.raises(ValidationFailed) as info:
+        purge_events(work, m.clock.now() - timedelta(days=60))
+    assert info.value.problems[0].field == "received_before"
+    # Still kept, so a re-send is still a duplicate.
+    assert m.ingest(event(1)) == ["duplicate"]

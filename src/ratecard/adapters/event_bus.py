@@ -42,6 +42,9 @@ DURABLE = "ratecard-ingest"
 MAX_MESSAGE_EVENTS = 1000
 MAX_MESSAGE_BYTES = 512 * 1024
 
+#: How long the stream keeps messages (seconds); the store holds them after the ack.
+STREAM_MAX_AGE_SECONDS = 7 * 24 * 3600
+
 
 def _encode(value: Any) -> Any:
     if isinstance(value, Decimal):
@@ -106,7 +109,11 @@ class NatsBuffer:
         )
         js = nc.jetstream()
         config = StreamConfig(
-            name=stream, subjects=[f"{subject_prefix}.>"], storage=StorageType.FILE
+            name=stream,
+            subjects=[f"{subject_prefix}.>"],
+            storage=StorageType.FILE,
+            # Acked batches are in the store; keep a week of them for replay, then trim.
+            max_age=STREAM_MAX_AGE_SECONDS,
         )
         try:
             await js.add_stream(config)

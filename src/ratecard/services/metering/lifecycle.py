@@ -226,11 +226,22 @@ def release_held_if_holding(uow: UnitOfWork) -> int:
 
 
 def purge_events(uow: UnitOfWork, received_before: datetime) -> int:
-    """Drop raw events received before the cutoff (at least 35 days ago); return how many."""
-    floor = uow.clock.now() - timedelta(days=MIN_RETENTION_DAYS)
-    if received_before > floor:
-        raise invalid(f"events are kept at least {MIN_RETENTION_DAYS} days", "received_before")
+    """Drop raw events received before the cutoff; return how many.
+
+    An event id is deduplicated only while its event is kept, so the cutoff must be old enough
+    that no purged event could be accepted again: an event received at `r` has a timestamp
+    before `r + max_future`, and a re-sent copy is refused once that is more than `max_past`
+    ago. Hence cutoff <= now - (max_past + max_future), and never less than 35 days ago.
+    """
     scope = uow.scope
+    policy = load_policy(uow.session, scope)
+    keep = max(timedelta(days=MIN_RETENTION_DAYS), policy.max_past + policy.max_future)
+    if received_before > uow.clock.now() - keep:
+        raise invalid(
+            f"events are kept at least {MIN_RETENTION_DAYS} days and as long as an event "
+            f"could still be accepted again (max_past + max_future: {keep})",
+            "received_before",
+        )
     result = uow.session.execute(
         delete(EventRow).where(
             EventRow.tenant_id == scope.tenant_id,
@@ -238,6 +249,5 @@ def purge_events(uow: UnitOfWork, received_before: datetime) -> int:
             EventRow.received_at < received_before,
         )
     )
-    policy = load_policy(uow.session, scope)
     save_policy(uow.session, scope, replace(policy, purged_before_at=received_before))
     return int(getattr(result, "rowcount", 0) or 0)
