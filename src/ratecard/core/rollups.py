@@ -50,6 +50,7 @@ _EXACT_SUM = decimal.Context(
     prec=200,
     traps=[decimal.Inexact, decimal.InvalidOperation, decimal.FloatOperation, decimal.Overflow],
 )
+EXACT_SUM = _EXACT_SUM
 _ZERO = Decimal(0)
 _NOT_DECOMPOSABLE = frozenset({Aggregation.UNIQUE_COUNT, Aggregation.WEIGHTED_SUM})
 OrderKey = tuple[datetime, int]

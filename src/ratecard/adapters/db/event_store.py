@@ -40,7 +40,7 @@ from ratecard.adapters.db.models import EventRow, UsageRollupRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.types import dumps_text_map, sqlite_instant_text
 from ratecard.core.aggregation import Event, GroupKey
-from ratecard.core.rollups import Partial
+from ratecard.core.rollups import EXACT_SUM, Partial
 
 _LOOKUP_CHUNK = 500
 _COLUMNS = "event_id, meter_code, customer_ref, customer_id, occurred_at, received_at, properties"
@@ -337,6 +337,82 @@ def read_rollups(
             int(row.latest_seq),
         )
         out.append((row.hour_at, key, partial))
+    return out
+
+
+def merged_rollups(
+    session: Session,
+    scope: TenantScope,
+    customer_id: str,
+    meter_code: str,
+    *,
+    from_hour: datetime | None,
+    to_hour: datetime,
+) -> dict[GroupKey, Partial]:
+    """`read_rollups` merged per group (`merge_groups`), read and folded without ORM rows.
+
+    The usage hot path: one indexed range read through the DBAPI cursor, values converted only
+    where they decide something (text instants compare in time order on SQLite, so only the
+    latest one is parsed).
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+    sql = (
+        "SELECT group_key, event_count, value_count, value_sum, value_min, value_max, "
+        "latest_value, latest_at, latest_seq FROM usage_rollups "
+        f"WHERE tenant_id = {mark} AND mode = {mark} AND customer_id = {mark} "
+        f"AND meter_code = {mark} AND hour_at < {mark}"
+    )
+    upper = to_hour if postgres else sqlite_instant_text(to_hour)
+    params: list[Any] = [scope.tenant_id, scope.mode.value, customer_id, meter_code, upper]
+    if from_hour is not None:
+        sql += f" AND hour_at >= {mark}"
+        params.append(from_hour if postgres else sqlite_instant_text(from_hour))
+    number: Any = (lambda v: v) if postgres else Decimal
+    add = EXACT_SUM.add
+    # [event_count, value_count, value_sum, value_min, value_max, latest_value, at, seq]
+    acc: dict[str, list[Any]] = {}
+    dbapi: Any = session.connection().connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    for key, events, values, total, low, high, latest, at, seq in rows:
+        cell = acc.get(key)
+        if cell is None:
+            acc[key] = [
+                int(events),
+                int(values),
+                number(total),
+                None if low is None else number(low),
+                None if high is None else number(high),
+                latest,
+                at,
+                int(seq),
+            ]
+            continue
+        cell[0] += events
+        cell[1] += values
+        cell[2] = add(cell[2], number(total))
+        if low is not None:
+            least = number(low)
+            if cell[3] is None or least < cell[3]:
+                cell[3] = least
+        if high is not None:
+            most = number(high)
+            if cell[4] is None or most > cell[4]:
+                cell[4] = most
+        if at is not None and (cell[6] is None or (at, seq) > (cell[6], cell[7])):
+            cell[5], cell[6], cell[7] = latest, at, int(seq)
+    out: dict[GroupKey, Partial] = {}
+    for key, cell in acc.items():
+        if cell[5] is not None:
+            cell[5] = number(cell[5])
+        if isinstance(cell[6], str):
+            cell[6] = datetime.fromisoformat(cell[6])
+        out[tuple(json.loads(key))] = Partial(*cell)
     return out
 
 
