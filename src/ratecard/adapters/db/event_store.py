@@ -237,11 +237,18 @@ def add_rollups(
     """
     tenant_id, mode = scope.tenant_id, scope.mode.value
     instants: dict[datetime, str] = {}
+    groups: dict[GroupKey, str] = {}
 
     def instant(at: datetime) -> str:
         text = instants.get(at)
         if text is None:
             text = instants[at] = sqlite_instant_text(at)
+        return text
+
+    def group(key: GroupKey) -> str:
+        text = groups.get(key)
+        if text is None:
+            text = groups[key] = group_text(key)
         return text
 
     rows = [
@@ -251,7 +258,7 @@ def add_rollups(
             customer_id,
             meter_code,
             instant(hour_at),
-            group_text(key),
+            group(key),
             p.event_count,
             p.value_count,
             _decimal_text(p.value_sum),
