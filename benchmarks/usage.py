@@ -29,7 +29,7 @@ from benchmarks.ingest import POSTGRES_URL, _pct
 from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
-from ratecard.adapters.db.models import CustomerRow, MeterRow
+from ratecard.adapters.db.models import ROLLUP_READ_COLUMNS, CustomerRow, MeterRow
 from ratecard.adapters.db.schema import migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.types import sqlite_instant_text
@@ -49,7 +49,7 @@ _EVENT_COLUMNS = (
     "received_at, properties"
 )
 _EVENT_INDEX = "ix_events_tenant_id_mode_customer_id_meter_code_occurred_at"
-_ROLLUP_INDEX = "ix_usage_rollups_tenant_id_mode_customer_id_meter_code_hour_at"
+_ROLLUP_INDEX = "ix_usage_rollups_read"
 
 
 def _setup(url: str, customers: int) -> tuple[Any, TenantScope, FixedClock, list[str]]:
@@ -201,8 +201,7 @@ def _seed(
             "(tenant_id, mode, customer_id, meter_code, occurred_at)"
         )
         cursor.execute(
-            f"CREATE INDEX {_ROLLUP_INDEX} ON usage_rollups "
-            "(tenant_id, mode, customer_id, meter_code, hour_at)"
+            f"CREATE INDEX {_ROLLUP_INDEX} ON usage_rollups ({', '.join(ROLLUP_READ_COLUMNS)})"
         )
         cursor.execute("ANALYZE")
         raw.commit()
