@@ -17,6 +17,7 @@ from ratecard.core.aggregation import (
     MeterSpec,
     PropertyFilter,
     aggregate,
+    group_key,
 )
 from ratecard.core.rollups import decomposable, finish, hour_of, merge_groups, partials
 
@@ -76,3 +77,52 @@ def test_unique_count_and_weighted_sum_do_not_roll_up():
     assert not decomposable(MeterSpec(Aggregation.UNIQUE_COUNT, value_property="u"))
     assert not decomposable(MeterSpec(Aggregation.WEIGHTED_SUM, value_property="u"))
     assert decomposable(MeterSpec(Aggregation.LATEST, "v", reset=MeterReset.NEVER))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # the caller's key (e.g. customer and hour)
+            st.integers(0, 5),  # few instants: ties in time are common
+            st.one_of(st.none(), st.sampled_from(["2", "2.0", "-1.50", "7", "0.001", "1E+1"])),
+            st.sampled_from(["eu", "us", None]),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(list(Aggregation)),
+    st.booleans(),
+    st.booleans(),
+)
+def test_keyed_partials_fold_exactly_as_merging_one_event_partials(raw, kind, grouped, filtered):
+    """The hot-path fold gives the very partials (values and their representation) that
+    merging each event's own partial left to right does."""
+    spec = MeterSpec(
+        kind,
+        value_property=None if kind is Aggregation.COUNT else "v",
+        group_by=("region",) if grouped else (),
+        filters=(PropertyFilter("region", ("eu", "us")),) if filtered else (),
+    )
+    rows = []
+    for seq, (key, seconds, value, region) in enumerate(raw):
+        props: dict[str, str | Decimal] = {}
+        if value is not None:
+            props["v"] = value
+        if region is not None:
+            props["region"] = region
+        rows.append((key, START + timedelta(seconds=seconds), props, seq))
+    expected: dict[tuple[int, tuple[str | None, ...]], rollups.Partial] = {}
+    for key, at, props, seq in rows:
+        event = Event(at, props)
+        if not all(f.matches(event) for f in spec.filters):
+            continue
+        cell = (key, group_key(spec, event))
+        one = rollups.partial_of_event(spec, event, seq)
+        expected[cell] = one if cell not in expected else expected[cell].merge(one)
+    got = rollups.keyed_partials(spec, rows)
+    assert got == expected
+    for cell, partial in got.items():  # the same Decimal representations, not only values
+        assert str(partial.value_sum) == str(expected[cell].value_sum)
+        assert str(partial.value_min) == str(expected[cell].value_min)
+        assert str(partial.value_max) == str(expected[cell].value_max)
+        assert str(partial.latest_value) == str(expected[cell].latest_value)

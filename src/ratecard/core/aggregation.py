@@ -143,6 +143,11 @@ def _text(value: str | Decimal) -> str:
     return value if isinstance(value, str) else str(value.normalize())
 
 
+def property_text(value: str | Decimal) -> str:
+    """A property value as filters and groups compare it (numbers normalized)."""
+    return _text(value)
+
+
 def group_key(spec: MeterSpec, event: Event) -> GroupKey:
     """The event's group: its `group_by` property values as text (None where absent)."""
     return tuple(
@@ -157,7 +162,12 @@ def group_order(key: GroupKey) -> str:
 
 def event_value(event: Event, name: str) -> Decimal | None:
     """The numeric property `name` of an event; None when absent, an error when not a number."""
-    raw = event.properties.get(name)
+    return property_value(event.properties, name)
+
+
+def property_value(properties: Mapping[str, str | Decimal], name: str) -> Decimal | None:
+    """`event_value` of a properties map."""
+    raw = properties.get(name)
     if raw is None or isinstance(raw, Decimal):
         return raw
     try:

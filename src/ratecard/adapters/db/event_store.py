@@ -17,6 +17,11 @@ event is kept. How a batch gets in, per engine (one transaction, one commit per 
 
 Group commit is the caller's batch: the index pages a commit rewrites are shared by every event in
 it. ``seq`` is the arrival order (it breaks ties between events at one instant).
+
+The hot path binds values the column types would produce (instants as fixed-width UTC text,
+properties as canonical JSON, decimals as exact text) straight through the DBAPI cursor: each
+is serialized once per event, not once per column per row by SQLAlchemy's type processing.
+PostgreSQL parses the same text in ``COPY``, so one serialization serves both engines.
 """
 
 from __future__ import annotations
@@ -26,20 +31,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.models import EventRow, UsageRollupRow
 from ratecard.adapters.db.scope import TenantScope
-from ratecard.adapters.db.types import dumps, sqlite_instant_text
+from ratecard.adapters.db.types import dumps_text_map, sqlite_instant_text
 from ratecard.core.aggregation import Event, GroupKey
-from ratecard.core.rollups import Partial
+from ratecard.core.rollups import EXACT_SUM, Partial
 
 _LOOKUP_CHUNK = 500
-_ROLLUPS = cast(Table, UsageRollupRow.__table__)
 _COLUMNS = "event_id, meter_code, customer_ref, customer_id, occurred_at, received_at, properties"
+_ROLLUP_COLUMNS = (
+    "tenant_id, mode, customer_id, meter_code, hour_at, group_key, event_count, value_count, "
+    "value_sum, value_min, value_max, latest_value, latest_at, latest_seq"
+)
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS event_staging (
     ord integer, event_id text, meter_code text, customer_ref text, customer_id text,
@@ -89,21 +97,26 @@ def _insert_postgres(
     session: Session, scope: TenantScope, events: Sequence[NewEvent]
 ) -> dict[str, int]:
     dbapi: Any = session.connection().connection.dbapi_connection
+    received: dict[datetime, str] = {}
     with dbapi.cursor() as cursor:
         cursor.execute(_STAGING)
         copy_sql = f"COPY event_staging (ord, {_COLUMNS}) FROM STDIN"
         with cursor.copy(copy_sql) as copy:
+            write = copy.write_row
             for ord_, e in enumerate(events):
-                copy.write_row(
+                received_text = received.get(e.received_at)
+                if received_text is None:
+                    received_text = received[e.received_at] = sqlite_instant_text(e.received_at)
+                write(
                     (
                         ord_,
                         e.event_id,
                         e.meter_code,
                         e.customer_ref,
                         e.customer_id,
-                        e.occurred_at,
-                        e.received_at,
-                        dumps(e.properties),
+                        sqlite_instant_text(e.occurred_at),
+                        received_text,
+                        dumps_text_map(e.properties),
                     )
                 )
         cursor.execute(_MERGE, (scope.tenant_id, scope.mode.value))
@@ -115,38 +128,54 @@ def _insert_postgres(
 def _insert_sqlite(
     session: Session, scope: TenantScope, events: Sequence[NewEvent]
 ) -> dict[str, int]:
-    connection = session.connection()
     tenant_id, mode = scope.tenant_id, scope.mode.value
-    existing = existing_ids(session, scope, [e.event_id for e in events])
-    last = connection.exec_driver_sql("SELECT coalesce(max(seq), 0) FROM events").scalar()
-    seq = int(last or 0)
-    rows = []
-    inserted: dict[str, int] = {}
-    for e in events:
-        if e.event_id in existing:
-            continue
-        seq += 1
-        inserted[e.event_id] = seq
-        rows.append(
-            (
-                seq,
-                tenant_id,
-                mode,
-                e.event_id,
-                e.meter_code,
-                e.customer_ref,
-                e.customer_id,
-                sqlite_instant_text(e.occurred_at),
-                sqlite_instant_text(e.received_at),
-                dumps(e.properties),
+    cursor: Any = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        existing: set[str] = set()
+        ids = [e.event_id for e in events]
+        for chunk in _chunks(ids, _LOOKUP_CHUNK):
+            marks = ", ".join("?" * len(chunk))
+            cursor.execute(
+                "SELECT event_id FROM events WHERE tenant_id = ? AND mode = ? "
+                f"AND event_id IN ({marks})",
+                (tenant_id, mode, *chunk),
             )
-        )
-    if rows:
-        connection.exec_driver_sql(
-            f"INSERT OR IGNORE INTO events (seq, tenant_id, mode, {_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+            existing.update(row[0] for row in cursor.fetchall())
+        cursor.execute("SELECT coalesce(max(seq), 0) FROM events")
+        seq = int(cursor.fetchone()[0])
+        rows = []
+        inserted: dict[str, int] = {}
+        received: dict[datetime, str] = {}
+        for e in events:
+            if e.event_id in existing:
+                continue
+            seq += 1
+            inserted[e.event_id] = seq
+            received_text = received.get(e.received_at)
+            if received_text is None:
+                received_text = received[e.received_at] = sqlite_instant_text(e.received_at)
+            rows.append(
+                (
+                    seq,
+                    tenant_id,
+                    mode,
+                    e.event_id,
+                    e.meter_code,
+                    e.customer_ref,
+                    e.customer_id,
+                    sqlite_instant_text(e.occurred_at),
+                    received_text,
+                    dumps_text_map(e.properties),
+                )
+            )
+        if rows:
+            cursor.executemany(
+                f"INSERT OR IGNORE INTO events (seq, tenant_id, mode, {_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+    finally:
+        cursor.close()
     return inserted
 
 
@@ -201,30 +230,73 @@ def add_rollups(
     scope: TenantScope,
     partials: Iterable[tuple[str, str, datetime, GroupKey, Partial]],
 ) -> int:
-    """Append partials ``(customer_id, meter_code, hour_at, group, partial)``; return how many."""
+    """Append partials ``(customer_id, meter_code, hour_at, group, partial)``; return how many.
+
+    Values are bound as the column types store them (`ExactDecimal` text, `UtcDateTime` text),
+    through ``COPY`` on PostgreSQL and one ``executemany`` on SQLite.
+    """
+    tenant_id, mode = scope.tenant_id, scope.mode.value
+    instants: dict[datetime, str] = {}
+    groups: dict[GroupKey, str] = {}
+
+    def instant(at: datetime) -> str:
+        text = instants.get(at)
+        if text is None:
+            text = instants[at] = sqlite_instant_text(at)
+        return text
+
+    def group(key: GroupKey) -> str:
+        text = groups.get(key)
+        if text is None:
+            text = groups[key] = group_text(key)
+        return text
+
     rows = [
-        {
-            "tenant_id": scope.tenant_id,
-            "mode": scope.mode,
-            "customer_id": customer_id,
-            "meter_code": meter_code,
-            "hour_at": hour_at,
-            "group_key": group_text(key),
-            "event_count": p.event_count,
-            "value_count": p.value_count,
-            "value_sum": p.value_sum,
-            "value_min": p.value_min,
-            "value_max": p.value_max,
-            "latest_value": p.latest_value,
-            "latest_at": p.latest_at,
-            "latest_seq": p.latest_seq,
-        }
+        (
+            tenant_id,
+            mode,
+            customer_id,
+            meter_code,
+            instant(hour_at),
+            group(key),
+            p.event_count,
+            p.value_count,
+            _decimal_text(p.value_sum),
+            None if p.value_min is None else _decimal_text(p.value_min),
+            None if p.value_max is None else _decimal_text(p.value_max),
+            None if p.latest_value is None else _decimal_text(p.latest_value),
+            None if p.latest_at is None else instant(p.latest_at),
+            p.latest_seq,
+        )
         for customer_id, meter_code, hour_at, key, p in partials
     ]
-    if rows:
-        # Core executemany: one statement for the batch (the ORM bulk path splits on NULLs).
-        session.connection().execute(insert(_ROLLUPS), rows)
+    if not rows:
+        return 0
+    dbapi: Any = session.connection().connection.dbapi_connection
+    if session.get_bind().dialect.name == "postgresql":
+        copy_sql = f"COPY usage_rollups ({_ROLLUP_COLUMNS}) FROM STDIN"
+        with dbapi.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            write = copy.write_row
+            for row in rows:
+                write(row)
+    else:
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(
+                f"INSERT INTO usage_rollups ({_ROLLUP_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        finally:
+            cursor.close()
     return len(rows)
+
+
+def _decimal_text(value: Decimal) -> str:
+    """What `ExactDecimal` stores: the exact plain text (PostgreSQL's NUMERIC parses it)."""
+    if not value.is_finite():
+        raise ValueError(f"ExactDecimal refuses {value}")
+    return format(value, "f")
 
 
 def read_rollups(
@@ -272,6 +344,82 @@ def read_rollups(
             int(row.latest_seq),
         )
         out.append((row.hour_at, key, partial))
+    return out
+
+
+def merged_rollups(
+    session: Session,
+    scope: TenantScope,
+    customer_id: str,
+    meter_code: str,
+    *,
+    from_hour: datetime | None,
+    to_hour: datetime,
+) -> dict[GroupKey, Partial]:
+    """`read_rollups` merged per group (`merge_groups`), read and folded without ORM rows.
+
+    The usage hot path: one indexed range read through the DBAPI cursor, values converted only
+    where they decide something (text instants compare in time order on SQLite, so only the
+    latest one is parsed).
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+    sql = (
+        "SELECT group_key, event_count, value_count, value_sum, value_min, value_max, "
+        "latest_value, latest_at, latest_seq FROM usage_rollups "
+        f"WHERE tenant_id = {mark} AND mode = {mark} AND customer_id = {mark} "
+        f"AND meter_code = {mark} AND hour_at < {mark}"
+    )
+    upper = to_hour if postgres else sqlite_instant_text(to_hour)
+    params: list[Any] = [scope.tenant_id, scope.mode.value, customer_id, meter_code, upper]
+    if from_hour is not None:
+        sql += f" AND hour_at >= {mark}"
+        params.append(from_hour if postgres else sqlite_instant_text(from_hour))
+    number: Any = (lambda v: v) if postgres else Decimal
+    add = EXACT_SUM.add
+    # [event_count, value_count, value_sum, value_min, value_max, latest_value, at, seq]
+    acc: dict[str, list[Any]] = {}
+    dbapi: Any = session.connection().connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    for key, events, values, total, low, high, latest, at, seq in rows:
+        cell = acc.get(key)
+        if cell is None:
+            acc[key] = [
+                int(events),
+                int(values),
+                number(total),
+                None if low is None else number(low),
+                None if high is None else number(high),
+                latest,
+                at,
+                int(seq),
+            ]
+            continue
+        cell[0] += events
+        cell[1] += values
+        cell[2] = add(cell[2], number(total))
+        if low is not None:
+            least = number(low)
+            if cell[3] is None or least < cell[3]:
+                cell[3] = least
+        if high is not None:
+            most = number(high)
+            if cell[4] is None or most > cell[4]:
+                cell[4] = most
+        if at is not None and (cell[6] is None or (at, seq) > (cell[6], cell[7])):
+            cell[5], cell[6], cell[7] = latest, at, int(seq)
+    out: dict[GroupKey, Partial] = {}
+    for key, cell in acc.items():
+        if cell[5] is not None:
+            cell[5] = number(cell[5])
+        if isinstance(cell[6], str):
+            cell[6] = datetime.fromisoformat(cell[6])
+        out[tuple(json.loads(key))] = Partial(*cell)
     return out
 
 

@@ -364,6 +364,24 @@ class EventRow(TenantScoped, Base):
     properties: Mapped[dict[str, Any]]
 
 
+ROLLUP_READ_COLUMNS = (
+    "tenant_id",
+    "mode",
+    "customer_id",
+    "meter_code",
+    "hour_at",
+    "group_key",
+    "event_count",
+    "value_count",
+    "value_sum",
+    "value_min",
+    "value_max",
+    "latest_value",
+    "latest_at",
+    "latest_seq",
+)
+
+
 class UsageRollupRow(TenantScoped, Base):
     """A partial aggregate of one hour of one (customer, meter, group); partials merge exactly.
 
@@ -371,7 +389,9 @@ class UsageRollupRow(TenantScoped, Base):
     """
 
     __tablename__ = "usage_rollups"
-    __table_args__ = (Index(None, "tenant_id", "mode", "customer_id", "meter_code", "hour_at"),)
+    # Covering: a usage query reads one customer's partials from the index alone (contiguous
+    # leaf pages) instead of one scattered table row per partial (migration 0003).
+    __table_args__ = (Index("ix_usage_rollups_read", *ROLLUP_READ_COLUMNS),)
 
     id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(ID)

@@ -28,9 +28,17 @@ _SQLITE_INSTANT_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
 def sqlite_instant_text(at: datetime) -> str:
-    """How `UtcDateTime` stores an aware instant on SQLite (for bulk paths that bypass it)."""
-    assert at.utcoffset() is not None, "aware instants only"
-    return at.astimezone(UTC).strftime(_SQLITE_INSTANT_FORMAT)
+    """How `UtcDateTime` stores an aware instant on SQLite (for bulk paths that bypass it).
+
+    Fixed width, ``2024-03-01T11:00:00.250000+00:00``; an instant already in `UTC` skips the
+    conversion (``isoformat`` is several times cheaper than ``strftime``).
+    """
+    if at.tzinfo is not UTC:
+        assert at.utcoffset() is not None, "aware instants only"
+        at = at.astimezone(UTC)
+    if at.year < 1000:  # isoformat pads the year, strftime does not: keep the stored form
+        return at.strftime(_SQLITE_INSTANT_FORMAT)
+    return at.isoformat(timespec="microseconds")
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -83,10 +91,9 @@ class UtcDateTime(TypeDecorator[datetime]):
             raise TypeError(f"UtcDateTime takes datetime, not {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value!r}: store aware instants only")
-        instant = value.astimezone(UTC)
         if dialect.name == "postgresql":
-            return instant
-        return instant.strftime(_SQLITE_INSTANT_FORMAT)
+            return value.astimezone(UTC)
+        return sqlite_instant_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -123,12 +130,26 @@ def _check_no_float(value: Any) -> None:
             _check_no_float(item)
 
 
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_refuse
+)
+
+
 def dumps(value: Any) -> str:
     """Canonical JSON: sorted keys, no spaces, UTF-8 kept, floats and Decimals refused."""
     _check_no_float(value)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_refuse
-    )
+    return _ENCODER.encode(value)
+
+
+def dumps_text_map(value: dict[str, str]) -> str:
+    """`dumps` of a flat ``{name: text}`` map (event properties), without the recursive walk.
+
+    The same canonical text as `dumps`; anything but text values is refused.
+    """
+    for item in value.values():
+        if not isinstance(item, str):
+            raise TypeError(f"{type(item).__name__} in a text map; values are text")
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:

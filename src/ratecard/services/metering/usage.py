@@ -127,10 +127,11 @@ class UsageReader:
         parts: list[dict[GroupKey, Partial]] = []
         if lower is not None and full_from is not None and lower < full_from:
             parts.append(partials(spec, self._raw(customer_id, code, lower, full_from)))
-        rolled = event_store.read_rollups(
-            self.session, self.scope, customer_id, code, from_hour=full_from, to_hour=full_to
+        parts.append(
+            event_store.merged_rollups(
+                self.session, self.scope, customer_id, code, from_hour=full_from, to_hour=full_to
+            )
         )
-        parts.append(merge_groups({key: p} for _, key, p in rolled))
         if full_to < end:
             parts.append(partials(spec, self._raw(customer_id, code, full_to, end)))
         return merge_groups(parts)

@@ -1,0 +1,300 @@
+"""Current-period usage of one customer with many events stored, SQLite and PostgreSQL.
+
+    python -m benchmarks.usage [events] [customers] [sqlite|postgresql|both] [keep]
+
+Seeds `events` (default 10 million) directly into the store, outside the ingest path (``COPY`` on
+PostgreSQL, ``executemany`` on SQLite, indexes built after the load), with the hourly rollups
+ingestion would have written for them: 60 days up to `NOW`, `customers` customers, a count meter
+and a sum meter grouped by model. Then times `UsageService.meter_usage` of random customers over
+the current period (month start to `NOW` + 17 minutes, so both edges read raw events) and prints
+p50/p99, after checking one result against `aggregate()` over the raw events.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from benchmarks.ingest import POSTGRES_URL, _pct
+from ratecard.adapters.clock import FixedClock
+from ratecard.adapters.db import event_store
+from ratecard.adapters.db.engine import make_engine, make_session_factory
+from ratecard.adapters.db.models import ROLLUP_READ_COLUMNS, CustomerRow, MeterRow
+from ratecard.adapters.db.schema import migrate
+from ratecard.adapters.db.scope import Mode, TenantScope
+from ratecard.adapters.db.types import sqlite_instant_text
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.aggregation import aggregate
+from ratecard.core.periods import Period
+from ratecard.services.metering.ingestion import rollup_partials
+from ratecard.services.metering.usage import UsageReader, UsageService
+from ratecard.services.tenancy import TenancyService
+
+NOW = datetime(2024, 1, 20, tzinfo=UTC)
+HOURS = 60 * 24
+END = NOW + timedelta(hours=1)  # the data runs past the period's end
+PERIOD = Period(datetime(2024, 1, 1, 0, 30, tzinfo=UTC), NOW + timedelta(minutes=17))
+_EVENT_COLUMNS = (
+    "seq, tenant_id, mode, event_id, meter_code, customer_ref, customer_id, occurred_at, "
+    "received_at, properties"
+)
+_EVENT_INDEX = "ix_events_tenant_id_mode_customer_id_meter_code_occurred_at"
+_ROLLUP_INDEX = "ix_usage_rollups_read"
+
+
+def _setup(url: str, customers: int) -> tuple[Any, TenantScope, FixedClock, list[str]]:
+    engine = make_engine(url)
+    migrate(engine)
+    sessions = make_session_factory(engine)
+    clock = FixedClock(NOW)
+    tenant = TenancyService(sessions, clock).create_tenant("Bench usage")
+    scope = TenantScope(tenant.id, Mode.LIVE)
+    with UnitOfWork(sessions, scope, actor="bench", clock=clock) as uow:
+        uow.meters.add(MeterRow(code="calls", name="c", aggregation="count", created_at=NOW))
+        uow.meters.add(
+            MeterRow(
+                code="tokens",
+                name="t",
+                aggregation="sum",
+                value_field="tokens",
+                group_by=["model"],
+                created_at=NOW,
+            )
+        )
+        rows = [
+            CustomerRow(
+                external_id=f"c{i}", name=f"c{i}", currency="USD", timezone="UTC", created_at=NOW
+            )
+            for i in range(customers)
+        ]
+        for row in rows:
+            uow.customers.add(row)
+        uow.commit()
+        ids = [row.id for row in rows]
+    return sessions, scope, clock, ids
+
+
+def _hours(
+    total: int, customers: list[str], scope: TenantScope, meters: dict[str, MeterRow]
+) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
+    """Per hour of the 60 days: its event rows and its rollup rows, in time (= seq) order."""
+    rng = random.Random(7)
+    start = END - timedelta(hours=HOURS)
+    per_hour = total // HOURS
+    seq = 0
+    prefix = secrets.token_hex(4)
+    for h in range(HOURS):
+        hour_at = start + timedelta(hours=h)
+        offsets = sorted(rng.randrange(3_600_000_000) for _ in range(per_hour))
+        events = []
+        fresh = []
+        for offset in offsets:
+            seq += 1
+            at = hour_at + timedelta(microseconds=offset)
+            index = rng.randrange(len(customers))
+            meter = "calls" if seq % 2 else "tokens"
+            props = {"model": "abc"[rng.randrange(3)], "tokens": str(rng.randrange(1, 5000))}
+            new = event_store.NewEvent(
+                f"{prefix}{seq:012d}", meter, f"c{index}", customers[index], at, at, props
+            )
+            text = sqlite_instant_text(at)
+            events.append(
+                (
+                    seq,
+                    scope.tenant_id,
+                    scope.mode.value,
+                    new.event_id,
+                    meter,
+                    new.customer_ref,
+                    new.customer_id,
+                    text,
+                    text,
+                    f'{{"model":"{props["model"]}","tokens":"{props["tokens"]}"}}',
+                )
+            )
+            fresh.append((new, seq))
+        yield events, [_rollup_row(scope, p) for p in rollup_partials(meters, fresh)]
+
+
+def _rollup_row(scope: TenantScope, item: tuple[Any, ...]) -> tuple[Any, ...]:
+    customer_id, code, hour_at, key, p = item
+
+    def text(value: Any) -> str | None:
+        return None if value is None else format(value, "f")
+
+    return (
+        scope.tenant_id,
+        scope.mode.value,
+        customer_id,
+        code,
+        sqlite_instant_text(hour_at),
+        event_store.group_text(key),
+        p.event_count,
+        p.value_count,
+        text(p.value_sum),
+        text(p.value_min),
+        text(p.value_max),
+        text(p.latest_value),
+        None if p.latest_at is None else sqlite_instant_text(p.latest_at),
+        p.latest_seq,
+    )
+
+
+def _seed(
+    sessions: Any, url: str, scope: TenantScope, customers: list[str], total: int
+) -> tuple[int, int]:
+    with sessions() as session:
+        meters = {
+            m.code: m
+            for m in session.scalars(
+                sa.select(MeterRow).where(MeterRow.tenant_id == scope.tenant_id)
+            )
+        }
+        session.expunge_all()
+    engine = sessions.kw["bind"]
+    n_events = n_rollups = 0
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        postgres = engine.dialect.name == "postgresql"
+        if not postgres:
+            cursor.execute("BEGIN")
+        cursor.execute(f"DROP INDEX {_EVENT_INDEX}")
+        cursor.execute(f"DROP INDEX {_ROLLUP_INDEX}")
+        raw.commit()
+        rollup_sql = f"usage_rollups ({event_store._ROLLUP_COLUMNS})"
+        for events, rollups in _hours(total, customers, scope, meters):
+            if postgres:
+                with cursor.copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+                    for row in events:
+                        copy.write_row(row)
+                with cursor.copy(f"COPY {rollup_sql} FROM STDIN") as copy:
+                    for row in rollups:
+                        copy.write_row(row)
+            else:
+                cursor.execute("BEGIN")
+                marks = ", ".join("?" * 10)
+                cursor.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({marks})", events
+                )
+                marks = ", ".join("?" * 14)
+                cursor.executemany(f"INSERT INTO {rollup_sql} VALUES ({marks})", rollups)
+            n_events += len(events)
+            n_rollups += len(rollups)
+            raw.commit()
+        if postgres:
+            cursor.execute("SELECT setval('events_seq_seq', (SELECT max(seq) FROM events))")
+        if not postgres:
+            cursor.execute("BEGIN")
+        cursor.execute(
+            f"CREATE INDEX {_EVENT_INDEX} ON events "
+            "(tenant_id, mode, customer_id, meter_code, occurred_at)"
+        )
+        cursor.execute(
+            f"CREATE INDEX {_ROLLUP_INDEX} ON usage_rollups ({', '.join(ROLLUP_READ_COLUMNS)})"
+        )
+        cursor.execute("ANALYZE")
+        raw.commit()
+    finally:
+        raw.close()
+    return n_events, n_rollups
+
+
+def _existing(url: str) -> tuple[Any, TenantScope, FixedClock, list[str]] | None:
+    """A store seeded by an earlier run (kept with `keep`), or None."""
+    engine = make_engine(url)
+    if not sa.inspect(engine).has_table("events"):
+        return None
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        tenant_id = session.scalar(sa.text("SELECT tenant_id FROM events LIMIT 1"))
+        if tenant_id is None:
+            return None
+        ids = list(
+            session.scalars(sa.select(CustomerRow.id).where(CustomerRow.tenant_id == tenant_id))
+        )
+    return sessions, TenantScope(tenant_id, Mode.LIVE), FixedClock(NOW), ids
+
+
+def bench_usage(name: str, url: str, total: int, customers: int, rounds: int = 300) -> None:
+    found = _existing(url)
+    seeded = ""
+    if found is None:
+        sessions, scope, clock, ids = _setup(url, customers)
+        started = time.perf_counter()
+        _seed(sessions, url, scope, ids, total)
+        seeded = f" (seeded in {time.perf_counter() - started:.0f} s)"
+    else:
+        sessions, scope, clock, ids = found
+    with sessions() as session:
+        n_events = session.scalar(sa.text("SELECT count(*) FROM events"))
+        n_rollups = session.scalar(sa.text("SELECT count(*) FROM usage_rollups"))
+    usage = UsageService(sessions, clock)
+    rng = random.Random(3)
+    for code in ("calls", "tokens"):  # one exact check against the raw events
+        with sessions() as session:
+            spec = UsageReader(session, scope).spec(code)
+            raw = event_store.read_events(
+                session, scope, ids[0], code, start_at=PERIOD.start_at, end_at=PERIOD.end_at
+            )
+        expected = aggregate(spec, [e for e, _ in raw], PERIOD.start_at, PERIOD.end_at)
+        assert usage.meter_usage(scope, ids[0], code, PERIOD) == expected, code
+    timings: dict[str, list[float]] = {"calls": [], "tokens": []}
+    for _ in range(rounds):
+        customer = ids[rng.randrange(len(ids))]
+        for code, spent in timings.items():
+            t0 = time.perf_counter()
+            usage.meter_usage(scope, customer, code, PERIOD)
+            spent.append(time.perf_counter() - t0)
+    figures = ", ".join(
+        f"{code} p50 {_pct(v, 50) * 1000:.2f} ms p99 {_pct(v, 99) * 1000:.2f} ms"
+        for code, v in timings.items()
+    )
+    print(
+        f"{name}: {n_events:,} events, {n_rollups:,} rollup rows, {len(ids):,} customers"
+        f"{seeded}; current-period usage of one customer: {figures}"
+    )
+
+
+def main(total: int, customers: int, which: str, keep: str | None) -> None:
+    """`keep` names a SQLite file and a PostgreSQL schema that are kept (and reused) instead
+    of thrown away, so one seeding serves several measurements."""
+    if which in ("sqlite", "both"):
+        if keep:
+            bench_usage("SQLite", f"sqlite:///{keep}.db", total, customers)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                bench_usage("SQLite", f"sqlite:///{tmp}/usage.db", total, customers)
+    if which in ("postgresql", "both"):
+        schema = keep.rsplit("/", 1)[-1] if keep else f"rc_bench_{secrets.token_hex(4)}"
+        admin = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        try:
+            bench_usage("PostgreSQL", url.render_as_string(hide_password=False), total, customers)
+        finally:
+            if not keep:
+                with admin.begin() as connection:
+                    connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    assert sqlite3.sqlite_version_info >= (3, 35)
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000,
+        int(sys.argv[2]) if len(sys.argv) > 2 else 1_000,
+        sys.argv[3] if len(sys.argv) > 3 else "both",
+        sys.argv[4] if len(sys.argv) > 4 else None,
+    )
