@@ -319,3 +319,21 @@ def test_held_events_count_once_their_customer_exists(live: Live) -> None:
 def test_httpx_against_an_unknown_route_is_a_problem(live: Live) -> None:
     response = httpx.post(f"{live.url}/v1/eventz", json={})
     assert response.status_code == 404
+
+
+def test_usage_amounts_follow_the_customers_price_overrides(tenant: Tenant) -> None:
+    tenant.post(
+        f"/v1/customers/{tenant.customer_id}/price_overrides",
+        {"plan_code": "metered", "charge_code": "tokens", "price": {"unit_price": "0.001"}},
+    )
+    tenant.post("/v1/events", [native("o1", "tokens", tokens="2000")], Role.INGEST)
+    (sub,) = tenant.get(f"/v1/customers/{tenant.customer_id}/usage")["subscriptions"]
+    amounts = {m["charge_code"]: m["amount"] for m in sub["meters"]}
+    assert amounts["tokens"] == "2.00"  # 2,000 x 0.001, not the plan's 0.000125
+    drafts = tenant.get(
+        f"/v1/subscriptions/{tenant.subscription_id}/drafts?until_at="
+        + PERIOD_END.isoformat().replace("+00:00", "Z")
+    )["data"]
+    closing = next(d for d in drafts if d["at"].startswith("2024-02-01"))
+    tokens = [line for line in closing["lines"] if line["charge_code"] == "tokens"]
+    assert [line["amount"] for line in tokens] == ["2.00"]

@@ -32,7 +32,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.models import MeterRow, SubscriptionRow, TenantRow
-from ratecard.adapters.db.repositories import MeterRepository, PlanVersionRepository
+from ratecard.adapters.db.repositories import (
+    MeterRepository,
+    PlanVersionRepository,
+    PriceOverrideRepository,
+    SubscriptionChangeRepository,
+)
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import (
@@ -312,8 +317,20 @@ class SubscriptionUsage:
 
 
 def plan_of(session: Session, scope: TenantScope, sub: SubscriptionRow) -> Plan:
+    """The plan `sub` is rated on: its version with the customer's price overrides, then the
+    subscription's own (as the subscription's drafts apply them), so usage amounts and invoice
+    lines agree."""
+    from ratecard.services.customers import Override, SubscriptionOverride, apply_overrides
+
     row = PlanVersionRepository(session, scope).get_version(sub.plan_code, sub.plan_version)
     document = {"code": row.plan_code, "currency": row.currency, **row.document}
+    timeline = SubscriptionChangeRepository(session, scope).timeline(sub.id)
+    own = timeline[0].payload.get("price_overrides", []) if timeline else []
+    overrides: list[Override] = [
+        *PriceOverrideRepository(session, scope).for_customer(sub.customer_id),
+        *(SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"])) for o in own),
+    ]
+    document = apply_overrides(document, overrides) or document
     plan = load_plan(document).plan
     return Plan(
         plan.code,
