@@ -16,6 +16,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +31,7 @@ from ratecard.adapters.db.schema import migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.periods import Period
-from ratecard.services.metering.ingestion import IngestionService
+from ratecard.services.metering.ingestion import EventStatus, IngestionService
 from ratecard.services.metering.usage import UsageService
 from ratecard.services.tenancy import TenancyService
 
@@ -63,7 +65,8 @@ def _events(total: int, seed: int = 1) -> list[dict[str, Any]]:
     return out
 
 
-def _prepare(url: str) -> tuple[Any, TenantScope, FixedClock]:
+def _prepare(url: str, customers: int = 100) -> tuple[Any, TenantScope, FixedClock, list[str]]:
+    """A migrated store with a tenant, a count meter, a grouped sum meter and customers."""
     engine = make_engine(url)
     migrate(engine)
     sessions = make_session_factory(engine)
@@ -82,18 +85,41 @@ def _prepare(url: str) -> tuple[Any, TenantScope, FixedClock]:
                 created_at=NOW,
             )
         )
-        for i in range(100):
-            uow.customers.add(
-                CustomerRow(
-                    external_id=f"c{i}",
-                    name=f"c{i}",
-                    currency="USD",
-                    timezone="UTC",
-                    created_at=NOW,
-                )
+        rows = [
+            CustomerRow(
+                external_id=f"c{i}", name=f"c{i}", currency="USD", timezone="UTC", created_at=NOW
             )
+            for i in range(customers)
+        ]
+        for row in rows:
+            uow.customers.add(row)
         uow.commit()
-    return sessions, scope, clock
+        ids = [row.id for row in rows]
+    return sessions, scope, clock, ids
+
+
+@contextmanager
+def postgres_schema(keep: str | None = None) -> Iterator[str | None]:
+    """A PostgreSQL URL on a schema of its own (dropped afterwards unless `keep` names it), or
+    None when PostgreSQL cannot be reached."""
+    schema = keep or f"rc_bench_{secrets.token_hex(4)}"
+    admin = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        print(f"PostgreSQL: skipped ({exc.orig})")
+        admin.dispose()
+        yield None
+        return
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        if not keep:
+            with admin.begin() as connection:
+                connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -101,7 +127,7 @@ def _pct(values: list[float], q: int) -> float:
 
 
 def bench_engine(name: str, url: str, total: int, batch: int) -> dict[str, float]:
-    sessions, scope, clock = _prepare(url)
+    sessions, scope, clock, _ids = _prepare(url)
     service = IngestionService(sessions, clock)
     events = _events(total)
     latencies = []
@@ -111,8 +137,8 @@ def bench_engine(name: str, url: str, total: int, batch: int) -> dict[str, float
         t0 = time.perf_counter()
         result = service.ingest(scope, events[start : start + batch])
         latencies.append(time.perf_counter() - t0)
-        accepted += result.count("accepted")
-        duplicates += result.count("duplicate")
+        accepted += result.count(EventStatus.ACCEPTED)
+        duplicates += result.count(EventStatus.DUPLICATE)
     elapsed = time.perf_counter() - started
     usage = UsageService(sessions, clock)
     with sessions() as session:
@@ -139,21 +165,9 @@ def bench_engine(name: str, url: str, total: int, batch: int) -> dict[str, float
 def bench_ingest(total: int = 100_000, batch: int = 5_000) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_engine("SQLite", f"sqlite:///{tmp}/bench.db", total, batch)
-    schema = f"rc_bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
-    try:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        print(f"PostgreSQL: skipped ({exc.orig})")
-        return
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        bench_engine("PostgreSQL", url.render_as_string(hide_password=False), total, batch)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema() as url:
+        if url is not None:
+            bench_engine("PostgreSQL", url, total, batch)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,10 +23,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from benchmarks.ingest import NOW, POSTGRES_URL, _events, _prepare
+from benchmarks.ingest import NOW, _events, _pct, _prepare, postgres_schema
 from ratecard.adapters.db.scope import Mode, Role
 from ratecard.services.tenancy import TenancyService
 
@@ -76,12 +72,8 @@ def _server(url: str) -> Iterator[str]:
         process.wait(10)
 
 
-def _pct(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
-
-
 def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str, float]:
-    sessions, scope, clock = _prepare(url)
+    sessions, scope, clock, _ids = _prepare(url)
     key = TenancyService(sessions, clock).create_api_key(
         scope.tenant_id, Mode.LIVE, Role.INGEST, actor="bench"
     )
@@ -133,21 +125,9 @@ def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str,
 def bench_ingest_http(total: int = 100_000, concurrency: int = 4) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_engine("SQLite", f"sqlite:///{tmp}/bench.db", total, concurrency)
-    schema = f"rc_bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
-    try:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        print(f"PostgreSQL: skipped ({exc.orig})")
-        return
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        bench_engine("PostgreSQL", url.render_as_string(hide_password=False), total, concurrency)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with postgres_schema() as url:
+        if url is not None:
+            bench_engine("PostgreSQL", url, total, concurrency)
 
 
 if __name__ == "__main__":

@@ -23,22 +23,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from benchmarks.ingest import POSTGRES_URL, _pct
+from benchmarks.ingest import _pct, _prepare, postgres_schema
 from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
 from ratecard.adapters.db.models import ROLLUP_READ_COLUMNS, CustomerRow, MeterRow
-from ratecard.adapters.db.schema import migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.types import sqlite_instant_text
-from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import aggregate
 from ratecard.core.periods import Period
 from ratecard.services.metering.ingestion import rollup_partials
 from ratecard.services.metering.usage import UsageReader, UsageService
-from ratecard.services.tenancy import TenancyService
 
 NOW = datetime(2024, 1, 20, tzinfo=UTC)
 HOURS = 60 * 24
@@ -50,38 +46,6 @@ _EVENT_COLUMNS = (
 )
 _EVENT_INDEX = "ix_events_tenant_id_mode_customer_id_meter_code_occurred_at"
 _ROLLUP_INDEX = "ix_usage_rollups_read"
-
-
-def _setup(url: str, customers: int) -> tuple[Any, TenantScope, FixedClock, list[str]]:
-    engine = make_engine(url)
-    migrate(engine)
-    sessions = make_session_factory(engine)
-    clock = FixedClock(NOW)
-    tenant = TenancyService(sessions, clock).create_tenant("Bench usage")
-    scope = TenantScope(tenant.id, Mode.LIVE)
-    with UnitOfWork(sessions, scope, actor="bench", clock=clock) as uow:
-        uow.meters.add(MeterRow(code="calls", name="c", aggregation="count", created_at=NOW))
-        uow.meters.add(
-            MeterRow(
-                code="tokens",
-                name="t",
-                aggregation="sum",
-                value_field="tokens",
-                group_by=["model"],
-                created_at=NOW,
-            )
-        )
-        rows = [
-            CustomerRow(
-                external_id=f"c{i}", name=f"c{i}", currency="USD", timezone="UTC", created_at=NOW
-            )
-            for i in range(customers)
-        ]
-        for row in rows:
-            uow.customers.add(row)
-        uow.commit()
-        ids = [row.id for row in rows]
-    return sessions, scope, clock, ids
 
 
 def _hours(
@@ -230,7 +194,7 @@ def bench_usage(name: str, url: str, total: int, customers: int, rounds: int = 3
     found = _existing(url)
     seeded = ""
     if found is None:
-        sessions, scope, clock, ids = _setup(url, customers)
+        sessions, scope, clock, ids = _prepare(url, customers)
         started = time.perf_counter()
         _seed(sessions, url, scope, ids, total)
         seeded = f" (seeded in {time.perf_counter() - started:.0f} s)"
@@ -276,18 +240,9 @@ def main(total: int, customers: int, which: str, keep: str | None) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 bench_usage("SQLite", f"sqlite:///{tmp}/usage.db", total, customers)
     if which in ("postgresql", "both"):
-        schema = keep.rsplit("/", 1)[-1] if keep else f"rc_bench_{secrets.token_hex(4)}"
-        admin = sa.create_engine(POSTGRES_URL, poolclass=sa.NullPool)
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        try:
-            bench_usage("PostgreSQL", url.render_as_string(hide_password=False), total, customers)
-        finally:
-            if not keep:
-                with admin.begin() as connection:
-                    connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        with postgres_schema(keep.rsplit("/", 1)[-1] if keep else None) as url:
+            if url is not None:
+                bench_usage("PostgreSQL", url, total, customers)
 
 
 if __name__ == "__main__":
