@@ -37,10 +37,11 @@ def serve(url: str, port: int) -> None:
 
     from ratecard.adapters.clock import FixedClock
     from ratecard.adapters.db.engine import make_engine
-    from ratecard.web.app import create_app
+    from ratecard.web.app import create_app, tune_gc
     from ratecard.web.deps import RateLimit
 
     app = create_app(make_engine(url), FixedClock(NOW), rate_limit=RateLimit(10_000, 10_000))
+    tune_gc()
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

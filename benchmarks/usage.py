@@ -4,7 +4,8 @@
 
 Seeds `events` (default 10 million) directly into the store, outside the ingest path (``COPY`` on
 PostgreSQL, ``executemany`` on SQLite, indexes built after the load), with the hourly rollups
-ingestion would have written for them: 60 days up to `NOW`, `customers` customers, a count meter
+ingestion would have merged for them (a row per customer, meter, hour and group): 60 days up
+to `NOW`, `customers` customers, a count meter
 and a sum meter grouped by model. Then times `UsageService.meter_usage` of random customers over
 the current period (month start to `NOW` + 17 minutes, so both edges read raw events) and prints
 p50/p99, after checking one result against `aggregate()` over the raw events.
@@ -28,7 +29,7 @@ from benchmarks.ingest import _pct, _prepare, postgres_schema
 from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
-from ratecard.adapters.db.models import ROLLUP_READ_COLUMNS, CustomerRow, MeterRow
+from ratecard.adapters.db.models import CustomerRow, MeterRow
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.types import sqlite_instant_text
 from ratecard.core.aggregation import aggregate
@@ -41,15 +42,20 @@ HOURS = 60 * 24
 END = NOW + timedelta(hours=1)  # the data runs past the period's end
 PERIOD = Period(datetime(2024, 1, 1, 0, 30, tzinfo=UTC), NOW + timedelta(minutes=17))
 _EVENT_COLUMNS = (
-    "seq, tenant_id, mode, event_id, meter_code, customer_ref, customer_id, occurred_at, "
-    "received_at, properties"
+    "seq, tenant_id, mode, event_id, id_hash, meter_code, customer_ref, customer_id, "
+    "occurred_at, received_at, properties"
 )
 _EVENT_INDEX = "ix_events_tenant_id_mode_customer_id_meter_code_occurred_at"
-_ROLLUP_INDEX = "ix_usage_rollups_read"
+_HASH_INDEX = "ix_events_id_hash"  # SQLite's dedup index (PostgreSQL keeps its unique one)
 
 
 def _hours(
-    total: int, customers: list[str], scope: TenantScope, meters: dict[str, MeterRow]
+    total: int,
+    customers: list[str],
+    scope: TenantScope,
+    meters: dict[str, MeterRow],
+    *,
+    hashed: bool,
 ) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
     """Per hour of the 60 days: its event rows and its rollup rows, in time (= seq) order."""
     rng = random.Random(7)
@@ -78,6 +84,9 @@ def _hours(
                     scope.tenant_id,
                     scope.mode.value,
                     new.event_id,
+                    event_store.id_hash(scope.tenant_id, scope.mode.value, new.event_id)
+                    if hashed
+                    else None,
                     meter,
                     new.customer_ref,
                     new.customer_id,
@@ -134,10 +143,11 @@ def _seed(
         if not postgres:
             cursor.execute("BEGIN")
         cursor.execute(f"DROP INDEX {_EVENT_INDEX}")
-        cursor.execute(f"DROP INDEX {_ROLLUP_INDEX}")
+        if not postgres:
+            cursor.execute(f"DROP INDEX {_HASH_INDEX}")
         raw.commit()
         rollup_sql = f"usage_rollups ({event_store._ROLLUP_COLUMNS})"
-        for events, rollups in _hours(total, customers, scope, meters):
+        for events, rollups in _hours(total, customers, scope, meters, hashed=not postgres):
             if postgres:
                 with cursor.copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
                     for row in events:
@@ -147,7 +157,7 @@ def _seed(
                         copy.write_row(row)
             else:
                 cursor.execute("BEGIN")
-                marks = ", ".join("?" * 10)
+                marks = ", ".join("?" * 11)
                 cursor.executemany(
                     f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({marks})", events
                 )
@@ -164,9 +174,8 @@ def _seed(
             f"CREATE INDEX {_EVENT_INDEX} ON events "
             "(tenant_id, mode, customer_id, meter_code, occurred_at)"
         )
-        cursor.execute(
-            f"CREATE INDEX {_ROLLUP_INDEX} ON usage_rollups ({', '.join(ROLLUP_READ_COLUMNS)})"
-        )
+        if not postgres:
+            cursor.execute(f"CREATE INDEX {_HASH_INDEX} ON events (id_hash)")
         cursor.execute("ANALYZE")
         raw.commit()
     finally:

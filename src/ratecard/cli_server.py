@@ -52,10 +52,12 @@ def _settings(url: str | None) -> Settings:
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
-    from ratecard.web.app import create_app
+    from ratecard.web.app import create_app, tune_gc
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    app = create_app(settings)
+    tune_gc()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -205,3 +205,34 @@ def test_merged_rollup_reads_equal_merging_each_stored_partial(sessions):
         assert m.usage.meter_usage(m.scope, m.customer_id, meter, period) == _raw(
             m, meter, period
         ), meter
+
+
+def test_rollups_keep_one_merged_row_per_hour_and_group(sessions):
+    """Batch after batch lands in the same rows: a busy customer's usage reads stay small."""
+    m = setup(sessions)
+    at = PERIOD_START + timedelta(days=2, minutes=5)
+    for batch in range(4):
+        events = [
+            event(f"{batch}-{i}", meter="tokens", at=at + timedelta(minutes=i), tokens=str(i))
+            | {"properties": {"tokens": str(batch * 10 + i), "model": "ab"[i % 2]}}
+            for i in range(6)
+        ]
+        assert m.ingest(*events).count("accepted") == 6
+    with m.sessions() as session:
+        rows = event_store.read_rollups(
+            session, m.scope, m.customer_id, "tokens", from_hour=None, to_hour=PERIOD_END
+        )
+    assert sorted((hour, group) for hour, group, _ in rows) == [
+        (at.replace(minute=0), ("a",)),
+        (at.replace(minute=0), ("b",)),
+    ]
+    by_group = {group: partial for _, group, partial in rows}
+    # model a: i in (0, 2, 4) of every batch; b: i in (1, 3, 5)
+    assert by_group[("a",)].event_count == 12
+    assert by_group[("a",)].value_sum == sum(b * 10 + i for b in range(4) for i in (0, 2, 4))
+    assert by_group[("b",)].value_max == Decimal(35)
+    assert by_group[("b",)].latest_value == Decimal(35)  # batch 3, minute 5: the latest
+    period = Period(PERIOD_START, PERIOD_END)
+    assert m.usage.meter_usage(m.scope, m.customer_id, "tokens", period) == _raw(
+        m, "tokens", period
+    )

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from ratecard.adapters.db.engine import make_engine
+from ratecard.adapters.db import event_store
+from ratecard.adapters.db.engine import make_engine, make_session_factory
 from ratecard.adapters.db.models import Base
 from ratecard.adapters.db.schema import current_revision, head_revision, migrate
+from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.config import Settings
 
 
@@ -28,10 +34,36 @@ def test_migrate_accepts_a_url(fresh_database):
 def test_migrated_schema_matches_the_models(fresh_database):
     engine = fresh_database.engine
     migrate(engine)
+    dialect = engine.dialect.name
+
+    def on_this_engine(obj: Any, *_: Any) -> bool:
+        """Constraints and indexes declared for one dialect only (`ddl_if`) exist only there."""
+        condition = getattr(obj, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": False, "include_object": on_this_engine}
+        )
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
+
+
+def test_sqlite_dedups_on_the_id_hash_and_postgresql_on_the_unique_index(database):
+    indexes = {
+        tuple(ix["column_names"]): bool(ix["unique"])
+        for ix in sa.inspect(database.engine).get_indexes("events")
+    }
+    uniques = {
+        tuple(uq["column_names"])
+        for uq in sa.inspect(database.engine).get_unique_constraints("events")
+    }
+    if database.kind == "sqlite":
+        assert indexes[("id_hash",)] is False
+        assert ("tenant_id", "mode", "event_id") not in uniques
+    else:
+        assert ("id_hash",) not in indexes
+        assert ("tenant_id", "mode", "event_id") in uniques
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(database):
@@ -52,3 +84,55 @@ def test_sqlite_synchronous_is_a_setting(tmp_path):
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
     engine.dispose()
+
+
+def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(fresh_database):
+    """Revisions 0005 (SQLite's id hash) and 0006 (one rollup row per key) on a used store."""
+    engine = fresh_database.engine
+    migrate(engine, "0004")
+    stamp = "2024-01-02T03:00:00.000000+00:00"
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO tenants (id, name, default_currency, timezone, rounding_mode, "
+                "proration_convention, net_terms_days, invoice_number_prefix, branding, "
+                "created_at) VALUES ('ten_1', 'T', 'USD', 'UTC', 'half_even', 'lago', 30, 'INV', "
+                "'{}', :at)"
+            ),
+            {"at": stamp},
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO events (tenant_id, mode, seq, event_id, meter_code, customer_ref, "
+                "customer_id, occurred_at, received_at, properties) VALUES "
+                "('ten_1', 'live', 1, 'evt_1', 'tokens', 'acme', 'cus_1', :at, :at, '{}')"
+            ),
+            {"at": stamp},
+        )
+        for count, total, seq in ((2, "1.5", 4), (3, "2.25", 9)):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO usage_rollups (tenant_id, mode, customer_id, meter_code, "
+                    "hour_at, group_key, event_count, value_count, value_sum, value_min, "
+                    "value_max, latest_value, latest_at, latest_seq) VALUES ('ten_1', 'live', "
+                    "'cus_1', 'tokens', :at, '[]', :n, :n, :sum, :sum, :sum, :sum, :at, :seq)"
+                ),
+                {"at": stamp, "n": count, "sum": total, "seq": seq},
+            )
+    assert migrate(engine) == head_revision()
+    scope = TenantScope("ten_1", Mode.LIVE)
+    with make_session_factory(engine)() as session:
+        assert event_store.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
+        rows = event_store.read_rollups(
+            session,
+            scope,
+            "cus_1",
+            "tokens",
+            from_hour=None,
+            to_hour=datetime(2025, 1, 1, tzinfo=UTC),
+        )
+    assert len(rows) == 1
+    (_, group, partial) = rows[0]
+    assert group == ()
+    assert (partial.event_count, partial.value_sum, partial.latest_seq) == (5, Decimal("3.75"), 9)
+    assert (partial.value_min, partial.value_max) == (Decimal("1.5"), Decimal("2.25"))

@@ -32,10 +32,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 
@@ -48,9 +47,12 @@ FIELDS = frozenset({"id", "type", "customer", "subscription", "timestamp", "prop
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingEvent:
-    """A valid event, before the store has looked at its customer, meter and id."""
+class IncomingEvent(NamedTuple):
+    """A valid event, before the store has looked at its customer, meter and id.
+
+    ``occurred_at`` is aware UTC; at least one of ``customer_ref`` and ``subscription_ref`` is
+    set (`parse_event` makes sure). A named tuple: one is made per event on the hot path.
+    """
 
     event_id: str
     meter_code: str
@@ -58,10 +60,6 @@ class IncomingEvent:
     subscription_ref: str | None
     occurred_at: datetime
     properties: dict[str, str]
-
-    def __post_init__(self) -> None:
-        assert self.occurred_at.tzinfo is UTC or self.occurred_at.utcoffset() is not None
-        assert self.customer_ref is not None or self.subscription_ref is not None
 
 
 def parse_timestamp(text: str) -> datetime:

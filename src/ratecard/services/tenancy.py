@@ -262,15 +262,24 @@ class TenancyService:
         if len(secret) > 200:
             return None
         now = self._clock.now()
-        with self._uow("system:auth") as uow:
-            row = uow.keys.by_secret_hash(hash_secret(secret))
+        hashed = hash_secret(secret)
+        # Read without the write lock; write `last_used_at` (at most once a minute) apart.
+        with AdminUnitOfWork(
+            self._sessions, actor="system:auth", clock=self._clock, read_only=True
+        ) as uow:
+            row = uow.keys.by_secret_hash(hashed)
             if row is None or row.revoked_at is not None:
                 return None
             principal = Principal(row.tenant_id, row.mode, row.role, row.id)
-            if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+            stale = row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION
+        if stale:
+            with self._uow("system:auth") as uow:
+                row = uow.keys.by_secret_hash(hashed)
+                if row is None or row.revoked_at is not None:
+                    return None
                 row.last_used_at = now
                 uow.commit()
-            return principal
+        return principal
 
     def revoke_api_key(
         self,

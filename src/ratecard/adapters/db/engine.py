@@ -7,7 +7,8 @@
 SQLite is opened in WAL mode with foreign keys on, a busy timeout, ``synchronous=FULL``
 (``RATECARD_SQLITE_SYNCHRONOUS``: a commit returns only once the WAL is on disk, so an
 acknowledged event survives a power loss, not just a crash of the process), a 64 MiB page
-cache and a checkpoint every 10,000 WAL pages. Every transaction
+cache and a checkpoint every 10,000 WAL pages (a serving process moves checkpoints off the
+commit path with a `Checkpointer`). Every transaction
 starts with ``BEGIN IMMEDIATE``: writers queue on the database lock up front instead of failing
 half-way with "database is locked" when a read turns into a write. PostgreSQL runs at READ
 COMMITTED through psycopg 3 (``postgresql+psycopg://``); a ``search_path`` can ride in the URL
@@ -19,6 +20,11 @@ JSON columns are written with `types.dumps` (sorted keys, no floats) and read wi
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
+import weakref
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,8 @@ from sqlalchemy.pool import StaticPool
 
 from ratecard.adapters.db import types
 from ratecard.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 _SQLITE_CACHE_KIB = -65_536  # negative: KiB, i.e. 64 MiB per connection
 _SQLITE_CHECKPOINT_PAGES = 10_000
@@ -100,17 +108,136 @@ def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engi
                 # hot part of the indexes, and checkpoints every ~40 MB of WAL rather than
                 # 4 MB (a page rewritten by many commits is copied back to the file once).
                 cursor.execute(f"PRAGMA cache_size = {_SQLITE_CACHE_KIB}")
-                cursor.execute(f"PRAGMA wal_autocheckpoint = {_SQLITE_CHECKPOINT_PAGES}")
+                # With a `Checkpointer` running, commits never copy the WAL back themselves.
+                pages = 0 if engine in _CHECKPOINTED else _SQLITE_CHECKPOINT_PAGES
+                cursor.execute(f"PRAGMA wal_autocheckpoint = {pages}")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # a reader: WAL readers never wait for writers
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+_CHECKPOINTED: weakref.WeakSet[Engine] = weakref.WeakSet()
+_RESTART_FRAMES = 2_000  # ~8 MB of WAL
+_CHECKPOINT_BUSY_MS = 10_000
+
+
+class Checkpointer:
+    """Copies SQLite's WAL back into the database file in a thread of its own.
+
+    Left to itself, SQLite checkpoints inside the commit that crosses the WAL size limit:
+    that commit then waits for ~40 MB of page writes and an fsync of the database file, and so
+    does every request behind it. A serving process starts one of these instead: connections
+    made afterwards do not checkpoint on commit, and a ``PASSIVE`` checkpoint (which never
+    blocks writers or readers) runs every `every` on a connection of its own. Once a
+    checkpoint has copied everything, the next commit starts the WAL over, so it stays about
+    one interval of writes long. PostgreSQL and in-memory databases need none: `start` is a
+    no-op for them.
+    """
+
+    def __init__(self, engine: Engine, *, every: timedelta = timedelta(milliseconds=250)) -> None:
+        self._engine = engine
+        self._every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        database = engine.url.database or ""
+        self._path = (
+            database
+            if engine.dialect.name == "sqlite"
+            and database not in {"", ":memory:"}
+            and not database.startswith("file::memory:")
+            else None
+        )
+        self.runs = 0
+        self.restart_frames = _RESTART_FRAMES
+
+    def start(self) -> None:
+        if self._path is None or self._thread is not None:
+            return
+        _CHECKPOINTED.add(self._engine)
+        self._engine.dispose()  # pooled connections were made to checkpoint on commit
+        self._thread = threading.Thread(
+            target=self._run, name="ratecard-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after a last checkpoint; commits checkpoint themselves again."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        _CHECKPOINTED.discard(self._engine)
+        self._engine.dispose()
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL back: (busy, WAL frames, frames copied back).
+
+        A ``PASSIVE`` checkpoint copies what writers have committed without blocking them.
+        Writers that never pause would keep it from ever finishing, and a WAL that is never
+        started over grows without end (and every page read searches its index), so a
+        ``RESTART`` follows when more than `restart_frames` remain: it waits for the current
+        commit, blocks the next one while it copies the little that is left, and lets the
+        next commit start the WAL over.
+        """
+        assert self._path is not None
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_BUSY_MS}")
+            busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if frames - copied > self.restart_frames or frames > self.restart_frames:
+                busy, frames, copied = connection.execute(
+                    "PRAGMA wal_checkpoint(RESTART)"
+                ).fetchone()
+        finally:
+            connection.close()
+        self.runs += 1
+        return int(busy), int(frames), int(copied)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every.total_seconds()):
+            try:
+                self.checkpoint()
+            except sqlite3.Error as exc:  # e.g. the file is gone at shutdown: try again later
+                log.warning("WAL checkpoint failed: %s", exc)
+        try:
+            self.checkpoint()
+        except sqlite3.Error as exc:
+            log.warning("final WAL checkpoint failed: %s", exc)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that do not expire loaded rows on commit (values stay readable after it)."""
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
+
+
+READ_ONLY = "ratecard_read_only"
+_READERS: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+
+
+def read_only(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions of the same store for transactions that only read.
+
+    On SQLite they begin deferred (plain ``BEGIN``) instead of ``BEGIN IMMEDIATE``: they take
+    no write lock, so usage queries, entitlement checks and API key lookups never queue behind
+    ingestion's commits (WAL readers read the last committed snapshot). Nothing may be written
+    in them. PostgreSQL's transactions are the same either way.
+    """
+    engine = sessions.kw["bind"]
+    assert isinstance(engine, Engine)
+    found = _READERS.get(engine)
+    if found is None:
+        found = _READERS[engine] = sessionmaker(
+            bind=engine.execution_options(**{READ_ONLY: True}),
+            expire_on_commit=False,
+            autoflush=True,
+        )
+    return found

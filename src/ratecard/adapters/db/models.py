@@ -29,6 +29,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     UniqueConstraint,
 )
@@ -350,12 +351,16 @@ class EventRow(TenantScoped, Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "mode", "event_id"),
+        # Dedup: PostgreSQL merges against a unique index; SQLite checks under its write lock
+        # through a compact hash of the id (`event_store.id_hash`, migration 0005).
+        UniqueConstraint("tenant_id", "mode", "event_id").ddl_if(dialect="postgresql"),
+        Index("ix_events_id_hash", "id_hash").ddl_if(dialect="sqlite"),
         Index(None, "tenant_id", "mode", "customer_id", "meter_code", "occurred_at"),
     )
 
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(255))
+    id_hash: Mapped[int | None] = mapped_column(BigInteger)  # SQLite only: see `event_store`
     meter_code: Mapped[str] = mapped_column(CODE)
     customer_ref: Mapped[str] = mapped_column(String(255))
     customer_id: Mapped[str | None] = mapped_column(ID)
@@ -364,36 +369,20 @@ class EventRow(TenantScoped, Base):
     properties: Mapped[dict[str, Any]]
 
 
-ROLLUP_READ_COLUMNS = (
-    "tenant_id",
-    "mode",
-    "customer_id",
-    "meter_code",
-    "hour_at",
-    "group_key",
-    "event_count",
-    "value_count",
-    "value_sum",
-    "value_min",
-    "value_max",
-    "latest_value",
-    "latest_at",
-    "latest_seq",
-)
+ROLLUP_KEY = ("tenant_id", "mode", "customer_id", "meter_code", "hour_at", "group_key")
 
 
 class UsageRollupRow(TenantScoped, Base):
-    """A partial aggregate of one hour of one (customer, meter, group); partials merge exactly.
+    """The merged aggregate of one hour of one (customer, meter, group); partials merge exactly.
 
-    Ingestion appends one partial per hour and group it touched; compaction merges them.
+    One row per key: ingestion merges each commit's partials into it (`event_store.add_rollups`).
+    On SQLite the table is ``WITHOUT ROWID``, clustered on the key, so a usage query reads one
+    customer's hours from contiguous pages (migration 0006).
     """
 
     __tablename__ = "usage_rollups"
-    # Covering: a usage query reads one customer's partials from the index alone (contiguous
-    # leaf pages) instead of one scattered table row per partial (migration 0003).
-    __table_args__ = (Index("ix_usage_rollups_read", *ROLLUP_READ_COLUMNS),)
+    __table_args__ = (PrimaryKeyConstraint(*ROLLUP_KEY), {"sqlite_with_rowid": False})
 
-    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(ID)
     meter_code: Mapped[str] = mapped_column(CODE)
     hour_at: Mapped[datetime]

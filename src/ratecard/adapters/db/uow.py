@@ -33,6 +33,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_c
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db import audit_log
 from ratecard.adapters.db import repositories as repos
+from ratecard.adapters.db.engine import read_only as engine_read_only
 from ratecard.adapters.db.models import (
     APPEND_ONLY,
     AuditEntryRow,
@@ -49,9 +50,19 @@ UNAUDITED: tuple[type[Base], ...] = (AuditEntryRow, AuditHeadRow, IdempotencyKey
 
 
 class _UnitOfWorkBase:
-    def __init__(self, sessions: sessionmaker[Session], *, actor: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        actor: str,
+        clock: Clock,
+        read_only: bool = False,
+    ) -> None:
         assert actor, "every change has an actor"
-        self._sessions = sessions
+        # A reading unit of work takes no write lock on SQLite (`engine.read_only`); it cannot
+        # commit.
+        self._sessions = engine_read_only(sessions) if read_only else sessions
+        self.read_only = read_only
         self.actor = actor
         self.clock = clock
         self._session: Session | None = None
@@ -92,6 +103,7 @@ class _UnitOfWorkBase:
 
     def commit(self) -> None:
         """Flush, chain the audit entries of everything changed, and commit."""
+        assert not self.read_only, "a read-only unit of work does not commit"
         session = self.session
         session.flush()
         if self._pending:
@@ -205,9 +217,10 @@ class UnitOfWork(_UnitOfWorkBase):
         actor: str,
         clock: Clock,
         usage_listeners: Sequence[UsageListener] = (),
+        read_only: bool = False,
     ) -> None:
         assert isinstance(scope, TenantScope), "a unit of work is bound to a TenantScope"
-        super().__init__(sessions, actor=actor, clock=clock)
+        super().__init__(sessions, actor=actor, clock=clock, read_only=read_only)
         self.scope = scope
         self.usage_listeners = tuple(usage_listeners)
         self._usage_changed: set[tuple[str, str]] = set()

@@ -138,20 +138,28 @@ class AlertService:
     def evaluate(self, scope: TenantScope, pairs: Iterable[tuple[str, str]] | None) -> int:
         """Check alerts (of `pairs`, or all); return how many webhook events were written."""
         wanted = None if pairs is None else set(pairs)
+        statement = select(UsageAlertRow).where(
+            UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode
+        )
+        if wanted is not None:
+            customers = sorted({c for c, _ in wanted})
+            statement = statement.where(UsageAlertRow.customer_id.in_(customers))
+        # Ingestion calls this after every commit: most often there is no alert to check, and
+        # finding that out takes no write lock.
+        with UnitOfWork(
+            self._sessions, scope, actor="alerts", clock=self._clock, read_only=True
+        ) as reader:
+            if not any(
+                wanted is None or (a.customer_id, a.meter_code) in wanted
+                for a in reader.session.scalars(statement)
+            ):
+                return 0
         with self._uow(scope) as uow:
-            statement = select(UsageAlertRow).where(
-                UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode
-            )
-            if wanted is not None:
-                customers = sorted({c for c, _ in wanted})
-                statement = statement.where(UsageAlertRow.customer_id.in_(customers))
             alerts = [
                 a
                 for a in uow.session.scalars(statement)
                 if wanted is None or (a.customer_id, a.meter_code) in wanted
             ]
-            if not alerts:
-                return 0
             written = sum(self._check(uow, alert) for alert in alerts)
             uow.commit()
             return written

@@ -177,7 +177,9 @@ class EntitlementService:
         return views
 
     def _compute(self, scope: TenantScope, customer_id: str) -> dict[str, EntitlementView]:
-        with UnitOfWork(self._sessions, scope, actor="entitlements", clock=self._clock) as uow:
+        with UnitOfWork(
+            self._sessions, scope, actor="entitlements", clock=self._clock, read_only=True
+        ) as uow:
             uow.customers.get(customer_id)
             session = uow.session
             sub = session.scalars(

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db import event_store
+from ratecard.adapters.db.engine import read_only
 from ratecard.adapters.db.models import MeterRow, SubscriptionRow, TenantRow
 from ratecard.adapters.db.repositories import (
     MeterRepository,
@@ -268,7 +269,7 @@ class StoreUsage:
         *,
         as_of: datetime | None = None,
     ):
-        self._sessions = sessions
+        self._sessions = read_only(sessions)
         self.scope = scope
         self.customer_id = customer_id
         self.as_of = as_of  # only events received by then (what a closed invoice bills)
@@ -381,7 +382,7 @@ class UsageService:
         self._clock = clock
 
     def _uow(self, scope: TenantScope) -> UnitOfWork:
-        return UnitOfWork(self._sessions, scope, actor="usage", clock=self._clock)
+        return UnitOfWork(self._sessions, scope, actor="usage", clock=self._clock, read_only=True)
 
     def meter_usage(
         self, scope: TenantScope, customer_id: str, meter_code: str, period: Period

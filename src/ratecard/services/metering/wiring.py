@@ -19,6 +19,7 @@ from ratecard.adapters.cache import HashCache, InProcessCache, RedisCache
 from ratecard.adapters.clock import Clock
 from ratecard.services.metering.alerts import AlertService
 from ratecard.services.metering.entitlements import EntitlementService
+from ratecard.services.metering.group_commit import GroupCommitter
 from ratecard.services.metering.ingestion import IngestionService
 from ratecard.services.metering.usage import UsageService
 
@@ -29,6 +30,8 @@ class MeteringServices:
     usage: UsageService
     entitlements: EntitlementService
     alerts: AlertService
+    #: The API's ingestion routes store through it: concurrent batches share a commit.
+    committer: GroupCommitter
 
     @classmethod
     def build(
@@ -40,4 +43,10 @@ class MeteringServices:
         ingestion = IngestionService(
             sessions, clock, listeners=[entitlements.on_ingested, alerts.on_ingested]
         )
-        return cls(ingestion, UsageService(sessions, clock), entitlements, alerts)
+        return cls(
+            ingestion,
+            UsageService(sessions, clock),
+            entitlements,
+            alerts,
+            GroupCommitter(ingestion),
+        )

@@ -34,6 +34,7 @@ NATS does not confirm, the answer is a 503 problem and the client retries the re
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -55,6 +56,8 @@ from ratecard.web.formats import cloudevents, lago, segment
 
 router = APIRouter(tags=["events"])
 
+_JSON = "application/json"
+_quote_json: Callable[[str], str] = json.encoder.encode_basestring
 CLOUDEVENT = "application/cloudevents+json"
 CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
 
@@ -235,6 +238,37 @@ def _renamed(result: IngestResult, names: Mapping[str, str]) -> IngestResponse:
     )
 
 
+_PLAIN_OUTCOME = (
+    '{"index":%d,"id":%s,"status":"%s","code":null,"reason":null,"field":null,"problems":null}'
+)
+_COUNTED = {
+    EventStatus.ACCEPTED: "accepted",
+    EventStatus.DUPLICATE: "duplicates",
+    EventStatus.REJECTED: "rejected",
+    EventStatus.HELD: "held",
+    EventStatus.QUEUED: "queued",
+}
+
+
+def _respond(result: IngestResult, names: Mapping[str, str], response: Response) -> Response:
+    """`_renamed(result, names)` as JSON, written straight: the same document as the
+    `IngestResponse` model gives, at a fraction of the cost for 10,000 results."""
+    counts = dict.fromkeys(_COUNTED.values(), 0)
+    parts = []
+    quote = _quote_json
+    for r in result.results:
+        counts[_COUNTED[r.status]] += 1
+        if r.problems:
+            outcome = _renamed(IngestResult((r,)), names).results[0]
+            parts.append(outcome.model_dump_json())
+        else:
+            event_id = "null" if r.event_id is None else quote(r.event_id)
+            parts.append(_PLAIN_OUTCOME % (r.index, event_id, r.status))
+    head = json.dumps(counts, separators=(",", ":"))[:-1]
+    body = f'{head},"results":[{",".join(parts)}]}}'
+    return Response(body.encode(), status_code=response.status_code or 200, media_type=_JSON)
+
+
 async def _ingest(ctx: Ctx, items: Sequence[Any], response: Response) -> IngestResult:
     """Store the batch (a worker thread: the store call blocks); returns after the commit.
 
@@ -247,9 +281,10 @@ async def _ingest(ctx: Ctx, items: Sequence[Any], response: Response) -> IngestR
             raise RatecardError(str(exc), code=ErrorCode.EVENT_BUFFER_UNAVAILABLE) from None
         response.status_code = 202
         return result
-    ingestion = ctx.metering.ingestion
-    scope, actor = ctx.principal.scope, ctx.principal.actor
-    return await anyio.to_thread.run_sync(lambda: ingestion.ingest(scope, items, actor=actor))
+    metering = ctx.metering
+    prepared = await anyio.to_thread.run_sync(metering.ingestion.prepare, items)
+    stored = metering.committer.submit(ctx.principal.scope, ctx.principal.actor, prepared)
+    return await asyncio.wrap_future(stored)
 
 
 # --- native and CloudEvents --------------------------------------------------------------------
@@ -279,7 +314,7 @@ def _binary_cloudevent(request: Request, data: Any) -> dict[str, Any]:
         }
     ),
 )
-async def ingest_events(request: Request, response: Response, ctx: Ingester) -> IngestResponse:
+async def ingest_events(request: Request, response: Response, ctx: Ingester) -> Response:
     """Ingest one event or a batch of up to 10,000: native, or CloudEvents 1.0 (structured,
     batch or binary mode). A result per event; sent after the batch is committed."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -305,7 +340,7 @@ async def ingest_events(request: Request, response: Response, ctx: Ingester) -> 
             items, names = [cloudevents.from_cloudevent(e) for e in events], cloudevents.FIELD_NAMES
         else:
             items, names = events, {}
-    return _renamed(await _ingest(ctx, items, response), names)
+    return _respond(await _ingest(ctx, items, response), names, response)
 
 
 # --- Segment -----------------------------------------------------------------------------------
@@ -331,15 +366,13 @@ _TRACK = {
     responses=_buffered(IngestResponse),
     openapi_extra=_body({"application/json": _TRACK}),
 )
-async def segment_track(
-    request: Request, response: Response, ctx: SegmentIngester
-) -> IngestResponse:
+async def segment_track(request: Request, response: Response, ctx: SegmentIngester) -> Response:
     """Segment's ``track`` call (the HTTP tracking API); the write key is an ingest API key."""
     data = _json(await request.body())
     if not isinstance(data, Mapping) or "batch" in data:
         raise _malformed("a track call is a JSON object")
     items = _parsed(segment.from_segment, data)
-    return _renamed(await _ingest(ctx, items, response), segment.FIELD_NAMES)
+    return _respond(await _ingest(ctx, items, response), segment.FIELD_NAMES, response)
 
 
 @router.post(
@@ -359,15 +392,13 @@ async def segment_track(
         }
     ),
 )
-async def segment_batch(
-    request: Request, response: Response, ctx: SegmentIngester
-) -> IngestResponse:
+async def segment_batch(request: Request, response: Response, ctx: SegmentIngester) -> Response:
     """Segment's ``batch`` (what the Segment libraries send); only ``track`` calls are usage."""
     data = _json(await request.body())
     if not isinstance(data, Mapping) or not isinstance(data.get("batch"), list):
         raise _malformed("expected {'batch': [...]}")
     items = _parsed(segment.from_segment, data)
-    return _renamed(await _ingest(ctx, items, response), segment.FIELD_NAMES)
+    return _respond(await _ingest(ctx, items, response), segment.FIELD_NAMES, response)
 
 
 # --- Lago --------------------------------------------------------------------------------------
