@@ -56,6 +56,9 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/v1/meters"): lambda w: w.listed_without("/v1/meters"),
     ("GET", "/v1/meters/{meter_id}"): lambda w: w.hidden("GET", "/v1/meters/{meter_id}"),
+    ("PATCH", "/v1/meters/{meter_id}"): lambda w: w.hidden(
+        "PATCH", "/v1/meters/{meter_id}", {"rounding": None, "name": "Mallory"}
+    ),
     ("POST", "/v1/features"): lambda w: w.refused_as_unknown(
         "/v1/features", {"code": "f", "kind": "metered", "meter_code": "calls"}, "body.meter_code"
     ),
@@ -235,7 +238,11 @@ def _creates(w: World, path: str, body: dict[str, Any]) -> None:
 
 def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
     a = api.tenant("A")
-    meter = api.post("/v1/meters", a, {"code": "calls", "aggregation": "count"})
+    meter = api.post(
+        "/v1/meters",
+        a,
+        {"code": "calls", "aggregation": "count", "rounding": {"mode": "up", "precision": 0}},
+    )
     feature = api.post("/v1/features", a, {"code": "f", "kind": "metered", "meter_code": "calls"})
     coupon = api.post("/v1/coupons", a, {"code": "welcome", "percent_off": "10"})
     api.post("/v1/plans", a, {**PRO, "code": "a_plan"})
@@ -280,6 +287,7 @@ def _routes(api: Api) -> list[tuple[str, str]]:
 
 def _snapshot(api: Api, a: Any, ids: dict[str, str]) -> list[Any]:
     return [
+        api.get("/v1/meters", a),
         api.get("/v1/subscriptions/{subscription_id}/timeline".format(**ids), a),
         api.get("/v1/customers/{customer_id}".format(**ids), a),
         api.get("/v1/plans/a_plan/versions", a),
