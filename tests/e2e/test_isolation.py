@@ -165,6 +165,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/events"): lambda w: _ingest_refused(w, "/v1/events", _EVENT),
     ("POST", "/v1/track"): lambda w: _ingest_refused(w, "/v1/track", _TRACK),
     ("POST", "/v1/batch"): lambda w: _ingest_refused(w, "/v1/batch", {"batch": [_TRACK]}),
+    ("GET", "/v1/events/{event_id}"): lambda w: w.hidden("GET", "/v1/events/{event_id}"),
+    ("GET", "/v1/events"): lambda w: w.listed_without("/v1/events?customer_ref=a-ext"),
     ("POST", "/api/v1/events"): lambda w: w.refused_as_unknown(
         "/api/v1/events", {"event": _lago(w)}, "event.external_subscription_id"
     ),
@@ -256,6 +258,8 @@ def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
     alert = api.post(
         "/v1/alerts", a, {"customer_id": cus["id"], "meter": "calls", "threshold": "5"}
     )
+    event = api.post("/v1/events", a, {"id": "a-evt-1", "type": "calls", "customer": "a-ext"})
+    assert event["accepted"] == 1
     ids = {
         "meter_id": meter["id"],
         "feature_id": feature["id"],
@@ -266,6 +270,7 @@ def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
         "subscription_id": sub["id"],
         "api_key_id": api.post("/v1/api_keys", a, {"name": "a", "role": "billing"})["id"],
         "alert_id": alert["id"],
+        "event_id": "a-evt-1",
     }
     return ids, a
 
@@ -294,6 +299,7 @@ def _snapshot(api: Api, a: Any, ids: dict[str, str]) -> list[Any]:
         api.get("/v1/customers/{customer_id}/price_overrides".format(**ids), a),
         api.get("/v1/customers/{customer_id}/usage".format(**ids), a),
         api.get("/v1/alerts", a),
+        api.get("/v1/events", a),
         api.get("/v1/metering_policy", a),
     ]
 
