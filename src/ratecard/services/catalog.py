@@ -39,7 +39,7 @@ from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import CURRENCY_EXPONENTS, RoundingMode, currency
 from ratecard.services.common import Code, Input, commit_unique, exists, refuse
 from ratecard.services.documents import ExactDecimal, problems_from
-from ratecard.services.metering.lifecycle import release_held_if_holding
+from ratecard.services.metering.lifecycle import release_held
 from ratecard.services.plan_documents import PlanDoc, load_plan, native_document
 
 Aggregation = Literal[
@@ -92,7 +92,7 @@ def create_meter(uow: UnitOfWork, data: MeterInput, *, now: datetime) -> MeterRo
         )
     )
     commit_unique(uow, f"meter {data.code}")
-    if release_held_if_holding(uow):  # events that arrived before their meter
+    if release_held(uow):  # events that arrived before their meter
         uow.commit()
     return row
 
