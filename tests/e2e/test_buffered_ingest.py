@@ -148,7 +148,12 @@ def test_events_through_the_buffer_are_stored_exactly_once(buffered: Buffered) -
     assert {e["status"] for e in lago.json()["events"]} == {"queued"}
     assert buffered.messages() == 2  # the retry was not stored again; the malformed body never
 
+    assert api.client.get("/v1/events/b-0", headers=ingest).status_code == 404  # still queued
     assert buffered.drain() == 2
+    stored = api.client.get("/v1/events/b-0", headers=ingest)  # each queued event's outcome
+    assert (stored.status_code, stored.json()["status"]) == (200, "accepted")
+    assert stored.json()["properties"] == {"tokens": "0.5"}
+    assert api.client.get("/v1/events/bad", headers=ingest).status_code == 404  # never stored
     with api.database.engine.connect() as connection:
         rows, distinct = connection.execute(
             sa.text("SELECT count(*), count(DISTINCT event_id) FROM events WHERE tenant_id = :t"),

@@ -36,9 +36,9 @@ from tests.e2e.test_crash import SRC, _tenant
 from tests.integration.conftest import Database
 
 NATS_URL = "nats://127.0.0.1:4222"
-BATCHES = 80  # half before the kill, half after the restart
+BATCHES = 200  # half before the kill, half after the restart
 PER_BATCH = 400
-KILL_AT_ROWS = 1000  # stored rows when the worker is killed (the first half holds 16,000)
+KILL_AT_ROWS = 1000  # stored rows when the worker is killed (the first half holds 40,000)
 
 
 def _value(i: int) -> str:

@@ -251,6 +251,32 @@ def test_usage_matches_the_invoice_draft_lines(tenant: Tenant) -> None:
     day = AT.date().isoformat()
     assert [p["quantity"] for p in series["data"] if p["start_at"].startswith(day)] == ["3004.5"]
 
+    # With rounding on, both read the same rounded quantity (the stored events stay exact).
+    (tokens,) = [m for m in tenant.get("/v1/meters")["data"] if m["code"] == "tokens"]
+    with tenant.http() as client:
+        patched = client.patch(
+            f"/v1/meters/{tokens['id']}", json={"rounding": {"mode": "up", "precision": 0}}
+        )
+    assert patched.status_code == 200, patched.text
+    (sub,) = tenant.get(f"/v1/customers/{tenant.customer_id}/usage")["subscriptions"]
+    rounded = {m["charge_code"]: (m["quantity"], m["amount"]) for m in sub["meters"]}
+    assert rounded == {"calls": ("7", "0.06"), "tokens": ("3005", "0.38")}  # 3005 x 0.000125
+    assert {m["charge_code"]: m["unrounded_quantity"] for m in sub["meters"]} == {
+        "calls": "7",
+        "tokens": "3004.5",
+    }
+    drafts = tenant.get(
+        f"/v1/subscriptions/{tenant.subscription_id}/drafts?until_at="
+        + PERIOD_END.isoformat().replace("+00:00", "Z")
+    )["data"]
+    closing = next(d for d in drafts if d["at"].startswith("2024-02-01"))
+    lines = {
+        line["charge_code"]: (line["quantity"], line["amount"])
+        for line in closing["lines"]
+        if line["kind"] == "usage"
+    }
+    assert lines == rounded
+
 
 def test_entitlements_alerts_and_plan_changes(tenant: Tenant) -> None:
     base = f"/v1/customers/{tenant.customer_id}/entitlements"

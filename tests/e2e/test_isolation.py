@@ -56,6 +56,9 @@ CASES: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/v1/meters"): lambda w: w.listed_without("/v1/meters"),
     ("GET", "/v1/meters/{meter_id}"): lambda w: w.hidden("GET", "/v1/meters/{meter_id}"),
+    ("PATCH", "/v1/meters/{meter_id}"): lambda w: w.hidden(
+        "PATCH", "/v1/meters/{meter_id}", {"rounding": None, "name": "Mallory"}
+    ),
     ("POST", "/v1/features"): lambda w: w.refused_as_unknown(
         "/v1/features", {"code": "f", "kind": "metered", "meter_code": "calls"}, "body.meter_code"
     ),
@@ -162,6 +165,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/events"): lambda w: _ingest_refused(w, "/v1/events", _EVENT),
     ("POST", "/v1/track"): lambda w: _ingest_refused(w, "/v1/track", _TRACK),
     ("POST", "/v1/batch"): lambda w: _ingest_refused(w, "/v1/batch", {"batch": [_TRACK]}),
+    ("GET", "/v1/events/{event_id}"): lambda w: w.hidden("GET", "/v1/events/{event_id}"),
+    ("GET", "/v1/events"): lambda w: w.listed_without("/v1/events?customer_ref=a-ext"),
     ("POST", "/api/v1/events"): lambda w: w.refused_as_unknown(
         "/api/v1/events", {"event": _lago(w)}, "event.external_subscription_id"
     ),
@@ -235,7 +240,11 @@ def _creates(w: World, path: str, body: dict[str, Any]) -> None:
 
 def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
     a = api.tenant("A")
-    meter = api.post("/v1/meters", a, {"code": "calls", "aggregation": "count"})
+    meter = api.post(
+        "/v1/meters",
+        a,
+        {"code": "calls", "aggregation": "count", "rounding": {"mode": "up", "precision": 0}},
+    )
     feature = api.post("/v1/features", a, {"code": "f", "kind": "metered", "meter_code": "calls"})
     coupon = api.post("/v1/coupons", a, {"code": "welcome", "percent_off": "10"})
     api.post("/v1/plans", a, {**PRO, "code": "a_plan"})
@@ -249,6 +258,8 @@ def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
     alert = api.post(
         "/v1/alerts", a, {"customer_id": cus["id"], "meter": "calls", "threshold": "5"}
     )
+    event = api.post("/v1/events", a, {"id": "a-evt-1", "type": "calls", "customer": "a-ext"})
+    assert event["accepted"] == 1
     ids = {
         "meter_id": meter["id"],
         "feature_id": feature["id"],
@@ -259,6 +270,7 @@ def _tenant_a(api: Api) -> tuple[dict[str, str], Any]:
         "subscription_id": sub["id"],
         "api_key_id": api.post("/v1/api_keys", a, {"name": "a", "role": "billing"})["id"],
         "alert_id": alert["id"],
+        "event_id": "a-evt-1",
     }
     return ids, a
 
@@ -280,12 +292,14 @@ def _routes(api: Api) -> list[tuple[str, str]]:
 
 def _snapshot(api: Api, a: Any, ids: dict[str, str]) -> list[Any]:
     return [
+        api.get("/v1/meters", a),
         api.get("/v1/subscriptions/{subscription_id}/timeline".format(**ids), a),
         api.get("/v1/customers/{customer_id}".format(**ids), a),
         api.get("/v1/plans/a_plan/versions", a),
         api.get("/v1/customers/{customer_id}/price_overrides".format(**ids), a),
         api.get("/v1/customers/{customer_id}/usage".format(**ids), a),
         api.get("/v1/alerts", a),
+        api.get("/v1/events", a),
         api.get("/v1/metering_policy", a),
     ]
 

@@ -175,3 +175,37 @@ def test_late_events_follow_the_policy(api: Api) -> None:
         ("accepted", None),
     ]
     assert _usage(api, tenant, customer["id"], DECEMBER) == 2
+
+
+def test_held_events_are_still_released_after_the_policy_goes_back_to_reject(api: Api) -> None:
+    tenant = api.tenant()
+    api.post("/v1/meters", tenant, {"code": "calls", "aggregation": "count"})
+    known = api.post("/v1/customers", tenant, customer_body("acme"))
+    holding = api.client.patch(
+        POLICY, json={"unknown_customer": "hold", "unknown_meter": "hold"}, headers=tenant.admin
+    )
+    assert holding.status_code == 200, holding.text
+    early = [
+        _event("u1", "later"),  # unknown customer
+        {"id": "m1", "type": "storage", "customer": "acme"},  # unknown meter
+        {"id": "b1", "type": "storage", "customer": "ghost"},  # both unknown
+    ]
+    assert _statuses(api, tenant, early) == [("held", None)] * 3
+
+    back = api.client.patch(
+        POLICY, json={"unknown_customer": "reject", "unknown_meter": "reject"}, headers=tenant.admin
+    )
+    assert back.status_code == 200, back.text
+    assert _statuses(api, tenant, [_event("u2", "later")]) == [("rejected", "unknown_customer")]
+    held = api.get("/v1/events?status=held", tenant)["data"]
+    assert sorted(e["id"] for e in held) == ["b1", "m1", "u1"]  # kept, and visible
+
+    later = api.post("/v1/customers", tenant, customer_body("later"))
+    assert api.get("/v1/events/u1", tenant)["status"] == "accepted"
+    month = Period(START - timedelta(days=1), START + timedelta(days=1))
+    assert _usage(api, tenant, later["id"], month) == 1
+    api.post("/v1/meters", tenant, {"code": "storage", "aggregation": "sum", "value_field": "gb"})
+    released = api.get("/v1/events/m1", tenant)
+    assert (released["status"], released["customer_id"]) == ("accepted", known["id"])
+    assert [e["id"] for e in api.get("/v1/events?status=held", tenant)["data"]] == ["b1"]
+    assert _statuses(api, tenant, [_event("u1", "later")]) == [("duplicate", None)]

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from ratecard.adapters.db.models import CustomerRow
+from ratecard.adapters.db.models import CustomerRow, MeterRow
 from ratecard.core.errors import ValidationFailed
 from ratecard.core.periods import Period
 from ratecard.services.metering.alerts import AlertMetric, AlertService, outbox
@@ -115,6 +115,39 @@ def test_held_events_are_released_when_the_customer_appears(sessions):
         work.commit()
         new_id = cus.id
     assert m.usage.meter_usage(m.scope, new_id, "api_calls", JAN).total.value == 2
+    with uow(m.sessions, m.scope, m.clock) as work:
+        assert release_held(work) == 0
+
+
+def test_held_events_are_released_per_event_whatever_the_policy_says_now(sessions):
+    m = setup(sessions)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        save_policy(work.session, m.scope, MeteringPolicy(unknown_meter=Unknown.HOLD))
+        work.commit()
+    by_subscription = {
+        "id": "evt_s",
+        "type": "seats_used",
+        "subscription": m.subscription_id,
+        "timestamp": (PERIOD_START + timedelta(days=2)).isoformat(),
+        "properties": {"n": "4"},
+    }
+    assert m.ingest(by_subscription, event("c", meter="seats_used", n="3")) == ["held", "held"]
+    with uow(m.sessions, m.scope, m.clock) as work:
+        save_policy(work.session, m.scope, MeteringPolicy())  # back to reject
+        assert release_held(work) == 0  # the meter is still unknown
+        work.meters.add(
+            MeterRow(
+                code="seats_used",
+                name="Seats",
+                aggregation="sum",
+                value_field="n",
+                created_at=m.clock.now(),
+            )
+        )
+        work.session.flush()
+        assert release_held(work) == 2
+        work.commit()
+    assert m.usage.meter_usage(m.scope, m.customer_id, "seats_used", JAN).total.value == 7
     with uow(m.sessions, m.scope, m.clock) as work:
         assert release_held(work) == 0
 

@@ -77,6 +77,27 @@ def test_rollup_reads_equal_raw_aggregation_on_odd_periods(sessions):
             ), (meter, period)
 
 
+def test_rounded_meters_read_the_same_from_rollups_and_raw_events(sessions):
+    m = setup(sessions)
+    _load(m)
+    modes = [RoundingMode.UP, RoundingMode.DOWN, RoundingMode.HALF_EVEN, RoundingMode.CEILING]
+    with uow(sessions, m.scope, m.clock) as work:
+        for i, code in enumerate(METERS):
+            row = work.meters.get_by_code(code)
+            row.rounding_mode, row.rounding_precision = str(modes[i % len(modes)]), i % 3
+        work.commit()
+    period = Period(PERIOD_START + timedelta(hours=5, minutes=7), PERIOD_END)
+    for code in METERS:
+        read = m.usage.meter_usage(m.scope, m.customer_id, code, period)
+        assert read == _raw(m, code, period), code
+        with m.sessions() as session:
+            rounding = UsageReader(session, m.scope).spec(code).rounding
+        assert rounding is not None and read.total.unrounded is not None
+        assert read.total.exact == rounding.round(read.total.unrounded), code
+        places = -read.total.value.as_tuple().exponent  # type: ignore[operator]
+        assert places <= rounding.precision, (code, read.total.value)
+
+
 def test_cost_so_far_equals_the_invoice_lines(sessions):
     m = setup(sessions)
     _load(m, n=900)  # 150 calls: past the 100 free ones

@@ -6,14 +6,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
 from ratecard.adapters.db.models import Base
-from ratecard.adapters.db.schema import current_revision, head_revision, migrate
+from ratecard.adapters.db.schema import alembic_config, current_revision, head_revision, migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.config import Settings
 
@@ -136,3 +138,43 @@ def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(f
     assert group == ()
     assert (partial.event_count, partial.value_sum, partial.latest_seq) == (5, Decimal("3.75"), 9)
     assert (partial.value_min, partial.value_max) == (Decimal("1.5"), Decimal("2.25"))
+
+
+def test_0007_adds_meter_rounding_keeping_existing_meters_unrounded(fresh_database):
+    engine = fresh_database.engine
+    assert migrate(engine, "0006") == "0006"
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO tenants (id, name, default_currency, timezone, rounding_mode, "
+                "proration_convention, net_terms_days, invoice_number_prefix, branding, "
+                "created_at) VALUES ('ten_m', 'M', 'USD', 'UTC', 'half_up', 'daily', 30, 'INV', "
+                "'{}', '2024-01-01T00:00:00.000000+00:00')"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO meters (tenant_id, mode, id, code, name, aggregation, reset, "
+                "snapshot, filters, group_by, created_at) VALUES ('ten_m', 'live', 'mtr_1', "
+                "'calls', 'Calls', 'count', 'monthly', false, '{}', '[]', "
+                "'2024-01-01T00:00:00.000000+00:00')"
+            )
+        )
+    assert migrate(engine) == "0007"
+    with engine.begin() as connection:
+        row = connection.execute(
+            sa.text("SELECT rounding_mode, rounding_precision FROM meters WHERE id = 'mtr_1'")
+        ).one()
+        assert tuple(row) == (None, None)
+        for mode, precision in (("up", None), (None, 2), ("up", -1)):
+            with pytest.raises(sa.exc.IntegrityError), connection.begin_nested():
+                connection.execute(
+                    sa.text(
+                        "UPDATE meters SET rounding_mode = :mode, "
+                        "rounding_precision = :precision WHERE id = 'mtr_1'"
+                    ),
+                    {"mode": mode, "precision": precision},
+                )
+    command.downgrade(alembic_config(engine), "0006")
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("meters")}
+    assert "rounding_mode" not in columns and "rounding_precision" not in columns

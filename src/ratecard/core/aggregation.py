@@ -23,6 +23,18 @@ Kinds: count, sum, max, min, unique_count, latest, average, weighted_sum. Period
 weighted sum, the events before `start` set the level carried into the period). Results are
 exact `Fraction`s, with a `Decimal` beside them (exact whenever the fraction is a finite decimal,
 else 60 significant digits). Empty periods aggregate to 0; `event_count` tells them apart.
+
+Rounding. A meter may round its period quantity (`MeterSpec.rounding`): the total and each group
+are rounded from their own exact values, once, at the end, with the mode named — 2.1 GB held
+rounds up to 3 for billing, while raw events and rollups keep every digit::
+
+    >>> up = MeterSpec(Aggregation.SUM, value_property="gb",
+    ...                rounding=MeterRounding(RoundingMode.UP, 0))
+    >>> held = [Event(datetime(2023, 8, 2, tzinfo=UTC), {"gb": Decimal("2.1")})]
+    >>> billed = aggregate(up, held, datetime(2023, 8, 1, tzinfo=UTC),
+    ...                    datetime(2023, 9, 1, tzinfo=UTC))
+    >>> billed.total.value, billed.total.unrounded
+    (Decimal('3'), Fraction(21, 10))
 """
 
 from __future__ import annotations
@@ -34,10 +46,12 @@ from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
 
-from ratecard.core.errors import ErrorCode, RatecardError
-from ratecard.core.money import D, to_decimal
+from ratecard.core.errors import ErrorCode, RatecardError, invalid
+from ratecard.core.money import D, RoundingMode, quantize, to_decimal
 
 GroupKey = tuple[str | None, ...]
+#: The most decimal places a meter may round its quantity to.
+MAX_ROUNDING_PRECISION = 18
 _MICROSECOND = timedelta(microseconds=1)
 _ZERO = Decimal(0)
 
@@ -82,12 +96,41 @@ class PropertyFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class MeterRounding:
+    """Round a period's quantity to `precision` decimal places (0: whole units) with `mode`.
+
+    >>> MeterRounding(RoundingMode.HALF_EVEN, 1).round(Fraction(25, 100))
+    Fraction(1, 5)
+    """
+
+    mode: RoundingMode
+    precision: int
+
+    def __post_init__(self) -> None:
+        assert isinstance(self.mode, RoundingMode), self.mode
+        if (
+            not isinstance(self.precision, int)
+            or isinstance(self.precision, bool)
+            or not 0 <= self.precision <= MAX_ROUNDING_PRECISION
+        ):
+            raise invalid(
+                f"decimal places from 0 to {MAX_ROUNDING_PRECISION}, not {self.precision!r}",
+                "rounding.precision",
+            )
+
+    def round(self, exact: Fraction) -> Fraction:
+        """`exact` rounded once, exactly (no intermediate decimal)."""
+        return Fraction(quantize(exact, self.precision, self.mode))
+
+
+@dataclass(frozen=True, slots=True)
 class MeterSpec:
     aggregation: Aggregation
     value_property: str | None = None
     filters: tuple[PropertyFilter, ...] = ()
     group_by: tuple[str, ...] = ()
     reset: MeterReset = MeterReset.PERIOD
+    rounding: MeterRounding | None = None  # of the period's quantity (total and each group)
 
     def __post_init__(self) -> None:
         needs_value = self.aggregation is not Aggregation.COUNT
@@ -98,6 +141,8 @@ class MeterSpec:
 class MeterValue:
     exact: Fraction
     event_count: int
+    #: The exact value before the meter's rounding (None: the meter does not round).
+    unrounded: Fraction | None = None
 
     @property
     def value(self) -> Decimal:
@@ -137,6 +182,20 @@ def stripe_meter(aggregate_usage: str, value_property: str) -> MeterSpec:
         )
     kind, reset = STRIPE_AGGREGATE_USAGE[aggregate_usage]
     return MeterSpec(kind, value_property=value_property, reset=reset)
+
+
+def rounded(spec: MeterSpec, result: MeterResult) -> MeterResult:
+    """`result` with the meter's rounding applied to the total and to each group, each from
+    its own exact value (so rounded groups need not add up to the rounded total)."""
+    rounding = spec.rounding
+    if rounding is None:
+        return result
+
+    def one(value: MeterValue) -> MeterValue:
+        assert value.unrounded is None, "a meter value is rounded once"
+        return MeterValue(rounding.round(value.exact), value.event_count, value.exact)
+
+    return MeterResult(one(result.total), tuple((key, one(v)) for key, v in result.groups))
 
 
 def _text(value: str | Decimal) -> str:
@@ -202,7 +261,7 @@ def aggregate(
     kept.sort(key=lambda e: e.timestamp)  # stable: ties keep their arrival order
     total = _aggregate_one(spec, kept, start, end, levels.get((), _ZERO))
     if not spec.group_by:
-        return MeterResult(total)
+        return rounded(spec, MeterResult(total))
     partitions: dict[GroupKey, list[Event]] = {}
     for event in kept:
         partitions.setdefault(group_key(spec, event), []).append(event)
@@ -210,7 +269,7 @@ def aggregate(
         (key, _aggregate_one(spec, partition, start, end, levels.get(key, _ZERO)))
         for key, partition in sorted(partitions.items(), key=lambda kv: group_order(kv[0]))
     )
-    return MeterResult(total, groups)
+    return rounded(spec, MeterResult(total, groups))
 
 
 def _aggregate_one(

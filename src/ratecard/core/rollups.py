@@ -41,6 +41,7 @@ from ratecard.core.aggregation import (
     group_order,
     property_text,
     property_value,
+    rounded,
 )
 
 K = TypeVar("K", bound=Hashable)
@@ -209,14 +210,17 @@ def value_of(kind: Aggregation, partial: Partial) -> MeterValue:
 
 
 def finish(spec: MeterSpec, groups: Mapping[GroupKey, Partial]) -> MeterResult:
-    """The meter result (total and groups) of merged partials."""
+    """The meter result (total and groups) of merged partials, rounded as the meter says."""
     kind = spec.aggregation
     total = Partial(0)
     for partial in groups.values():
         total = total.merge(partial)
     if not spec.group_by:
-        return MeterResult(value_of(kind, total))
+        return rounded(spec, MeterResult(value_of(kind, total)))
     ordered = sorted(groups.items(), key=lambda kv: group_order(kv[0]))
-    return MeterResult(
-        value_of(kind, total), tuple((key, value_of(kind, part)) for key, part in ordered)
+    return rounded(
+        spec,
+        MeterResult(
+            value_of(kind, total), tuple((key, value_of(kind, part)) for key, part in ordered)
+        ),
     )

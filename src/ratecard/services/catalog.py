@@ -20,7 +20,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
 
 from ratecard.adapters.db.models import (
     CouponRow,
@@ -28,14 +29,17 @@ from ratecard.adapters.db.models import (
     MeterRow,
     PlanRow,
     PlanVersionRow,
+    SubscriptionRow,
+    UsageAlertRow,
 )
 from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.aggregation import MAX_ROUNDING_PRECISION
 from ratecard.core.catalog import Plan
 from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
-from ratecard.core.money import CURRENCY_EXPONENTS, currency
+from ratecard.core.money import CURRENCY_EXPONENTS, RoundingMode, currency
 from ratecard.services.common import Code, Input, commit_unique, exists, refuse
 from ratecard.services.documents import ExactDecimal, problems_from
-from ratecard.services.metering.lifecycle import release_held_if_holding
+from ratecard.services.metering.lifecycle import release_held
 from ratecard.services.plan_documents import PlanDoc, load_plan, native_document
 
 Aggregation = Literal[
@@ -46,6 +50,13 @@ Aggregation = Literal[
 # --- meters ----------------------------------------------------------------------------------
 
 
+class RoundingInput(Input):
+    """How a meter rounds its period quantity: a mode and decimal places (0: whole units)."""
+
+    mode: RoundingMode
+    precision: int = Field(strict=True, ge=0, le=MAX_ROUNDING_PRECISION)
+
+
 class MeterInput(Input):
     code: Code
     name: str = Field(default="", max_length=200)
@@ -54,6 +65,7 @@ class MeterInput(Input):
     reset: Literal["monthly", "daily", "never"] = "monthly"
     snapshot: bool = False
     filters: dict[str, str] = Field(default_factory=dict, max_length=20)
+    rounding: RoundingInput | None = None
 
     @model_validator(mode="after")
     def _value_field_needed(self) -> MeterInput:
@@ -74,13 +86,71 @@ def create_meter(uow: UnitOfWork, data: MeterInput, *, now: datetime) -> MeterRo
             reset=data.reset,
             snapshot=data.snapshot,
             filters=dict(data.filters),
+            rounding_mode=None if data.rounding is None else str(data.rounding.mode),
+            rounding_precision=None if data.rounding is None else data.rounding.precision,
             created_at=now,
         )
     )
     commit_unique(uow, f"meter {data.code}")
-    if release_held_if_holding(uow):  # events that arrived before their meter
+    if release_held(uow):  # events that arrived before their meter
         uow.commit()
     return row
+
+
+class MeterUpdate(Input):
+    """The fields to change; fields left out keep their values. ``"rounding": null`` makes the
+    meter exact again."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    rounding: RoundingInput | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot be null")
+        return value
+
+
+def update_meter(uow: UnitOfWork, meter_id: str, data: MeterUpdate) -> MeterRow:
+    """Rename a meter or change its rounding, and commit (audited, before and after).
+
+    Rounding applies when usage is read, so nothing is rebuilt: usage, drafts, entitlements and
+    alerts read the new rounding at once; the entitlement cache and the alerts of customers
+    billed on the meter hear that their usage changed.
+    """
+    row = uow.meters.get_for_update(meter_id)
+    given = data.model_fields_set
+    if "name" in given and data.name is not None:
+        row.name = data.name
+    if "rounding" in given:
+        before = (row.rounding_mode, row.rounding_precision)
+        rounding = data.rounding
+        row.rounding_mode = None if rounding is None else str(rounding.mode)
+        row.rounding_precision = None if rounding is None else rounding.precision
+        if (row.rounding_mode, row.rounding_precision) != before:
+            uow.usage_changed((customer_id, row.code) for customer_id in _metered(uow, row.code))
+    uow.commit()
+    return row
+
+
+def _metered(uow: UnitOfWork, meter_code: str) -> set[str]:
+    """Customers whose cached entitlements or alerts may read the meter: those with a live
+    subscription, and those with an alert on it."""
+    scope = uow.scope
+    live = select(SubscriptionRow.customer_id).where(
+        SubscriptionRow.tenant_id == scope.tenant_id,
+        SubscriptionRow.mode == scope.mode,
+        SubscriptionRow.status.in_(("active", "trialing", "past_due")),
+    )
+    alerted = select(UsageAlertRow.customer_id).where(
+        UsageAlertRow.tenant_id == scope.tenant_id,
+        UsageAlertRow.mode == scope.mode,
+        UsageAlertRow.meter_code == meter_code,
+    )
+    return {str(c) for c in uow.session.scalars(live)} | {
+        str(c) for c in uow.session.scalars(alerted)
+    }
 
 
 # --- features --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from ratecard.core.catalog import QuantityRounding
 from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
 from ratecard.services.common import Code, Input, ObjectId, commit_unique, exists, tenant_of
 from ratecard.services.documents import ExactDecimal, known_currency, known_zone
-from ratecard.services.metering.lifecycle import release_held_if_holding
+from ratecard.services.metering.lifecycle import release_held
 from ratecard.services.plan_documents import TierDoc, load_plan
 
 MAX_PARENT_DEPTH = 5
@@ -101,7 +101,7 @@ def create_customer(uow: UnitOfWork, data: CustomerInput, *, now: datetime) -> C
     _apply(uow, row, data, fields=data.model_fields_set - {"external_id", "currency", "timezone"})
     uow.customers.add(row)
     commit_unique(uow, f"customer {data.external_id}")
-    if release_held_if_holding(uow):  # events that arrived before their customer
+    if release_held(uow):  # events that arrived before their customer
         uow.commit()
     return row
 

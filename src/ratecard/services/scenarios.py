@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ratecard.core.aggregation import MAX_ROUNDING_PRECISION
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import RoundingMode
 from ratecard.services.documents import CurrencyCode, ExactDecimal, TimeZoneName, problems_from
@@ -48,6 +49,13 @@ class TenantConventions(_Doc):
         return self
 
 
+class MeterRoundingDoc(_Doc):
+    """The period quantity rounded to `precision` decimal places with `mode`, before pricing."""
+
+    mode: RoundingMode
+    precision: int = Field(strict=True, ge=0, le=MAX_ROUNDING_PRECISION)
+
+
 class MeterDoc(_Doc):
     code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     aggregation: Aggregation = "sum"
@@ -55,6 +63,7 @@ class MeterDoc(_Doc):
     group_by: tuple[str, ...] = ()
     filters: dict[str, str] = Field(default_factory=dict)
     reset: Literal["period", "never"] = "period"  # never: a cumulative meter or a gauge
+    rounding: MeterRoundingDoc | None = None
 
     @model_validator(mode="after")
     def _property_needed(self) -> MeterDoc:

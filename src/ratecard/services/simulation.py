@@ -22,6 +22,7 @@ from ratecard.core.aggregation import (
     Aggregation,
     Event,
     MeterReset,
+    MeterRounding,
     MeterSpec,
     PropertyFilter,
     aggregate,
@@ -101,6 +102,9 @@ def _meter_specs(doc: ScenarioDoc) -> dict[str, MeterSpec]:
             filters=tuple(PropertyFilter(k, (v,)) for k, v in sorted(m.filters.items())),
             group_by=m.group_by,
             reset=MeterReset(m.reset),
+            rounding=None
+            if m.rounding is None
+            else MeterRounding(m.rounding.mode, m.rounding.precision),
         )
         for m in doc.meters
     }

@@ -51,7 +51,7 @@ from ratecard.services.customers import (
     checked_override,
 )
 from ratecard.services.documents import TimeZoneName
-from ratecard.services.metering.lifecycle import release_held_if_holding
+from ratecard.services.metering.lifecycle import release_held
 from ratecard.services.metering.usage import SessionUsage
 from ratecard.services.rating import Action, ChangeSpec, SubscriptionSpec
 
@@ -273,7 +273,7 @@ def create_subscription(
     )
     _refresh(row, _replay(uow, row), now)
     uow.commit()
-    if release_held_if_holding(uow):  # events sent for this subscription before it existed
+    if release_held(uow):  # events sent for this subscription before it existed
         uow.commit()
     return row
 

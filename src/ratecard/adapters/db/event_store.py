@@ -35,7 +35,7 @@ from decimal import Decimal
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.models import EventRow, UsageRollupRow
@@ -230,6 +230,20 @@ def _insert_sqlite(
     finally:
         cursor.close()
     return inserted
+
+
+def id_matches(session: Session, scope: TenantScope, event_id: str) -> ColumnElement[bool]:
+    """A condition on `EventRow` for the scope's event with this id, through the engine's
+    dedup index (SQLite: the id hash, then the full id; PostgreSQL: the unique index)."""
+    condition = and_(
+        EventRow.tenant_id == scope.tenant_id,
+        EventRow.mode == scope.mode,
+        EventRow.event_id == event_id,
+    )
+    if session.get_bind().dialect.name == "sqlite":
+        hashed = id_hash(scope.tenant_id, scope.mode.value, event_id)
+        condition = and_(EventRow.id_hash == hashed, condition)
+    return condition
 
 
 def existing_ids(session: Session, scope: TenantScope, event_ids: Sequence[str]) -> set[str]:

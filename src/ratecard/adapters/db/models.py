@@ -176,7 +176,11 @@ class IdempotencyKeyRow(TenantScoped, Base):
 
 class MeterRow(TenantScoped, Base):
     __tablename__ = "meters"
-    __table_args__ = (UniqueConstraint("tenant_id", "mode", "code"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "mode", "code"),
+        CheckConstraint("(rounding_mode IS NULL) = (rounding_precision IS NULL)", name="rounding"),
+        CheckConstraint("rounding_precision >= 0", name="rounding_precision"),
+    )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     code: Mapped[str] = mapped_column(CODE)
@@ -187,6 +191,10 @@ class MeterRow(TenantScoped, Base):
     snapshot: Mapped[bool] = mapped_column(Boolean, default=False)  # a gauge, not a sum
     filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     group_by: Mapped[list[Any]] = mapped_column(default=list)  # property names, in order
+    # The period's quantity rounded at read (raw events and rollups keep every digit); both
+    # NULL: not rounded (migration 0007).
+    rounding_mode: Mapped[str | None] = mapped_column(String(20))  # a core RoundingMode
+    rounding_precision: Mapped[int | None]  # decimal places, 0 for whole units
     created_at: Mapped[datetime]
 
 

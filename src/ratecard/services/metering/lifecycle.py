@@ -3,6 +3,7 @@ events, and the retention purge.
 
     >>> close_usage(uow, customer_id, period)                     # billing, at finalization
     >>> lines = late_adjustments(uow, customer_id, plan, at=now)  # on the next invoice
+    >>> release_held(uow)                                         # a customer or meter appeared
 
 Late events. When an invoice is finalized its usage period is *closed* (`close_usage`, recording
 the instant). An event for a closed period that arrives afterwards is late: with the tenant's
@@ -11,6 +12,11 @@ default policy it is kept, and the next invoice carries an adjustment line per m
 received by the closing (or the last adjustment) — replayable from raw events, never an edit of
 the finalized invoice. Before the closing (the invoice grace period) a late-arriving event simply
 updates the draft. With the ``reject`` policy such events are refused with ``late_event``.
+
+Held events. An event for an unknown customer or meter under the ``hold`` policy is stored
+with no customer and counted by `release_held` once both exist — per event, so switching the
+policy back to ``reject`` refuses new unknown events but leaves the held ones waiting (they are
+listed by ``GET /v1/events?status=held``) and still releases them.
 
 Retention. Raw events are kept until `purge_events` is asked to drop those received before a
 cutoff, which must lie at least `MIN_RETENTION_DAYS` (35) in the past: an id is deduplicated for
@@ -23,7 +29,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.models import (
@@ -43,12 +49,7 @@ from ratecard.core.money import RoundingMode, currency
 from ratecard.core.periods import Period
 from ratecard.core.pricing import rate
 from ratecard.services.metering.ingestion import rollup_partials
-from ratecard.services.metering.policy import (
-    MIN_RETENTION_DAYS,
-    Unknown,
-    load_policy,
-    save_policy,
-)
+from ratecard.services.metering.policy import MIN_RETENTION_DAYS, load_policy, save_policy
 from ratecard.services.metering.usage import UsageReader
 
 
@@ -151,47 +152,62 @@ def late_adjustments(
 
 
 def release_held(uow: UnitOfWork) -> int:
-    """Count held events whose customer and meter now exist; return how many were released."""
+    """Count the held events whose customer and meter now exist; return how many were released.
+
+    Release is per event, whatever the tenant's policy says now: an event held under ``hold``
+    is still counted when its customer, subscription or meter appears after the policy went
+    back to ``reject`` (which only refuses new unknown events). Only releasable events are read:
+    held events joined to the customers (by external id) and subscriptions (by id) that exist,
+    for meters that exist. Called by whatever creates a customer, meter or subscription; the
+    caller commits.
+    """
     scope, session = uow.scope, uow.session
-    meters = {row.code: row for row in uow.meters.list(limit=1000)}
-    held = list(
-        session.scalars(
-            select(EventRow).where(
-                EventRow.tenant_id == scope.tenant_id,
-                EventRow.mode == scope.mode,
-                EventRow.customer_id.is_(None),
+    held = (
+        EventRow.tenant_id == scope.tenant_id,
+        EventRow.mode == scope.mode,
+        EventRow.customer_id.is_(None),
+        EventRow.meter_code.in_(
+            select(MeterRow.code).where(
+                MeterRow.tenant_id == scope.tenant_id, MeterRow.mode == scope.mode
             )
-        )
+        ),
     )
-    refs = {e.customer_ref for e in held}
-    customers: dict[str, str] = {
-        str(a): str(b)
-        for a, b in session.execute(
-            select(CustomerRow.external_id, CustomerRow.id).where(
-                CustomerRow.tenant_id == scope.tenant_id,
-                CustomerRow.mode == scope.mode,
-                CustomerRow.external_id.in_(refs),
-            )
+    by_customer = (
+        select(EventRow, CustomerRow.id)
+        .join(
+            CustomerRow,
+            and_(
+                CustomerRow.tenant_id == EventRow.tenant_id,
+                CustomerRow.mode == EventRow.mode,
+                CustomerRow.external_id == EventRow.customer_ref,
+            ),
         )
-    }
-    customers.update(
-        (str(a), str(b))
-        for a, b in session.execute(
-            select(SubscriptionRow.id, SubscriptionRow.customer_id).where(
-                SubscriptionRow.tenant_id == scope.tenant_id,
-                SubscriptionRow.mode == scope.mode,
-                SubscriptionRow.id.in_(refs),
-            )
-        )
+        .where(*held)
     )
+    by_subscription = (
+        select(EventRow, SubscriptionRow.customer_id)
+        .join(
+            SubscriptionRow,
+            and_(
+                SubscriptionRow.tenant_id == EventRow.tenant_id,
+                SubscriptionRow.mode == EventRow.mode,
+                SubscriptionRow.id == EventRow.customer_ref,
+            ),
+        )
+        .where(*held)
+    )
+    found: dict[int, tuple[EventRow, str]] = {}
+    for statement in (by_customer, by_subscription):  # an external id match comes first
+        for row, customer_id in session.execute(statement):
+            found.setdefault(row.seq, (row, str(customer_id)))
+    if not found:
+        return 0
     released = []
-    for row in held:
-        customer_id = customers.get(row.customer_ref)
-        if customer_id is None or row.meter_code not in meters:
-            continue
+    for seq in sorted(found):  # arrival order
+        row, customer_id = found[seq]
         session.execute(
             update(EventRow)
-            .where(EventRow.seq == row.seq, EventRow.tenant_id == scope.tenant_id)
+            .where(EventRow.seq == seq, EventRow.tenant_id == scope.tenant_id)
             .values(customer_id=customer_id)
         )
         released.append(
@@ -205,24 +221,14 @@ def release_held(uow: UnitOfWork) -> int:
                     row.received_at,
                     row.properties,
                 ),
-                row.seq,
+                seq,
             )
         )
+    meters = {row.code: row for row in uow.meters.list(limit=1000)}
     event_store.add_rollups(session, scope, rollup_partials(meters, released))
     # after the commit, the listeners of ingestion (entitlement cache, alerts) hear of them
     uow.usage_changed((new.customer_id, new.meter_code) for new, _ in released if new.customer_id)
     return len(released)
-
-
-def release_held_if_holding(uow: UnitOfWork) -> int:
-    """`release_held` when the tenant's policy holds unknown customers or meters, else 0.
-
-    Called by whatever creates a customer, meter or subscription; the caller commits.
-    """
-    policy = load_policy(uow.session, uow.scope)
-    if Unknown.HOLD not in (policy.unknown_customer, policy.unknown_meter):
-        return 0
-    return release_held(uow)
 
 
 def purge_events(uow: UnitOfWork, received_before: datetime) -> int:

@@ -4,7 +4,9 @@
     ...                filters={"model": ["gpt-x"]}, group_by=["region"])   # doctest: +SKIP
 
 A meter row holds its aggregation, value property, filters (``{property: value or [values]}``),
-group-by dimensions and reset (``never`` makes it cumulative). Raw events are never touched by a
+group-by dimensions, reset (``never`` makes it cumulative) and an optional rounding of the
+period's quantity (mode and decimal places), applied when usage is read: raw events and rollups
+keep every digit, so changing the rounding needs no rebuild. Raw events are never touched by a
 redefinition: the meter's rollups are dropped and rebuilt from them in the same transaction, so
 usage queries and invoices read the new definition everywhere at once.
 """
@@ -22,8 +24,16 @@ from ratecard.adapters.db import event_store
 from ratecard.adapters.db.models import EventRow, MeterRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
-from ratecard.core.aggregation import Aggregation, Event, MeterReset, MeterSpec, PropertyFilter
+from ratecard.core.aggregation import (
+    Aggregation,
+    Event,
+    MeterReset,
+    MeterRounding,
+    MeterSpec,
+    PropertyFilter,
+)
 from ratecard.core.errors import invalid
+from ratecard.core.money import RoundingMode
 from ratecard.core.rollups import decomposable, hour_of, partials
 
 _FLUSH_EVERY = 5_000
@@ -46,7 +56,16 @@ def meter_spec(row: MeterRow) -> MeterSpec:
         filters=filters,
         group_by=tuple(str(g) for g in (row.group_by or ())),
         reset=MeterReset.NEVER if row.reset == "never" else MeterReset.PERIOD,
+        rounding=rounding_of(row),
     )
+
+
+def rounding_of(row: MeterRow) -> MeterRounding | None:
+    """The meter's rounding of its period quantity (None: exact)."""
+    if row.rounding_mode is None:
+        return None
+    assert row.rounding_precision is not None, "the schema sets both or neither"
+    return MeterRounding(RoundingMode(row.rounding_mode), row.rounding_precision)
 
 
 def redefine_meter(

@@ -7,6 +7,10 @@ Defaults: unknown customers and meters are rejected; events may be up to 35 days
 5 minutes ahead of the server's clock; late events (for a period already invoiced) are kept and
 billed as an adjustment on the next invoice; raw events are kept until an explicit purge, which
 never reaches back less than `MIN_RETENTION_DAYS` (35 days): that is the dedup window's floor.
+
+The policy decides what happens to an event when it arrives. An event held under ``hold`` stays
+held after a switch back to ``reject`` and is still released, per event, when its customer or
+meter appears (`lifecycle.release_held`).
 """
 
 from __future__ import annotations

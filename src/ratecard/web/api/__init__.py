@@ -13,6 +13,7 @@ from ratecard.web.api import (
     admin,
     coupons,
     customers,
+    event_reads,
     events,
     features,
     health,
@@ -35,6 +36,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     subscriptions.router,
     admin.router,
     events.router,
+    event_reads.router,  # GET /v1/events and /v1/events/{id}: reads beside ingestion's POST
     usage.router,
     metering_policy.router,
 )

@@ -7,12 +7,16 @@
 
 ``unknown_customer`` and ``unknown_meter``: ``reject`` (default) refuses the event with
 ``unknown_customer`` / ``unknown_meter``; ``hold`` stores it (deduplicated, counted nothing) and
-counts it once the customer, subscription or meter is created. ``late_events``, for an event whose
-period is already invoiced: ``adjust`` (default) keeps it and bills the difference as an
-adjustment line on the next invoice; ``reject`` refuses it with ``late_event``. Events older than
-``max_past_seconds`` (default 35 days, at most 3650 days) or further ahead than
-``max_future_seconds`` (default 300, at most 7 days) are rejected. Admin and billing keys;
-every problem is reported at once, and every change is in the audit log (before and after).
+counts it once the customer, subscription or meter is created. Going back to ``reject`` refuses
+new unknown events only: the events already held stay stored (``GET /v1/events?status=held``)
+and are still counted when their customer, subscription or meter appears.
+
+``late_events``, for an event whose period is already invoiced: ``adjust`` (default) keeps it
+and bills the difference as an adjustment line on the next invoice; ``reject`` refuses it with
+``late_event``. Events older than ``max_past_seconds`` (default 35 days, at most 3650 days) or
+further ahead than ``max_future_seconds`` (default 300, at most 7 days) are rejected. Admin
+and billing keys; every problem is reported at once, and every change is in the audit log
+(before and after).
 """
 
 from __future__ import annotations

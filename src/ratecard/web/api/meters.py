@@ -1,10 +1,22 @@
-"""Meters: what usage is counted, and how (``/v1/meters``)."""
+"""Meters: what usage is counted, and how (``/v1/meters``).
+
+    POST  /v1/meters        {"code": "storage", "aggregation": "max", "value_field": "gb",
+                             "rounding": {"mode": "up", "precision": 0}}
+    PATCH /v1/meters/{id}   {"rounding": {"mode": "half_up", "precision": 2}} or
+                            {"rounding": null}
+
+``rounding`` (optional) rounds the period's quantity — the total and each group, each from its
+exact value — before pricing, with a named mode (``half_up``, ``half_even``, ``half_down``, ``up``,
+``down``, ``ceiling``, ``floor``) to ``precision`` decimal places (0 to 18). Raw events keep every
+digit: the usage API, invoice drafts, entitlements and alerts read the rounded quantity at once.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel
 
 from ratecard.adapters.db.models import MeterRow
@@ -13,7 +25,14 @@ from ratecard.services.common import paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
 from ratecard.web.deps import CatalogWriter, Reader
 
+MeterId = Annotated[str, Path(max_length=40)]
+
 router = APIRouter(prefix="/v1/meters", tags=["meters"])
+
+
+class MeterRoundingView(BaseModel):
+    mode: str
+    precision: int
 
 
 class Meter(BaseModel):
@@ -26,6 +45,7 @@ class Meter(BaseModel):
     reset: str
     snapshot: bool
     filters: dict[str, str]
+    rounding: MeterRoundingView | None
     livemode: bool
     created_at: datetime
 
@@ -40,6 +60,9 @@ class Meter(BaseModel):
             reset=row.reset,
             snapshot=row.snapshot,
             filters={str(k): str(v) for k, v in row.filters.items()},
+            rounding=None
+            if row.rounding_mode is None or row.rounding_precision is None
+            else MeterRoundingView(mode=row.rounding_mode, precision=row.rounding_precision),
             livemode=row.mode == "live",
             created_at=row.created_at,
         )
@@ -60,6 +83,14 @@ def list_meters(
 
 
 @router.get("/{meter_id}")
-def get_meter(meter_id: str, ctx: Reader) -> Meter:
+def get_meter(meter_id: MeterId, ctx: Reader) -> Meter:
     with ctx.uow() as uow:
         return Meter.of(uow.meters.get(meter_id))
+
+
+@router.patch("/{meter_id}")
+def update_meter(meter_id: MeterId, body: catalog.MeterUpdate, ctx: CatalogWriter) -> Meter:
+    """Rename the meter or change its rounding (``null`` removes it); read at once by usage,
+    drafts, entitlements and alerts, as raw events are never rounded."""
+    with ctx.uow() as uow:
+        return Meter.of(catalog.update_meter(uow, meter_id, body))

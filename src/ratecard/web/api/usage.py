@@ -9,8 +9,9 @@
 
 Usage numbers come from `services.metering.usage`, the reader billing uses, and each meter's
 ``amount`` is the invoice line it would produce now (rounded as the invoice rounds): the
-usage endpoint and the subscription's draft agree to the cent. Quantities and amounts are
-decimal strings.
+usage endpoint and the subscription's draft agree to the cent. A meter with rounding bills its
+rounded ``quantity``; ``unrounded_quantity`` shows the exact aggregate beside it. Quantities and
+amounts are decimal strings.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from ratecard.adapters.db.models import SubscriptionRow, UsageAlertRow, WebhookOutboxRow
-from ratecard.core.aggregation import MeterResult
+from ratecard.core.aggregation import MeterResult, MeterValue
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
-from ratecard.core.money import Money, currency
+from ratecard.core.money import Money, currency, to_decimal
 from ratecard.core.periods import Period
 from ratecard.services.common import Input, exists
 from ratecard.services.documents import ExactDecimal
@@ -49,12 +50,14 @@ def _decimal(value: Decimal | None) -> str | None:
 class GroupUsage(BaseModel):
     dimensions: dict[str, str | None]
     quantity: str
+    unrounded_quantity: str
 
 
 class MeterUsageView(BaseModel):
     charge_code: str
     meter: str
-    quantity: str
+    quantity: str  # what is billed: rounded as the meter says
+    unrounded_quantity: str  # the exact aggregate (the same when the meter does not round)
     events: int
     amount: str
     groups: list[GroupUsage]
@@ -80,10 +83,17 @@ def _groups(group_by: tuple[str, ...], result: MeterResult) -> list[GroupUsage]:
         return []
     return [
         GroupUsage(
-            dimensions=dict(zip(group_by, key, strict=True)), quantity=_decimal(v.value) or "0"
+            dimensions=dict(zip(group_by, key, strict=True)),
+            quantity=format(v.value, "f"),
+            unrounded_quantity=_unrounded(v),
         )
         for key, v in result.groups
     ]
+
+
+def _unrounded(value: MeterValue) -> str:
+    exact = value.exact if value.unrounded is None else value.unrounded
+    return format(to_decimal(exact), "f")
 
 
 def _meter(usage: MeterUsage, group_by: tuple[str, ...]) -> MeterUsageView:
@@ -91,6 +101,7 @@ def _meter(usage: MeterUsage, group_by: tuple[str, ...]) -> MeterUsageView:
         charge_code=usage.charge_code,
         meter=usage.meter_code,
         quantity=format(usage.quantity, "f"),
+        unrounded_quantity=_unrounded(usage.result.total),
         events=usage.result.total.event_count,
         amount=usage.line.amount.format(),
         groups=_groups(group_by, usage.result),
