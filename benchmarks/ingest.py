@@ -43,9 +43,13 @@ NOW = datetime(2024, 1, 20, tzinfo=UTC)
 
 
 def _events(total: int, seed: int = 1, rate: int = 50_000) -> list[dict[str, Any]]:
+    return list(_event_stream(total, seed, rate))
+
+
+def _event_stream(total: int, seed: int = 1, rate: int = 50_000) -> Iterator[dict[str, Any]]:
+    """The events of `_events`, one at a time (a sustained run need not hold them all)."""
     rng = random.Random(seed)
     sent: list[str] = []
-    out = []
     for i in range(total):
         if i % 10 == 9 and sent:
             event_id = rng.choice(sent)
@@ -55,7 +59,7 @@ def _events(total: int, seed: int = 1, rate: int = 50_000) -> list[dict[str, Any
         late = rng.randrange(5_000_000)
         at = NOW - timedelta(microseconds=(total - i) * 1_000_000 // rate + late)
         meter = "calls" if i % 2 else "tokens"
-        out.append(
+        yield (
             {
                 "id": event_id,
                 "type": meter,
@@ -64,7 +68,6 @@ def _events(total: int, seed: int = 1, rate: int = 50_000) -> list[dict[str, Any
                 "properties": {"tokens": rng.randrange(1, 5000), "model": rng.choice("abc")},
             }
         )
-    return out
 
 
 def _prepare(url: str, customers: int = 100) -> tuple[Any, TenantScope, FixedClock, list[str]]:

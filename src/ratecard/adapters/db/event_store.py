@@ -88,7 +88,7 @@ CREATE TEMP TABLE IF NOT EXISTS event_staging (
 """
 _MERGE = f"""
 INSERT INTO events (tenant_id, mode, {_COLUMNS})
-SELECT %s, %s, {_COLUMNS} FROM event_staging ORDER BY ord
+SELECT %s, %s, {_COLUMNS} FROM event_staging
 ON CONFLICT (tenant_id, mode, event_id) DO NOTHING
 RETURNING event_id, seq
 """

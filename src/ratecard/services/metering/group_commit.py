@@ -42,12 +42,15 @@ class _Job:
 class GroupCommitter:
     """One writer thread for the ingestion of one process (started on first use)."""
 
-    def __init__(self, ingestion: IngestionService, *, max_events: int = MAX_EVENTS) -> None:
+    def __init__(
+        self, ingestion: IngestionService, *, max_events: int = MAX_EVENTS, writers: int = 1
+    ) -> None:
         self._ingestion = ingestion
         self._max_events = max_events
+        self._writers = writers
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self.rounds = 0  # committed rounds, for tests and metrics
 
@@ -57,11 +60,13 @@ class GroupCommitter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="ratecard-group-commit", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._run, name=f"ratecard-writer-{n}", daemon=True)
+                    for n in range(self._writers)
+                ]
+                for thread in self._threads:
+                    thread.start()
             self._queue.put(job)
         return job.future
 
@@ -69,9 +74,10 @@ class GroupCommitter:
         """Store what is queued, then stop the thread."""
         with self._lock:
             self._closed = True
-            thread = self._thread
-            self._queue.put(None)
-        if thread is not None:
+            threads = self._threads
+            for _ in threads:
+                self._queue.put(None)
+        for thread in threads:
             thread.join()
 
     def _run(self) -> None:

@@ -48,5 +48,9 @@ class MeteringServices:
             UsageService(sessions, clock),
             entitlements,
             alerts,
-            GroupCommitter(ingestion),
+            # PostgreSQL takes concurrent writers (one commit waits on disk while the next
+            # round runs); SQLite has one write lock, so one writer.
+            GroupCommitter(
+                ingestion, writers=2 if sessions.kw["bind"].dialect.name == "postgresql" else 1
+            ),
         )
