@@ -43,9 +43,9 @@ END = NOW + timedelta(hours=1)  # the data runs past the period's end
 PERIOD = Period(datetime(2024, 1, 1, 0, 30, tzinfo=UTC), NOW + timedelta(minutes=17))
 _EVENT_COLUMNS = (
     "seq, tenant_id, mode, event_id, id_hash, meter_code, customer_ref, customer_id, "
-    "occurred_at, received_at, properties"
+    "occurred_at, occurred_hour, received_at, properties"
 )
-_EVENT_INDEX = "ix_events_tenant_id_mode_customer_id_meter_code_occurred_at"
+_EVENT_INDEX = "ix_events_tenant_id_mode_customer_id_meter_code_occurred_hour"
 _HASH_INDEX = "ix_events_id_hash"  # SQLite's dedup index (PostgreSQL keeps its unique one)
 
 
@@ -91,6 +91,7 @@ def _hours(
                     new.customer_ref,
                     new.customer_id,
                     text,
+                    event_store.hour_number(at),
                     text,
                     f'{{"model":"{props["model"]}","tokens":"{props["tokens"]}"}}',
                 )
@@ -157,7 +158,7 @@ def _seed(
                         copy.write_row(row)
             else:
                 cursor.execute("BEGIN")
-                marks = ", ".join("?" * 11)
+                marks = ", ".join("?" * 12)
                 cursor.executemany(
                     f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({marks})", events
                 )
@@ -172,7 +173,7 @@ def _seed(
             cursor.execute("BEGIN")
         cursor.execute(
             f"CREATE INDEX {_EVENT_INDEX} ON events "
-            "(tenant_id, mode, customer_id, meter_code, occurred_at)"
+            "(tenant_id, mode, customer_id, meter_code, occurred_hour)"
         )
         if not postgres:
             cursor.execute(f"CREATE INDEX {_HASH_INDEX} ON events (id_hash)")

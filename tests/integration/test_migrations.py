@@ -125,6 +125,14 @@ def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(f
     scope = TenantScope("ten_1", Mode.LIVE)
     with make_session_factory(engine)() as session:
         assert event_store.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
+        # 0008: the hour the time index is keyed on, filled in; reads find the event through it
+        at = datetime(2024, 1, 2, 3, tzinfo=UTC)
+        hour = session.scalar(sa.text("SELECT occurred_hour FROM events"))
+        assert hour == event_store.hour_number(at) == 473_379
+        found = event_store.read_events(
+            session, scope, "cus_1", "tokens", start_at=at, end_at=datetime(2024, 1, 3, tzinfo=UTC)
+        )
+        assert [(e.timestamp, seq) for e, seq in found] == [(at, 1)]
         rows = event_store.read_rollups(
             session,
             scope,
@@ -160,7 +168,7 @@ def test_0007_adds_meter_rounding_keeping_existing_meters_unrounded(fresh_databa
                 "'2024-01-01T00:00:00.000000+00:00')"
             )
         )
-    assert migrate(engine) == "0007"
+    assert migrate(engine, "0007") == "0007"
     with engine.begin() as connection:
         row = connection.execute(
             sa.text("SELECT rounding_mode, rounding_precision FROM meters WHERE id = 'mtr_1'")

@@ -363,7 +363,9 @@ class EventRow(TenantScoped, Base):
         # through a compact hash of the id (`event_store.id_hash`, migration 0005).
         UniqueConstraint("tenant_id", "mode", "event_id").ddl_if(dialect="postgresql"),
         Index("ix_events_id_hash", "id_hash").ddl_if(dialect="sqlite"),
-        Index(None, "tenant_id", "mode", "customer_id", "meter_code", "occurred_at"),
+        # Reads of a customer's events of one meter in a time range; keyed on the hour, so that
+        # within it entries follow arrival and live traffic appends (migration 0008).
+        Index(None, "tenant_id", "mode", "customer_id", "meter_code", "occurred_hour"),
     )
 
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
@@ -373,6 +375,7 @@ class EventRow(TenantScoped, Base):
     customer_ref: Mapped[str] = mapped_column(String(255))
     customer_id: Mapped[str | None] = mapped_column(ID)
     occurred_at: Mapped[datetime]
+    occurred_hour: Mapped[int] = mapped_column(Integer)  # `event_store.hour_number(occurred_at)`
     received_at: Mapped[datetime]
     properties: Mapped[dict[str, Any]]
 
