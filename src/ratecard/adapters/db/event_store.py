@@ -98,6 +98,28 @@ RETURNING event_id, seq
 """
 
 
+class Encoded(NamedTuple):
+    """An event's values as the store writes them, made before the writer needs them.
+
+    `encode` runs where the batch is validated (request threads), while the single writer is
+    busy with the previous commit: the writer's own work per event is what bounds ingestion.
+    """
+
+    occurred_text: str  # `UtcDateTime`'s stored text (PostgreSQL's COPY parses the same)
+    occurred_hour: int  # `hour_number`
+    hour_at: datetime  # the start of that hour, the rollup bucket
+    properties_json: str  # `dumps_text_map`
+
+
+def encode(occurred_at: datetime, properties: dict[str, str]) -> Encoded:
+    return Encoded(
+        sqlite_instant_text(occurred_at),
+        hour_number(occurred_at),
+        occurred_at.replace(minute=0, second=0, microsecond=0),
+        dumps_text_map(properties),
+    )
+
+
 class NewEvent(NamedTuple):
     event_id: str
     meter_code: str
@@ -106,6 +128,7 @@ class NewEvent(NamedTuple):
     occurred_at: datetime
     received_at: datetime
     properties: dict[str, str]
+    encoded: Encoded | None = None  # made ahead (`encode`), or here when None
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -142,6 +165,7 @@ def _insert_postgres(
                 received_text = received.get(e.received_at)
                 if received_text is None:
                     received_text = received[e.received_at] = sqlite_instant_text(e.received_at)
+                stored = e.encoded or encode(e.occurred_at, e.properties)
                 write(
                     (
                         ord_,
@@ -149,10 +173,10 @@ def _insert_postgres(
                         e.meter_code,
                         e.customer_ref,
                         e.customer_id,
-                        sqlite_instant_text(e.occurred_at),
-                        hour_number(e.occurred_at),
+                        stored.occurred_text,
+                        stored.occurred_hour,
                         received_text,
-                        dumps_text_map(e.properties),
+                        stored.properties_json,
                     )
                 )
         cursor.execute(_MERGE, (scope.tenant_id, scope.mode.value))
@@ -229,6 +253,7 @@ def _insert_sqlite(
             received_text = received.get(e.received_at)
             if received_text is None:
                 received_text = received[e.received_at] = sqlite_instant_text(e.received_at)
+            stored = e.encoded or encode(e.occurred_at, e.properties)
             rows.append(
                 (
                     seq,
@@ -239,10 +264,10 @@ def _insert_sqlite(
                     e.meter_code,
                     e.customer_ref,
                     e.customer_id,
-                    sqlite_instant_text(e.occurred_at),
-                    hour_number(e.occurred_at),
+                    stored.occurred_text,
+                    stored.occurred_hour,
                     received_text,
-                    dumps_text_map(e.properties),
+                    stored.properties_json,
                 )
             )
         if rows:

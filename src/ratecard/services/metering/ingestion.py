@@ -100,6 +100,8 @@ class IngestResult:
 Listener = Callable[[TenantScope, frozenset[tuple[str, str]]], None]
 #: Where an event's result goes: its batch's results and its index there.
 Slot = tuple[list[EventResult | None], int]
+#: A valid event, where its result goes, and its values as the store writes them.
+Valid = tuple[Slot, IncomingEvent, event_store.Encoded]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,7 @@ class Prepared:
 
     received_at: datetime
     results: list[EventResult | None]  # filled: rejected and in-batch repeats; None: to store
-    valid: list[tuple[Slot, IncomingEvent]]
+    valid: list[Valid]
 
 
 def _reject(
@@ -137,7 +139,7 @@ class IngestionService:
             )
         received_at = self._clock.now()
         results: list[EventResult | None] = [None] * len(items)
-        valid: list[tuple[Slot, IncomingEvent]] = []
+        valid: list[Valid] = []
         seen: set[str] = set()
         for index, raw in enumerate(items):
             if isinstance(raw, Problem):  # a format adapter could not map this item
@@ -158,7 +160,8 @@ class IngestionService:
                 results[index] = EventResult(index, event.event_id, EventStatus.DUPLICATE)
                 continue
             seen.add(event.event_id)
-            valid.append(((results, index), event))
+            encoded = event_store.encode(event.occurred_at, event.properties)
+            valid.append(((results, index), event, encoded))
         return Prepared(received_at, results, valid)
 
     def ingest(
@@ -175,16 +178,17 @@ class IngestionService:
 
         An id repeated across the batches is stored once: the first batch's event.
         """
-        valid: list[tuple[Slot, IncomingEvent]] = []
+        valid: list[Valid] = []
         seen: set[str] = set()
         for batch in batches:
-            for slot, event in batch.valid:
+            for item in batch.valid:
+                slot, event, _ = item
                 if event.event_id in seen:
                     results, index = slot
                     results[index] = EventResult(index, event.event_id, EventStatus.DUPLICATE)
                     continue
                 seen.add(event.event_id)
-                valid.append((slot, event))
+                valid.append(item)
         received_at = max((b.received_at for b in batches), default=self._clock.now())
         for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
             try:
@@ -208,7 +212,7 @@ class IngestionService:
         self,
         scope: TenantScope,
         actor: str,
-        valid: Sequence[tuple[Slot, IncomingEvent]],
+        valid: Sequence[Valid],
         received_at: datetime,
     ) -> list[tuple[event_store.NewEvent, int]]:
         """One transaction: admit, insert with dedup, roll up, commit; the events stored."""
@@ -253,20 +257,22 @@ class IngestionService:
         *,
         policy: MeteringPolicy,
         specs: Mapping[str, MeterSpec],
-        valid: Sequence[tuple[Slot, IncomingEvent]],
+        valid: Sequence[Valid],
         received_at: datetime,
     ) -> list[tuple[Slot, event_store.NewEvent]]:
         """Resolve customers and meters and apply the policy; the events to store."""
-        customers = _customers(session, scope, {e.customer_ref for _, e in valid if e.customer_ref})
+        customers = _customers(
+            session, scope, {e.customer_ref for _, e, _ in valid if e.customer_ref}
+        )
         by_subscription = _subscriptions(
-            session, scope, {e.subscription_ref for _, e in valid if e.subscription_ref}
+            session, scope, {e.subscription_ref for _, e, _ in valid if e.subscription_ref}
         )
         closed = _closed_until(
             session, scope, set(customers.values()) | set(by_subscription.values())
         )
         oldest, newest = received_at - policy.max_past, received_at + policy.max_future
         admitted: list[tuple[Slot, event_store.NewEvent]] = []
-        for slot, e in valid:
+        for slot, e, encoded in valid:
             results, index = slot
             eid = e.event_id
             if e.occurred_at < oldest:
@@ -321,6 +327,7 @@ class IngestionService:
                         e.occurred_at,
                         received_at,
                         e.properties,
+                        encoded,
                     ),
                 )
             )
@@ -363,7 +370,8 @@ def rollup_partials(
         if new.customer_id is None or new.meter_code not in meters:
             continue
         at = new.occurred_at
-        by_meter[new.meter_code].append(((new.customer_id, hour_of(at)), at, new.properties, seq))
+        hour_at = hour_of(at) if new.encoded is None else new.encoded.hour_at
+        by_meter[new.meter_code].append(((new.customer_id, hour_at), at, new.properties, seq))
     out = []
     for code, rows in by_meter.items():
         spec = meter_spec(meters[code])
