@@ -435,21 +435,12 @@ def _merge_rollups_sqlite(
     try:
         rows = []
         for key, fresh in merged.items():
-            customer_id, meter_code, hour_at, group = key
-            cursor.execute(
-                _ROLLUP_READ_ONE,
-                (
-                    scope.tenant_id,
-                    scope.mode.value,
-                    customer_id,
-                    meter_code,
-                    instant(hour_at),
-                    group_text(group),
-                ),
-            )
+            row = _rollup_row(scope, key, fresh, instant)
+            cursor.execute(_ROLLUP_READ_ONE, row[:6])  # the key's columns
             stored = cursor.fetchone()
-            partial = fresh if stored is None else _stored_partial(stored).merge(fresh)
-            rows.append(_rollup_row(scope, key, partial, instant))
+            if stored is not None:
+                row = _rollup_row(scope, key, _stored_partial(stored).merge(fresh), instant)
+            rows.append(row)
         cursor.executemany(
             f"INSERT OR REPLACE INTO usage_rollups ({_ROLLUP_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -538,71 +529,83 @@ def merged_rollups(
     from_hour: datetime | None,
     to_hour: datetime,
 ) -> dict[GroupKey, Partial]:
-    """`read_rollups` merged per group (`merge_groups`), read and folded without ORM rows.
+    """`read_rollups` merged per group (`merge_groups`), aggregated by the database.
 
-    The usage hot path: one indexed range read through the DBAPI cursor, values converted only
-    where they decide something (text instants compare in time order on SQLite, so only the
-    latest one is parsed).
+    The usage hot path: one indexed range read that returns one row per group. PostgreSQL
+    merges in SQL (NUMERIC sums are exact). SQLite sums the counts and picks the latest row in
+    SQL (text instants compare in time order), and hands the decimal texts over joined, to be
+    added exactly here.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
     mark = "%s" if postgres else "?"
-    sql = (
-        "SELECT group_key, event_count, value_count, value_sum, value_min, value_max, "
-        "latest_value, latest_at, latest_seq FROM usage_rollups "
+    where = (
         f"WHERE tenant_id = {mark} AND mode = {mark} AND customer_id = {mark} "
         f"AND meter_code = {mark} AND hour_at < {mark}"
     )
     upper = to_hour if postgres else sqlite_instant_text(to_hour)
     params: list[Any] = [scope.tenant_id, scope.mode.value, customer_id, meter_code, upper]
     if from_hour is not None:
-        sql += f" AND hour_at >= {mark}"
+        where += f" AND hour_at >= {mark}"
         params.append(from_hour if postgres else sqlite_instant_text(from_hour))
-    number: Any = (lambda v: v) if postgres else Decimal
-    add = EXACT_SUM.add
-    # [event_count, value_count, value_sum, value_min, value_max, latest_value, at, seq]
-    acc: dict[str, list[Any]] = {}
     dbapi: Any = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
-        cursor.execute(sql, params)
+        cursor.execute((_MERGED_POSTGRES if postgres else _MERGED_SQLITE).format(where), params)
         rows = cursor.fetchall()
     finally:
         cursor.close()
-    for key, events, values, total, low, high, latest, at, seq in rows:
-        cell = acc.get(key)
-        if cell is None:
-            acc[key] = [
-                int(events),
-                int(values),
-                number(total),
-                None if low is None else number(low),
-                None if high is None else number(high),
-                latest,
-                at,
-                int(seq),
-            ]
-            continue
-        cell[0] += events
-        cell[1] += values
-        cell[2] = add(cell[2], number(total))
-        if low is not None:
-            least = number(low)
-            if cell[3] is None or least < cell[3]:
-                cell[3] = least
-        if high is not None:
-            most = number(high)
-            if cell[4] is None or most > cell[4]:
-                cell[4] = most
-        if at is not None and (cell[6] is None or (at, seq) > (cell[6], cell[7])):
-            cell[5], cell[6], cell[7] = latest, at, int(seq)
-    out: dict[GroupKey, Partial] = {}
-    for key, cell in acc.items():
-        if cell[5] is not None:
-            cell[5] = number(cell[5])
-        if isinstance(cell[6], str):
-            cell[6] = datetime.fromisoformat(cell[6])
-        out[tuple(json.loads(key))] = Partial(*cell)
-    return out
+    merged = _postgres_merged if postgres else _sqlite_merged
+    return {tuple(json.loads(row[0])): merged(row) for row in rows}
+
+
+def _postgres_merged(row: Sequence[Any]) -> Partial:
+    _, events, values, total, low, high, latest, at, seq = row
+    return Partial(int(events), int(values), total, low, high, latest, at, int(seq or 0))
+
+
+def _sqlite_merged(row: Sequence[Any]) -> Partial:
+    _, events, values, totals, lows, highs, latest, at, seq, _newest = row
+    return Partial(
+        int(events),
+        int(values),
+        _sum_of(totals),
+        _least(lows),
+        _most(highs),
+        None if latest is None else Decimal(latest),
+        None if at is None else datetime.fromisoformat(at),
+        int(seq or 0),
+    )
+
+
+_NEWEST_FIRST = "ORDER BY latest_at DESC NULLS LAST, latest_seq DESC"
+_MERGED_POSTGRES = (
+    "SELECT group_key, sum(event_count), sum(value_count), sum(value_sum), min(value_min), "
+    f"max(value_max), (array_agg(latest_value {_NEWEST_FIRST}))[1], max(latest_at), "
+    f"(array_agg(latest_seq {_NEWEST_FIRST}))[1] FROM usage_rollups {{}} GROUP BY group_key"
+)
+# The bare columns of an aggregate query with a single max() come from the row that has the
+# maximum (SQLite documents this): here, the row with the latest (latest_at, latest_seq).
+_MERGED_SQLITE = (
+    "SELECT group_key, sum(event_count), sum(value_count), group_concat(value_sum, ' '), "
+    "group_concat(value_min, ' '), group_concat(value_max, ' '), latest_value, latest_at, "
+    "latest_seq, max(latest_at || printf(' %020d', latest_seq)) "
+    "FROM usage_rollups {} GROUP BY group_key"
+)
+
+
+def _sum_of(texts: str) -> Decimal:
+    add, total = EXACT_SUM.add, Decimal(0)
+    for text in texts.split(" "):
+        total = add(total, Decimal(text))
+    return total
+
+
+def _least(texts: str | None) -> Decimal | None:
+    return None if texts is None else min(Decimal(t) for t in texts.split(" "))
+
+
+def _most(texts: str | None) -> Decimal | None:
+    return None if texts is None else max(Decimal(t) for t in texts.split(" "))
 
 
 def delete_rollups(

@@ -4,9 +4,11 @@
     >>> result = await asyncio.wrap_future(committer.submit(scope, actor, prepared))
 
 Every commit costs a WAL sync and rewrites each index page it touched; random event ids touch
-pages all over the dedup index. One writer thread takes every batch that is waiting when it is
+pages all over the dedup index. A writer thread takes every batch that is waiting when it is
 free (up to `max_events`), stores them per scope with `IngestionService.store` (one
 transaction, one commit, the pages shared by all the events in it), then answers each batch.
+SQLite gets one writer (it has one write lock); PostgreSQL two, so that one round's commit
+waits on the disk while the next round runs (a third made rounds smaller and slower).
 Under load the rounds grow by themselves: the longer a commit takes, the more batches the next
 round carries. Nobody waits for a timer.
 
@@ -40,7 +42,7 @@ class _Job:
 
 
 class GroupCommitter:
-    """One writer thread for the ingestion of one process (started on first use)."""
+    """The writer threads for the ingestion of one process (started on first use)."""
 
     def __init__(
         self, ingestion: IngestionService, *, max_events: int = MAX_EVENTS, writers: int = 1

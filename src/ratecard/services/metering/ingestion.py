@@ -1,4 +1,4 @@
-"""Ingesting a batch of events: a result per event, one transaction, one commit.
+"""Ingesting batches of events: a result per event, one transaction and one commit per round.
 
     >>> service = IngestionService(sessions, clock)                         # doctest: +SKIP
     >>> result = service.ingest(scope, parse_batch(body))                   # doctest: +SKIP
@@ -6,16 +6,19 @@
     [('accepted', None), ('duplicate', None), ('rejected', 'unknown_meter')]
 
 What happens to a batch (at most 10,000 events):
-1. each event is validated on its own (`core.events.parse_event`); a repeat of an id within the
-   batch is a duplicate; timestamps outside the tenant's past/future limits are rejected;
-2. in one transaction: customers (by external id, or through a subscription id) and meters (by
-   code) are resolved; unknown ones are rejected or held per tenant policy; an event for a period
+1. `prepare`: each event is validated on its own (`core.events.parse_event`) and its stored
+   forms are made (`event_store.encode`); a repeat of an id within the batch is a duplicate.
+   Pure CPU, in the caller's thread;
+2. `store`, for one batch or a round of them (`group_commit`; an id repeated across the round
+   counts once, for the first batch), in one transaction: the tenant's past/future limits are
+   applied; customers (by external id, or through a subscription id) and meters (by code) are
+   resolved; unknown ones are rejected or held per tenant policy; an event for a period
    already invoiced is late, and kept (billed as an adjustment) or rejected per policy;
 3. the events are written with the store's dedup (`adapters.db.event_store`); the ids the store
    already held are duplicates, counted nothing;
-4. the new events' hourly rollup partials are appended in the same transaction, so rollups and
-   raw events never disagree; then one commit. The results are returned only after it, so an
-   accepted event is durably stored;
+4. the new events' hourly rollup partials are merged into the rollups in the same
+   transaction, so rollups and raw events never disagree; then one commit. The results are
+   returned only after it, so an accepted event is durably stored;
 5. after the commit, listeners (alerts, the entitlement cache) hear which (customer, meter) pairs
    changed.
 """

@@ -1,0 +1,168 @@
+"""Group commit, WAL checkpoints off the commit path, and readers without the write lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from ratecard.adapters.db import event_store
+from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
+from ratecard.adapters.db.models import CustomerRow
+from ratecard.adapters.db.scope import TenantScope
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.events import IncomingEvent
+from ratecard.services.metering.group_commit import GroupCommitter
+from ratecard.services.metering.ingestion import IngestionService, IngestResult, Slot
+from tests.integration.metering_setup import event, setup
+
+
+class Gate:
+    """Holds the writer inside its first round (a listener runs after the round's commit)
+    until the test has queued what the next round should carry."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, _scope: TenantScope, _touched: frozenset[tuple[str, str]]) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(30), "the test never released the writer"
+
+
+def _statuses(future: Future[IngestResult]) -> list[str]:
+    return [str(r.status) for r in future.result(30).results]
+
+
+def test_waiting_batches_share_one_commit_and_a_repeated_id_counts_once(sessions):
+    m = setup(sessions)
+    gate = Gate()
+    m.ingestion.listeners.append(gate)
+    committer = GroupCommitter(m.ingestion)
+    try:
+        first = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
+        assert gate.entered.wait(30)
+        # queued while the writer is busy: both go into the next round, in this order
+        second = committer.submit(m.scope, "test", m.ingestion.prepare([event("b"), event("c")]))
+        third = committer.submit(m.scope, "test", m.ingestion.prepare([event("c"), event("a")]))
+        gate.release.set()
+        assert _statuses(first) == ["accepted"]
+        assert _statuses(second) == ["accepted", "accepted"]
+        assert _statuses(third) == ["duplicate", "duplicate"]  # c: the second batch's; a: stored
+        assert committer.rounds == 2
+    finally:
+        committer.close()
+    with sessions() as session:
+        stored = event_store.existing_ids(session, m.scope, ["evt_a", "evt_b", "evt_c", "evt_d"])
+    assert stored == {"evt_a", "evt_b", "evt_c"}
+
+
+class Failing(IngestionService):
+    """Fails any transaction that holds the event ``evt_boom``."""
+
+    def _store(
+        self,
+        scope: TenantScope,
+        actor: str,
+        valid: Sequence[tuple[Slot, IncomingEvent, event_store.Encoded]],
+        received_at: datetime,
+    ) -> list[tuple[event_store.NewEvent, int]]:
+        if any(e.event_id == "evt_boom" for _, e, _ in valid):
+            raise RuntimeError("boom")
+        return super()._store(scope, actor, valid, received_at)
+
+
+def test_a_failing_batch_fails_alone_and_its_round_mates_are_stored(sessions):
+    m = setup(sessions)
+    ingestion = Failing(m.sessions, m.clock)
+    gate = Gate()
+    ingestion.listeners.append(gate)
+    committer = GroupCommitter(ingestion)
+    try:
+        first = committer.submit(m.scope, "test", ingestion.prepare([event(1)]))
+        assert gate.entered.wait(30)
+        bad = committer.submit(m.scope, "test", ingestion.prepare([event(2), event("boom")]))
+        good = committer.submit(m.scope, "test", ingestion.prepare([event(3), event(2)]))
+        gate.release.set()
+        assert _statuses(first) == ["accepted"]
+        with pytest.raises(RuntimeError, match="boom"):
+            bad.result(30)
+        # stored alone: evt_2 is new to the store (the failed batch wrote nothing)
+        assert _statuses(good) == ["accepted", "accepted"]
+    finally:
+        committer.close()
+
+
+def test_close_stores_what_is_queued_and_refuses_more(sessions):
+    m = setup(sessions)
+    committer = GroupCommitter(m.ingestion)
+    futures = [committer.submit(m.scope, "test", m.ingestion.prepare([event(i)])) for i in range(5)]
+    committer.close()
+    assert [_statuses(f) for f in futures] == [["accepted"]] * 5
+    with pytest.raises(RuntimeError, match="closed"):
+        committer.submit(m.scope, "test", m.ingestion.prepare([event(9)]))
+
+
+def _autocheckpoint(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one())
+
+
+def test_the_checkpointer_takes_wal_checkpoints_off_the_commit_path(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE t (v TEXT)")
+        assert _autocheckpoint(engine) == 10_000  # commits checkpoint themselves
+        checkpointer = Checkpointer(engine)
+        checkpointer.start()
+        try:
+            assert _autocheckpoint(engine) == 0  # new connections leave it to the thread
+            with engine.begin() as connection:
+                connection.exec_driver_sql("INSERT INTO t VALUES ('x')")
+            busy, frames, copied = checkpointer.checkpoint()
+            assert busy == 0 and frames == copied  # everything copied back
+        finally:
+            checkpointer.stop()
+        assert _autocheckpoint(engine) == 10_000
+        assert checkpointer.runs >= 2  # ours, and the last one at stop
+    finally:
+        engine.dispose()
+
+
+def test_the_checkpointer_has_nothing_to_do_on_postgresql_or_in_memory(database):
+    engines = [make_engine("sqlite://")]
+    if database.kind == "postgres":
+        engines.append(database.engine)
+    for engine in engines:
+        checkpointer = Checkpointer(engine)
+        checkpointer.start()
+        checkpointer.stop()
+        assert checkpointer.runs == 0
+
+
+def test_readers_do_not_wait_for_the_write_lock(sessions, database):
+    """A read-only unit of work reads while another transaction holds SQLite's write lock (a
+    writing one would wait for it); it cannot commit."""
+    m = setup(sessions)
+    holder = database.engine.connect()
+    try:
+        holder.begin()  # BEGIN IMMEDIATE on SQLite: the write lock, held
+        holder.exec_driver_sql("SELECT 1")
+        with UnitOfWork(
+            make_session_factory(database.engine), m.scope, actor="t", clock=m.clock, read_only=True
+        ) as reader:
+            found = reader.session.scalar(
+                sa.select(CustomerRow.external_id).where(CustomerRow.id == m.customer_id)
+            )
+            assert found == "acme"
+            with pytest.raises(AssertionError, match="does not commit"):
+                reader.commit()
+    finally:
+        holder.rollback()
+        holder.close()
