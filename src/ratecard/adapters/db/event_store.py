@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.models import EventRow, UsageRollupRow
 from ratecard.adapters.db.scope import TenantScope
-from ratecard.adapters.db.types import dumps_text_map, sqlite_instant_text
+from ratecard.adapters.db.types import dumps_text_map, loads, sqlite_instant_text
 from ratecard.core.aggregation import Event, GroupKey
 from ratecard.core.rollups import EXACT_SUM, Partial
 
@@ -325,23 +325,54 @@ def read_events(
     """A customer's events of one meter in ``[start_at, end_at)`` in (time, arrival) order.
 
     ``received_by`` keeps only events received at or before that instant (usage as of then).
+    On the usage hot path (a period's edges): one range read of the hour-keyed index through
+    the DBAPI cursor, properties parsed by `types.loads` (decimals, never floats).
     """
-    statement = select(EventRow.occurred_at, EventRow.properties, EventRow.seq).where(
-        EventRow.tenant_id == scope.tenant_id,
-        EventRow.mode == scope.mode,
-        EventRow.customer_id == customer_id,
-        EventRow.meter_code == meter_code,
-        EventRow.occurred_hour <= hour_number(end_at),  # the index's range
-        EventRow.occurred_at < end_at,
+    postgres = session.get_bind().dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+
+    def bound(at: datetime) -> Any:
+        return at if postgres else sqlite_instant_text(at)
+
+    sql = (
+        f"SELECT occurred_at, {'properties::text' if postgres else 'properties'}, seq "
+        f"FROM events WHERE tenant_id = {mark} AND mode = {mark} AND customer_id = {mark} "
+        f"AND meter_code = {mark} AND occurred_hour <= {mark} AND occurred_at < {mark}"
     )
+    params: list[Any] = [
+        scope.tenant_id,
+        scope.mode.value,
+        customer_id,
+        meter_code,
+        hour_number(end_at),  # the index's range
+        bound(end_at),
+    ]
     if start_at is not None:
-        statement = statement.where(
-            EventRow.occurred_hour >= hour_number(start_at), EventRow.occurred_at >= start_at
-        )
+        sql += f" AND occurred_hour >= {mark} AND occurred_at >= {mark}"
+        params += [hour_number(start_at), bound(start_at)]
     if received_by is not None:
-        statement = statement.where(EventRow.received_at <= received_by)
-    statement = statement.order_by(EventRow.occurred_at, EventRow.seq)
-    return [(Event(at, props), seq) for at, props, seq in session.execute(statement)]
+        sql += f" AND received_at <= {mark}"
+        params.append(bound(received_by))
+    sql += " ORDER BY occurred_at, seq"
+    dbapi: Any = session.connection().connection.dbapi_connection
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    return [
+        (
+            Event(_utc(at) if postgres else datetime.fromisoformat(at), loads(properties)),
+            int(seq),
+        )
+        for at, properties, seq in rows
+    ]
+
+
+def _utc(at: datetime) -> datetime:
+    """psycopg gives instants in the session's time zone; the core wants `UTC` itself."""
+    return at if at.tzinfo is UTC else at.astimezone(UTC)
 
 
 def group_text(key: GroupKey) -> str:

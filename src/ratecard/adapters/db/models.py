@@ -381,6 +381,16 @@ class EventRow(TenantScoped, Base):
 
 
 ROLLUP_KEY = ("tenant_id", "mode", "customer_id", "meter_code", "hour_at", "group_key")
+ROLLUP_VALUES = (
+    "event_count",
+    "value_count",
+    "value_sum",
+    "value_min",
+    "value_max",
+    "latest_value",
+    "latest_at",
+    "latest_seq",
+)
 
 
 class UsageRollupRow(TenantScoped, Base):
@@ -392,7 +402,15 @@ class UsageRollupRow(TenantScoped, Base):
     """
 
     __tablename__ = "usage_rollups"
-    __table_args__ = (PrimaryKeyConstraint(*ROLLUP_KEY), {"sqlite_with_rowid": False})
+    __table_args__ = (
+        PrimaryKeyConstraint(*ROLLUP_KEY),
+        # PostgreSQL keeps rows in a heap: a covering index lets a usage query read one
+        # customer's hours from the index alone instead of a heap page per hour (0009).
+        Index(
+            "ix_usage_rollups_covering", *ROLLUP_KEY, postgresql_include=list(ROLLUP_VALUES)
+        ).ddl_if(dialect="postgresql"),
+        {"sqlite_with_rowid": False},
+    )
 
     customer_id: Mapped[str] = mapped_column(ID)
     meter_code: Mapped[str] = mapped_column(CODE)
