@@ -130,16 +130,22 @@ class UsageReader:
         full_to = hour_of(end)
         if full_from is not None and full_from >= full_to:
             return partials(spec, self._raw(customer_id, code, lower, end))
-        parts: list[dict[GroupKey, Partial]] = []
+        edges: list[tuple[datetime, datetime]] = []
         if lower is not None and full_from is not None and lower < full_from:
-            parts.append(partials(spec, self._raw(customer_id, code, lower, full_from)))
+            edges.append((lower, full_from))
+        if full_to < end:
+            edges.append((full_to, end))
+        parts = [
+            partials(spec, events)
+            for events in event_store.read_event_spans(
+                self.session, self.scope, customer_id, code, edges
+            )
+        ]
         parts.append(
             event_store.merged_rollups(
                 self.session, self.scope, customer_id, code, from_hour=full_from, to_hour=full_to
             )
         )
-        if full_to < end:
-            parts.append(partials(spec, self._raw(customer_id, code, full_to, end)))
         return merge_groups(parts)
 
     def event_values(
