@@ -15,9 +15,11 @@ from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_
 from ratecard.adapters.db.models import CustomerRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.errors import ErrorCode
 from ratecard.core.events import IncomingEvent
-from ratecard.services.metering.group_commit import GroupCommitter
+from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy
 from ratecard.services.metering.ingestion import IngestionService, IngestResult, Slot
+from ratecard.web.problems import error_response
 from tests.integration.metering_setup import event, setup
 
 
@@ -166,3 +168,39 @@ def test_readers_do_not_wait_for_the_write_lock(sessions, database):
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_a_full_queue_refuses_a_batch_until_the_writer_catches_up(sessions):
+    """Back-pressure: beyond `max_queued` waiting events a batch is refused whole (the API
+    answers 503 with Retry-After), and taken again once the writer has caught up."""
+    m = setup(sessions)
+    gate = Gate()
+    m.ingestion.listeners.append(gate)
+    committer = GroupCommitter(m.ingestion, max_queued=3)
+    try:
+        first = committer.submit(m.scope, "test", m.ingestion.prepare([event(1)]))
+        assert gate.entered.wait(30)  # the writer holds round 1; nothing is queued
+        waiting = committer.submit(m.scope, "test", m.ingestion.prepare([event(2), event(3)]))
+        with pytest.raises(IngestionBusy) as refused:
+            committer.submit(m.scope, "test", m.ingestion.prepare([event(4), event(5)]))
+        assert refused.value.code is ErrorCode.INGESTION_BUSY
+        assert "2 events waiting" in refused.value.message
+        gate.release.set()
+        assert _statuses(first) == ["accepted"]
+        assert _statuses(waiting) == ["accepted", "accepted"]
+        again = committer.submit(m.scope, "test", m.ingestion.prepare([event(4), event(5)]))
+        assert _statuses(again) == ["accepted", "accepted"]
+    finally:
+        committer.close()
+    with sessions() as session:
+        assert event_store.existing_ids(session, m.scope, [f"evt_{i}" for i in range(1, 6)]) == {
+            f"evt_{i}" for i in range(1, 6)
+        }
+
+
+def test_a_refused_batch_is_a_503_problem_with_retry_after():
+    response = error_response(IngestionBusy(200_000), request_id="req_1")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.media_type == "application/problem+json"
+    assert b'"code":"ingestion_busy"' in bytes(response.body).replace(b" ", b"")

@@ -78,6 +78,7 @@ class ErrorCode(StrEnum):
     LATE_EVENT = "late_event"
     ENTITLEMENT_STORE_UNAVAILABLE = "entitlement_store_unavailable"
     EVENT_BUFFER_UNAVAILABLE = "event_buffer_unavailable"
+    INGESTION_BUSY = "ingestion_busy"  # the writer's queue is full: retry after a moment
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ _STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.MALFORMED_BODY: 400,
     ErrorCode.EVENT_BUFFER_UNAVAILABLE: 503,
+    ErrorCode.INGESTION_BUSY: 503,
 }
 
 _STATUS_BY_CLASS: tuple[tuple[type[RatecardError], int], ...] = (
@@ -129,7 +130,7 @@ def problem_response(
 
 def error_response(error: RatecardError, request_id: str | None = None) -> JSONResponse:
     headers = {}
-    if error.code is ErrorCode.RATE_LIMITED:
+    if error.code in (ErrorCode.RATE_LIMITED, ErrorCode.INGESTION_BUSY):
         headers["Retry-After"] = "1"
     return problem_response(
         status_of(error),

@@ -14,6 +14,11 @@ round carries. Nobody waits for a timer.
 
 A batch is answered only after its round committed, so an answer still means "durably stored".
 A round that fails is retried one batch at a time, so one batch's failure is its own.
+
+Back-pressure: when more than `max_queued` events wait for the writer, `submit` refuses the
+batch with `IngestionBusy` (the API answers 503 with ``Retry-After``) instead of letting the
+queue, and the memory it holds, grow without bound; nothing of a refused batch is stored, so
+sending it again is exact.
 """
 
 from __future__ import annotations
@@ -26,11 +31,23 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from ratecard.adapters.db.scope import TenantScope
+from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 20_000  # per round: a bound on one transaction's size and on the wait behind it
+MAX_QUEUED = 200_000  # events waiting for the writer: a few seconds of work at full rate
+
+
+class IngestionBusy(RatecardError):
+    """The writer's queue is full; the batch was not taken (retry it)."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(
+            f"ingestion is busy ({queued:,} events waiting to be stored): retry in a moment",
+            code=ErrorCode.INGESTION_BUSY,
+        )
 
 
 @dataclass(slots=True)
@@ -45,10 +62,17 @@ class GroupCommitter:
     """The writer threads for the ingestion of one process (started on first use)."""
 
     def __init__(
-        self, ingestion: IngestionService, *, max_events: int = MAX_EVENTS, writers: int = 1
+        self,
+        ingestion: IngestionService,
+        *,
+        max_events: int = MAX_EVENTS,
+        writers: int = 1,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self._ingestion = ingestion
         self._max_events = max_events
+        self._max_queued = max_queued
+        self._queued = 0  # events submitted and not yet taken into a round
         self._writers = writers
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -62,6 +86,9 @@ class GroupCommitter:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
+            if self._queued and self._queued + len(batch.valid) > self._max_queued:
+                raise IngestionBusy(self._queued)
+            self._queued += len(batch.valid)
             if not self._threads:
                 self._threads = [
                     threading.Thread(target=self._run, name=f"ratecard-writer-{n}", daemon=True)
@@ -100,6 +127,8 @@ class GroupCommitter:
                     break
                 round_.append(job)
                 size += len(job.batch.valid)
+            with self._lock:
+                self._queued -= size
             self._store_round(round_)
 
     def _store_round(self, jobs: Sequence[_Job]) -> None:

@@ -270,7 +270,9 @@ def _respond(result: IngestResult, names: Mapping[str, str], response: Response)
 
 
 async def _ingest(ctx: Ctx, items: Sequence[Any], response: Response) -> IngestResult:
-    """Store the batch (a worker thread: the store call blocks); returns after the commit.
+    """Validate the batch in a worker thread, hand it to the group committer, and return after
+    the commit that stored it (a 503 ``ingestion_busy`` problem, with Retry-After, when the
+    writer's queue is full: nothing of the batch is stored).
 
     With the buffer on: publish it, 202, returns after JetStream's PubAck."""
     buffer = ctx.wiring.buffer
