@@ -204,3 +204,29 @@ def test_a_refused_batch_is_a_503_problem_with_retry_after():
     assert response.headers["Retry-After"] == "1"
     assert response.media_type == "application/problem+json"
     assert b'"code":"ingestion_busy"' in bytes(response.body).replace(b" ", b"")
+
+
+class Broken(IngestionService):
+    """A store that answers nothing on its first call (a bug), then works."""
+
+    calls = 0
+
+    def store(self, scope, batches, *, actor="ingest"):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == 1:
+            return []
+        return super().store(scope, batches, actor=actor)
+
+
+def test_a_bug_in_a_round_fails_its_batches_and_the_writer_goes_on(sessions):
+    m = setup(sessions)
+    ingestion = Broken(m.sessions, m.clock)
+    committer = GroupCommitter(ingestion)
+    try:
+        broken = committer.submit(m.scope, "test", ingestion.prepare([event(1)]))
+        with pytest.raises(ValueError):
+            broken.result(30)
+        after = committer.submit(m.scope, "test", ingestion.prepare([event(2)]))
+        assert _statuses(after) == ["accepted"]
+    finally:
+        committer.close()

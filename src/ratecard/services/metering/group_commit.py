@@ -100,7 +100,7 @@ class GroupCommitter:
         return job.future
 
     def close(self) -> None:
-        """Store what is queued, then stop the thread."""
+        """Store what is queued, then stop the writers."""
         with self._lock:
             self._closed = True
             threads = self._threads
@@ -129,7 +129,13 @@ class GroupCommitter:
                 size += len(job.batch.valid)
             with self._lock:
                 self._queued -= size
-            self._store_round(round_)
+            try:
+                self._store_round(round_)
+            except Exception as exc:  # a bug here must not stop the writer and hang every caller
+                log.exception("a group commit round failed")
+                for job in round_:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
 
     def _store_round(self, jobs: Sequence[_Job]) -> None:
         by_scope: dict[tuple[TenantScope, str], list[_Job]] = {}
