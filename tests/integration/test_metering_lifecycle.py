@@ -180,3 +180,41 @@ def test_purge_never_forgets_an_event_that_could_be_accepted_again(sessions):
     assert info.value.problems[0].field == "received_before"
     # Still kept, so a re-send is still a duplicate.
     assert m.ingest(event(1)) == ["duplicate"]
+
+
+def test_a_held_event_released_after_its_period_was_invoiced_is_billed_as_an_adjustment(
+    sessions,
+):
+    """Held events are not on the invoice of their period if that closes first; counted from
+    their release, they are late usage then, and never lost."""
+    m = setup(sessions)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        save_policy(work.session, m.scope, MeteringPolicy(unknown_meter=Unknown.HOLD))
+        payments = work.meters.get_by_code("payments")
+        work.session.delete(payments)  # the meter is unknown when the event arrives
+        work.commit()
+    held = event("held", meter="payments", at=PERIOD_START + timedelta(days=9), amount="100")
+    assert m.ingest(held) == ["held"]
+    _close_january(m)  # January's invoice does not see the held event
+    m.clock.advance(timedelta(hours=1))
+    with uow(m.sessions, m.scope, m.clock) as work:
+        work.meters.add(
+            MeterRow(
+                code="payments",
+                name="payments",
+                aggregation="sum",
+                value_field="amount",
+                group_by=[],
+                created_at=m.clock.now(),
+            )
+        )
+        work.session.flush()
+        assert release_held(work) == 1
+        work.commit()
+    m.clock.advance(timedelta(days=1))
+    with uow(m.sessions, m.scope, m.clock) as work:
+        plan = plan_of(work.session, m.scope, work.subscriptions.get(m.subscription_id))
+        lines = late_adjustments(work, m.customer_id, plan, at=m.clock.now())
+        work.commit()
+    # 1.5 % of 100 plus 0.10 for the event
+    assert [(line.charge_code, line.amount.format()) for line in lines] == [("payments", "1.60")]

@@ -324,7 +324,8 @@ def read_events(
 ) -> list[tuple[Event, int]]:
     """A customer's events of one meter in ``[start_at, end_at)`` in (time, arrival) order.
 
-    ``received_by`` keeps only events received at or before that instant (usage as of then).
+    ``received_by`` keeps only events counted at or before that instant (usage as of then): an
+    event counts from its receipt, or from its release if it was held (``counted_at``).
     On the usage hot path (a period's edges): one range read of the hour-keyed index through
     the DBAPI cursor, properties parsed by `types.loads` (decimals, never floats).
     """
@@ -351,7 +352,7 @@ def read_events(
         sql += f" AND occurred_hour >= {mark} AND occurred_at >= {mark}"
         params += [hour_number(start_at), bound(start_at)]
     if received_by is not None:
-        sql += f" AND received_at <= {mark}"
+        sql += f" AND coalesce(counted_at, received_at) <= {mark}"
         params.append(bound(received_by))
     sql += " ORDER BY occurred_at, seq"
     dbapi: Any = session.connection().connection.dbapi_connection

@@ -377,6 +377,9 @@ class EventRow(TenantScoped, Base):
     occurred_at: Mapped[datetime]
     occurred_hour: Mapped[int] = mapped_column(Integer)  # `event_store.hour_number(occurred_at)`
     received_at: Mapped[datetime]
+    # A held event counts from its release, not its receipt: an invoice closed in between did
+    # not bill it, so it is late usage (an adjustment) then. NULL: counted since received_at.
+    counted_at: Mapped[datetime | None]
     properties: Mapped[dict[str, Any]]
 
 

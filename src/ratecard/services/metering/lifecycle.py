@@ -203,12 +203,15 @@ def release_held(uow: UnitOfWork) -> int:
     if not found:
         return 0
     released = []
+    now = uow.clock.now()
     for seq in sorted(found):  # arrival order
         row, customer_id = found[seq]
+        # counted from now: if its period was invoiced meanwhile, it is late usage (billed as
+        # an adjustment, whatever the late-event policy: it was accepted before the closing)
         session.execute(
             update(EventRow)
             .where(EventRow.seq == seq, EventRow.tenant_id == scope.tenant_id)
-            .values(customer_id=customer_id)
+            .values(customer_id=customer_id, counted_at=now)
         )
         released.append(
             (
