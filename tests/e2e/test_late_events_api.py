@@ -9,8 +9,8 @@ an adjustment line for it; with ``late_events: reject`` it is refused with ``lat
 
 Not reachable over HTTP (so called below HTTP here, as `services.metering.lifecycle` is used by
 billing): finalizing an invoice, which closes its usage period (`close_usage`), and the next
-invoice's adjustment lines (`late_adjustments`). The drafts endpoint rates the timeline without
-closures, so it neither shows adjustment lines nor freezes a closed period's usage.
+invoice's adjustment lines (`late_adjustments`). The drafts endpoint shows a closed period's
+usage as it was billed (as of the closing); it does not show pending adjustment lines.
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def test_grace_period_updates_the_draft_then_late_events_adjust_or_are_refused(a
     assert late["status"] == "accepted"
     stored = api.get("/v1/events/l1", tenant)
     assert (stored["status"], stored["received_at"]) == ("accepted", "2024-02-01T04:00:00Z")
+    # the closed period's draft stays as it was billed: the late event is the adjustment's
+    assert _january_line(api, tenant, sub["id"]) == ("3", "1.50")
     with UnitOfWork(api.sessions, scope, actor="billing", clock=api.clock) as uow:
         plan = plan_of(uow.session, scope, uow.subscriptions.get(sub["id"]))
         lines = late_adjustments(uow, customer["id"], plan, at=api.clock.now())

@@ -27,12 +27,13 @@ from enum import StrEnum
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import read_only
-from ratecard.adapters.db.models import MeterRow, SubscriptionRow, TenantRow
+from ratecard.adapters.db.models import MeterRow, SubscriptionRow, TenantRow, UsageClosureRow
 from ratecard.adapters.db.repositories import (
     MeterRepository,
     PlanVersionRepository,
@@ -291,15 +292,40 @@ class SessionUsage:
     """The `UsageSource` of one customer inside an open session (a unit of work's).
 
     What the API's drafts and previews rate with: the same reader as `StoreUsage`, so a draft's
-    usage lines and the usage endpoint's cost so far agree.
+    usage lines and the usage endpoint's cost so far agree. A span inside a period whose usage
+    is closed (invoiced, `lifecycle.close_usage`) reads the usage as it was billed, as of the
+    closing: late events after it are the next invoice's adjustment, not this draft's.
     """
 
     def __init__(self, session: Session, scope: TenantScope, customer_id: str) -> None:
+        self._session = session
+        self._scope = scope
         self._reader = UsageReader(session, scope)
         self.customer_id = customer_id
+        self._closed: list[tuple[datetime, datetime, datetime]] | None = None
 
     def __call__(self, meter_code: str, span: Period, with_values: bool) -> Usage:
-        return self._reader.usage(self.customer_id, meter_code, span, with_values)
+        return self._reader.usage(
+            self.customer_id, meter_code, span, with_values, received_by=self._billed_as_of(span)
+        )
+
+    def _billed_as_of(self, span: Period) -> datetime | None:
+        if self._closed is None:
+            c = UsageClosureRow
+            self._closed = [
+                (row.period_start_at, row.period_end_at, row.closed_at)
+                for row in self._session.scalars(
+                    select(c).where(
+                        c.tenant_id == self._scope.tenant_id,
+                        c.mode == self._scope.mode,
+                        c.customer_id == self.customer_id,
+                    )
+                )
+            ]
+        for start_at, end_at, closed_at in self._closed:
+            if start_at <= span.start_at and span.end_at <= end_at:
+                return closed_at
+        return None
 
 
 @dataclass(frozen=True, slots=True)
