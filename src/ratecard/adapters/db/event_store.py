@@ -354,21 +354,7 @@ def read_events(
     if received_by is not None:
         sql += f" AND coalesce(counted_at, received_at) <= {mark}"
         params.append(bound(received_by))
-    sql += " ORDER BY occurred_at, seq"
-    dbapi: Any = session.connection().connection.dbapi_connection
-    cursor = dbapi.cursor()
-    try:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    return [
-        (
-            Event(_utc(at) if postgres else datetime.fromisoformat(at), loads(properties)),
-            int(seq),
-        )
-        for at, properties, seq in rows
-    ]
+    return _fetch_events(session, sql + " ORDER BY occurred_at, seq", params)
 
 
 def read_event_spans(
@@ -406,6 +392,16 @@ def read_event_spans(
         f"AND meter_code = {mark} AND ({' OR '.join([span_sql] * len(spans))}) "
         "ORDER BY occurred_at, seq"
     )
+    out: list[list[tuple[Event, int]]] = [[] for _ in spans]
+    for event, seq in _fetch_events(session, sql, params):
+        at = event.timestamp
+        out[next(i for i, (s, e) in enumerate(spans) if s <= at < e)].append((event, seq))
+    return out
+
+
+def _fetch_events(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Event, int]]:
+    """Rows ``(occurred_at, properties text, seq)`` of a raw events query, as core events."""
+    postgres = session.get_bind().dialect.name == "postgresql"
     dbapi: Any = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
@@ -413,12 +409,13 @@ def read_event_spans(
         rows = cursor.fetchall()
     finally:
         cursor.close()
-    out: list[list[tuple[Event, int]]] = [[] for _ in spans]
-    for at, properties, seq in rows:
-        instant = _utc(at) if postgres else datetime.fromisoformat(at)
-        index = next(i for i, (s, e) in enumerate(spans) if s <= instant < e)
-        out[index].append((Event(instant, loads(properties)), int(seq)))
-    return out
+    return [
+        (
+            Event(_utc(at) if postgres else datetime.fromisoformat(at), loads(properties)),
+            int(seq),
+        )
+        for at, properties, seq in rows
+    ]
 
 
 def _utc(at: datetime) -> datetime:
