@@ -33,8 +33,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import read_only
-from ratecard.adapters.db.models import MeterRow, SubscriptionRow, TenantRow, UsageClosureRow
+from ratecard.adapters.db.models import (
+    CustomerRow,
+    MeterRow,
+    SubscriptionRow,
+    TenantRow,
+    UsageClosureRow,
+)
 from ratecard.adapters.db.repositories import (
+    CustomerRepository,
     MeterRepository,
     PlanVersionRepository,
     PriceOverrideRepository,
@@ -89,6 +96,27 @@ class UsageReader:
 
     def spec(self, code: str) -> MeterSpec:
         return meter_spec(self.meter(code))
+
+    def checked(self, customer_id: str, code: str) -> None:
+        """`NotFound` unless the customer and the meter exist; one query for both (a usage
+        read is a few round trips in all on PostgreSQL), the meter kept for `meter`."""
+        c, m = CustomerRow, MeterRow
+        exists = (
+            select(c.id)
+            .where(c.tenant_id == self.scope.tenant_id, c.mode == self.scope.mode)
+            .where(c.id == customer_id)
+            .exists()
+        )
+        found = self.session.execute(
+            select(m, exists).where(
+                m.tenant_id == self.scope.tenant_id, m.mode == self.scope.mode, m.code == code
+            )
+        ).one_or_none()
+        if found is None or not found[1]:
+            CustomerRepository(self.session, self.scope).get(customer_id)  # the customer's 404
+            self.meter(code)  # the meter's 404
+            raise AssertionError("unreachable: one of them is missing")
+        self._meters[code] = found[0]
 
     def _raw(
         self,
@@ -420,8 +448,9 @@ class UsageService:
         self, scope: TenantScope, customer_id: str, meter_code: str, period: Period
     ) -> MeterResult:
         with self._uow(scope) as uow:
-            uow.customers.get(customer_id)
-            return UsageReader(uow.session, scope).result(customer_id, meter_code, period)
+            reader = UsageReader(uow.session, scope)
+            reader.checked(customer_id, meter_code)
+            return reader.result(customer_id, meter_code, period)
 
     def series(
         self,
