@@ -35,18 +35,36 @@ from ratecard.services.tenancy import TenancyService
 BATCH = 1_000
 
 
-def serve(url: str, port: int) -> None:
-    """The server process: the app with a fixed clock (the events are stamped around NOW)."""
-    import uvicorn
-
+def app() -> Any:
+    """The app of one server process, with a fixed clock (the events are stamped around NOW)."""
     from ratecard.adapters.clock import FixedClock
     from ratecard.adapters.db.engine import make_engine
     from ratecard.web.app import create_app, tune_gc
     from ratecard.web.deps import RateLimit
 
-    app = create_app(make_engine(url), FixedClock(NOW), rate_limit=RateLimit(10_000, 10_000))
+    made = create_app(
+        make_engine(os.environ["RATECARD_BENCH_URL"]),
+        FixedClock(NOW),
+        rate_limit=RateLimit(10_000, 10_000),
+    )
     tune_gc()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    return made
+
+
+def serve(url: str, port: int) -> None:
+    """The server: `app` in as many processes as RATECARD_BENCH_WORKERS says (default 1)."""
+    import uvicorn
+
+    os.environ["RATECARD_BENCH_URL"] = url
+    uvicorn.run(
+        "benchmarks.ingest_http:app",
+        factory=True,
+        workers=int(os.environ.get("RATECARD_BENCH_WORKERS", "1")),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @contextmanager

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import doctest
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ratecard.core.events as events
 from ratecard.core.errors import Problem, ValidationFailed
@@ -32,6 +34,31 @@ def test_doctests(module):
 )
 def test_rfc3339_is_normalized_to_utc(text, iso):
     assert parse_timestamp(text).isoformat() == iso
+
+
+@given(
+    st.datetimes(  # wall-clock times, read with each offset below
+        min_value=datetime(1000, 1, 2),  # noqa: DTZ001
+        max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+    ),
+    st.integers(0, 9),
+    st.sampled_from(["T", "t"]),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-11:00"]),
+    st.integers(0, 999_999_999),
+)
+def test_every_rfc3339_form_reads_as_its_utc_instant(naive, digits, sep, offset, nanos):
+    """The shortcut for UTC text (read as it is) agrees with the general way (rebuilt, cut to
+    microseconds, converted)."""
+    fraction = f".{nanos:09d}"[: digits + 1] if digits else ""
+    text = f"{naive:%Y-%m-%d}{sep}{naive:%H:%M:%S}{fraction}{offset}"
+    micros = int((fraction[1:] + "000000")[:6]) if digits else 0
+    local = datetime.fromisoformat(f"{naive:%Y-%m-%dT%H:%M:%S}.{micros:06d}")
+    sign, hours, minutes = offset[0], offset[1:3], offset[4:6]
+    shift = timedelta(hours=int(hours or 0), minutes=int(minutes or 0))
+    expected = (local - shift if sign == "+" else local + shift).replace(tzinfo=UTC)
+    parsed = parse_timestamp(text)
+    assert parsed == expected
+    assert parsed.tzinfo is UTC
 
 
 @pytest.mark.parametrize(

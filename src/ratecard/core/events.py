@@ -68,6 +68,8 @@ def parse_timestamp(text: str) -> datetime:
     if match is None:
         raise ValueError("not an RFC 3339 timestamp with an offset")
     day, clock, fraction, offset = match.groups()
+    if offset in ("Z", "+00:00") and text[10] == "T" and len(fraction or "") <= 7:
+        return datetime.fromisoformat(text)  # UTC, at most microseconds: read as it is
     fraction = (fraction or "")[:7]  # microseconds: '.' and six digits
     if offset in ("Z", "z", "+00:00"):  # already UTC: no conversion
         return datetime.fromisoformat(f"{day}T{clock}{fraction}").replace(tzinfo=UTC)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Dialect, Numeric, String, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 from sqlalchemy.types import TypeEngine
@@ -144,12 +145,19 @@ def dumps(value: Any) -> str:
 def dumps_text_map(value: dict[str, str]) -> str:
     """`dumps` of a flat ``{name: text}`` map (event properties), without the recursive walk.
 
-    The same canonical text as `dumps`; anything but text values is refused.
+    The same canonical text as `dumps` (orjson sorts keys by their UTF-8 bytes, which is code
+    point order, and escapes what the standard encoder escapes), several times cheaper: it runs
+    once per ingested event. Text that is not valid UTF-8 (a lone surrogate, which JSON's
+    ``\\ud800`` escape can carry) goes through the standard encoder. Anything but text values
+    is refused.
     """
     for item in value.values():
         if not isinstance(item, str):
             raise TypeError(f"{type(item).__name__} in a text map; values are text")
-    return _ENCODER.encode(value)
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:
