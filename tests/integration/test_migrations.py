@@ -68,6 +68,24 @@ def test_sqlite_dedups_on_the_id_hash_and_postgresql_on_the_unique_index(databas
         assert ("tenant_id", "mode", "event_id") in uniques
 
 
+def test_the_event_log_pages_through_an_index_of_its_scope(database):
+    """`GET /v1/events` walks (tenant, mode, seq), not every tenant's events (0011)."""
+    indexes = {
+        ix["name"]: ix["column_names"] for ix in sa.inspect(database.engine).get_indexes("events")
+    }
+    assert indexes["ix_events_tenant_id_mode_seq"] == ["tenant_id", "mode", "seq"]
+    if database.kind == "sqlite":
+        with database.engine.connect() as connection:
+            plan = " ".join(
+                str(row[-1])
+                for row in connection.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE tenant_id = 't' "
+                    "AND mode = 'live' ORDER BY seq DESC LIMIT 10"
+                )
+            )
+        assert "ix_events_tenant_id_mode_seq" in plan and "TEMP B-TREE" not in plan
+
+
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(database):
     if database.kind != "sqlite":
         return

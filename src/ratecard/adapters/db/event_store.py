@@ -462,6 +462,13 @@ def _rollup_row(
     instant: Callable[[datetime], str],
 ) -> tuple[Any, ...]:
     """A rollup row as the column types store it (`ExactDecimal`, `UtcDateTime` text)."""
+    return _rollup_key(scope, key, instant) + _rollup_values(p, instant)
+
+
+def _rollup_key(
+    scope: TenantScope, key: tuple[str, str, datetime, GroupKey], instant: Callable[[datetime], str]
+) -> tuple[Any, ...]:
+    """The key columns of a rollup row (its primary key)."""
     customer_id, meter_code, hour_at, group = key
     return (
         scope.tenant_id,
@@ -470,6 +477,12 @@ def _rollup_row(
         meter_code,
         instant(hour_at),
         group_text(group),
+    )
+
+
+def _rollup_values(p: Partial, instant: Callable[[datetime], str]) -> tuple[Any, ...]:
+    """The value columns of a rollup row."""
+    return (
         p.event_count,
         p.value_count,
         _decimal_text(p.value_sum),
@@ -514,12 +527,11 @@ def _merge_rollups_sqlite(
     try:
         rows = []
         for key, fresh in merged.items():
-            row = _rollup_row(scope, key, fresh, instant)
-            cursor.execute(_ROLLUP_READ_ONE, row[:6])  # the key's columns
+            key_columns = _rollup_key(scope, key, instant)
+            cursor.execute(_ROLLUP_READ_ONE, key_columns)
             stored = cursor.fetchone()
-            if stored is not None:
-                row = _rollup_row(scope, key, _stored_partial(stored).merge(fresh), instant)
-            rows.append(row)
+            partial = fresh if stored is None else _stored_partial(stored).merge(fresh)
+            rows.append(key_columns + _rollup_values(partial, instant))
         cursor.executemany(
             f"INSERT OR REPLACE INTO usage_rollups ({_ROLLUP_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

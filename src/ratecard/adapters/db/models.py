@@ -366,6 +366,8 @@ class EventRow(TenantScoped, Base):
         # Reads of a customer's events of one meter in a time range; keyed on the hour, so that
         # within it entries follow arrival and live traffic appends (migration 0008).
         Index(None, "tenant_id", "mode", "customer_id", "meter_code", "occurred_hour"),
+        # The event log's pages, the latest first (migration 0011).
+        Index(None, "tenant_id", "mode", "seq"),
     )
 
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)

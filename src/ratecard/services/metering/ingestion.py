@@ -207,8 +207,9 @@ class IngestionService:
             listener(scope, done)
         out = []
         for batch in batches:
-            assert all(r is not None for r in batch.results)
-            out.append(IngestResult(tuple(r for r in batch.results if r is not None), done))
+            filled = tuple(r for r in batch.results if r is not None)
+            assert len(filled) == len(batch.results), "every event has a result"
+            out.append(IngestResult(filled, done))
         return out
 
     def _store(
