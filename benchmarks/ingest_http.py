@@ -9,7 +9,9 @@ fixed clock); the client posts pre-encoded 1,000-event batches of `POST /v1/even
 customers, two meters (a count, and a sum grouped by model), timestamps as live traffic has
 them. Prints events/s answered (wall clock over the whole run; of them 90 % accepted, 10 %
 duplicates), the rate in each fifth of the run (sustained, or fading as the store grows), and
-the p50/p99 latency of one batch.
+the p50/p99 latency of one batch, and the CPU time each process spent per event (the server,
+PostgreSQL's processes, the load client; from /proc), which shows where the time goes whatever
+the machine's speed that day.
 """
 
 from __future__ import annotations
@@ -65,6 +67,30 @@ def serve(url: str, port: int) -> None:
         log_level="warning",
         access_log=False,
     )
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) so far of the benchmark's server processes (the server and its
+    uvicorn workers) and of PostgreSQL's, read from /proc; empty where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = {"server": 0.0, "postgresql": 0.0}
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                fields = stat.read().rsplit(")", 1)[1].split()
+                command = cmd.read()
+        except OSError:
+            continue  # gone meanwhile
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        if b"ingest_http\x00--serve" in command or b"multiprocessing" in command:
+            totals["server"] += cpu
+        elif command.startswith(b"postgres"):
+            totals["postgresql"] += cpu
+    return totals
 
 
 @contextmanager
@@ -128,6 +154,7 @@ def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str,
                         counts[name_] += int(result[name_])
 
     with _server(url) as base:
+        cpu_before, client_before = _cpu_seconds(), time.process_time()
         started = time.perf_counter()
         threads = [threading.Thread(target=client, args=(base,)) for _ in range(concurrency)]
         for thread in threads:
@@ -135,6 +162,9 @@ def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str,
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        cpu_after, client_cpu = _cpu_seconds(), time.process_time() - client_before
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
+    cpu["client"] = client_cpu
     rate = total / elapsed
     finished.sort()
     fifth = len(finished) // 5
@@ -148,6 +178,16 @@ def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str,
         f"{counts['duplicates']:,} duplicates, {counts['rejected']:,} rejected); batch p50 "
         f"{_pct(latencies, 50) * 1000:.0f} ms, p99 {_pct(latencies, 99) * 1000:.0f} ms; "
         f"events/s by fifth of the run: {fifths}"
+    )
+    print(
+        "  CPU per event (user + system): "
+        + ", ".join(
+            f"{name} {seconds / total * 1e6:.0f} µs"
+            for name, seconds in cpu.items()
+            if seconds / total >= 5e-7
+        )
+        + f"; the machine's {os.cpu_count()} cores were "
+        f"{sum(cpu.values()) / elapsed / (os.cpu_count() or 1):.0%} busy with them"
     )
     return {"events_per_s": rate, "p99_ms": _pct(latencies, 99) * 1000}
 
