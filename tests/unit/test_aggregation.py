@@ -22,6 +22,7 @@ from ratecard.core.aggregation import (
     stripe_meter,
 )
 from ratecard.core.errors import ErrorCode, RatecardError
+from ratecard.core.money import D
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 END = datetime(2024, 2, 1, tzinfo=UTC)
@@ -164,3 +165,17 @@ def test_groups_partition_sums(steps: list[tuple[int, Dec]]) -> None:
     spec = MeterSpec(Aggregation.SUM, value_property="v", group_by=("k",))
     result = aggregate(spec, events, START, END)
     assert sum((g.exact for _, g in result.groups), Fraction(0)) == result.total.exact
+
+
+@given(st.one_of(st.integers(0, 10**30).map(str), st.text(max_size=12)))
+def test_a_property_value_reads_as_d_reads_it(text):
+    """The whole-number shortcut of `property_value` agrees with `D` on every text."""
+    try:
+        expected: Dec | None = D(text)
+    except RatecardError:
+        expected = None
+    if expected is None:
+        with pytest.raises(RatecardError):
+            aggregation.property_value({"v": text}, "v")
+    else:
+        assert aggregation.property_value({"v": text}, "v") == expected

@@ -229,7 +229,7 @@ def property_value(properties: Mapping[str, str | Decimal], name: str) -> Decima
     raw = properties.get(name)
     if raw is None or isinstance(raw, Decimal):
         return raw
-    if raw.isdigit() and raw.isascii():  # a whole number: nothing for `D` to refuse
+    if type(raw) is str and raw.isdigit() and raw.isascii():  # a whole number: nothing to refuse
         return Decimal(raw)
     try:
         return D(raw)

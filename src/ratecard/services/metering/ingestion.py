@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import func, select
@@ -237,7 +238,7 @@ class IngestionService:
             )
             # In event id order: concurrent batches then take the unique index's locks in one
             # order and cannot deadlock; `seq` within a batch follows the ids (on both engines).
-            ordered = sorted((new for _, new in stored), key=_event_id)
+            ordered = sorted((new for _, new in stored), key=attrgetter("event_id"))
             inserted = event_store.insert_events(session, scope, ordered)
             fresh: list[tuple[event_store.NewEvent, int]] = []
             for (results, index), new in stored:
@@ -338,10 +339,6 @@ class IngestionService:
         return admitted
 
 
-def _event_id(new: event_store.NewEvent) -> str:
-    return new.event_id
-
-
 def _retryable(exc: Exception) -> bool:
     """A deadlock or serialization failure, from SQLAlchemy or from the raw COPY cursor."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
@@ -354,7 +351,7 @@ def _value_problem(spec: MeterSpec, event: IncomingEvent) -> Problem | None:
     if name is None or spec.aggregation in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT):
         return None
     raw = event.properties.get(name)
-    if raw is None or (raw.isdigit() and raw.isascii()):  # nothing, or a whole number
+    if raw is None or (type(raw) is str and raw.isdigit() and raw.isascii()):  # a whole number
         return None
     try:
         D(raw)
