@@ -41,7 +41,8 @@ def app() -> Any:
     """The app of one server process, with a fixed clock (the events are stamped around NOW)."""
     from ratecard.adapters.clock import FixedClock
     from ratecard.adapters.db.engine import make_engine
-    from ratecard.web.app import create_app, tune_gc
+    from ratecard.runtime import tune_gc
+    from ratecard.web.app import create_app
     from ratecard.web.deps import RateLimit
 
     made = create_app(
@@ -73,7 +74,7 @@ def _cpu_seconds() -> dict[str, float]:
     """CPU time (user + system) so far of the benchmark's server processes (the server and its
     uvicorn workers) and of PostgreSQL's, read from /proc; empty where there is no /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    totals = {"server": 0.0, "postgresql": 0.0}
+    totals = {"server": 0.0, "writer": 0.0, "postgresql": 0.0}
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
@@ -81,12 +82,15 @@ def _cpu_seconds() -> dict[str, float]:
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                fields = stat.read().rsplit(")", 1)[1].split()
+                head, tail = stat.read().rsplit(")", 1)
+                fields, name = tail.split(), head.partition("(")[2]
                 command = cmd.read()
         except OSError:
             continue  # gone meanwhile
         cpu = (int(fields[11]) + int(fields[12])) / tick
-        if b"ingest_http\x00--serve" in command or b"multiprocessing" in command:
+        if name == "ratecard-writer":  # RATECARD_INGEST_WRITER=process: the writer's process
+            totals["writer"] += cpu
+        elif b"ingest_http\x00--serve" in command or b"multiprocessing-fork" in command:
             totals["server"] += cpu
         elif command.startswith(b"postgres"):
             totals["postgresql"] += cpu

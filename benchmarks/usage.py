@@ -34,9 +34,9 @@ from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.types import sqlite_instant_text
 from ratecard.core.aggregation import aggregate
 from ratecard.core.periods import Period
+from ratecard.runtime import tune_gc
 from ratecard.services.metering.ingestion import rollup_partials
 from ratecard.services.metering.usage import UsageReader, UsageService
-from ratecard.web.app import tune_gc
 
 NOW = datetime(2024, 1, 20, tzinfo=UTC)
 HOURS = 60 * 24

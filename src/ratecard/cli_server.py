@@ -52,7 +52,8 @@ def _settings(url: str | None) -> Settings:
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
-    from ratecard.web.app import create_app, tune_gc
+    from ratecard.runtime import tune_gc
+    from ratecard.web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app = create_app(settings)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import uvicorn
@@ -74,9 +74,12 @@ class Live:
 
 
 @contextmanager
-def serve(engine: Engine) -> Iterator[Live]:
+def serve(engine: Engine, writer: Literal["thread", "process"] = "thread") -> Iterator[Live]:
+    """The app in a uvicorn thread; `writer` is where its group commit runs."""
     clock = FixedClock(NOW)
-    app = create_app(engine, clock, rate_limit=RateLimit(burst=10_000, per_second=10_000))
+    app = create_app(
+        engine, clock, rate_limit=RateLimit(burst=10_000, per_second=10_000), ingest_writer=writer
+    )
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none"
@@ -90,6 +93,7 @@ def serve(engine: Engine) -> Iterator[Live]:
     finally:
         server.should_exit = True
         thread.join(10)
+        app.state.wiring.metering.committer.close()  # lifespan is off: close it here
 
 
 @dataclass

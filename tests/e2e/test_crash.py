@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from ratecard.adapters.clock import SystemClock
@@ -41,8 +42,13 @@ PER_BATCH = 250
 KILL_AFTER = 6  # acknowledged batches before the kill
 
 
-def _start(url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "RATECARD_DATABASE_URL": url, "PYTHONPATH": str(SRC)}
+def _start(url: str, port: int, writer: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RATECARD_DATABASE_URL": url,
+        "RATECARD_INGEST_WRITER": writer,
+        "PYTHONPATH": str(SRC),
+    }
     command = [sys.executable, "-m", "uvicorn", "ratecard.web.app:create_app", "--factory"]
     command += ["--port", str(port), "--log-level", "warning", "--lifespan", "off"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
@@ -123,10 +129,13 @@ class Stream:
         self.done = True
 
 
-def test_kill_9_mid_stream_loses_and_doubles_nothing(api_database: Database) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_kill_9_mid_stream_loses_and_doubles_nothing(api_database: Database, writer: str) -> None:
+    """With ``process``, the kill leaves the writer process to store what it received (then
+    it exits): those batches come back as duplicates when retried."""
     scope, key, customer_id = _tenant(api_database)
     port = free_port()
-    server = _start(api_database.url, port)
+    server = _start(api_database.url, port, writer)
     stream = Stream(f"http://127.0.0.1:{port}", key)
     client = threading.Thread(target=stream.run)
     try:
@@ -134,7 +143,7 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(api_database: Database) -> 
         wait_until(lambda: stream.acked >= KILL_AFTER, seconds=30)
         server.send_signal(signal.SIGKILL)  # mid-stream: the client is always sending
         server.wait(10)
-        server = _start(api_database.url, port)
+        server = _start(api_database.url, port, writer)
         client.join(60)
         assert stream.done
     finally:

@@ -35,9 +35,11 @@ from tests.integration.conftest import Database
 AT = NOW - timedelta(days=2)
 
 
-@pytest.fixture(scope="module")
-def live(api_database: Database) -> Iterator[Live]:
-    with serve(api_database.engine) as server:
+@pytest.fixture(scope="module", params=["thread", "process"])
+def live(api_database: Database, request: pytest.FixtureRequest) -> Iterator[Live]:
+    """Every test here runs with the group commit in the API process and in a writer process
+    of its own (`RATECARD_INGEST_WRITER=process`)."""
+    with serve(api_database.engine, request.param) as server:
         yield server
 
 

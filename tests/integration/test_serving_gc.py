@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from ratecard.web.app import tune_gc
+from ratecard.runtime import tune_gc
 
 
 def test_start_up_objects_are_frozen_and_young_collections_are_rare():

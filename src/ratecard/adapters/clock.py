@@ -42,6 +42,10 @@ class FixedClock:
         with self._lock:
             return self._now
 
+    def __reduce__(self) -> tuple[type[FixedClock], tuple[datetime]]:
+        """Pickled (for another process) as the instant it shows; the copy moves on its own."""
+        return (FixedClock, (self.now(),))
+
     def set(self, instant: datetime) -> None:
         instant = _aware_utc(instant)
         with self._lock:

@@ -9,11 +9,10 @@ The app does not migrate: ``ratecard serve`` migrates before it serves. OpenAPI 
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
@@ -47,9 +46,11 @@ def create_app(
     rate_limit: RateLimit | None = None,
     extra_routers: Sequence[APIRouter] = (),
     buffer: Publisher | None = None,
+    ingest_writer: Literal["thread", "process"] | None = None,
 ) -> FastAPI:
     """The app on `store`; `buffer` (or ``RATECARD_EVENT_BUFFER=nats``) puts the JetStream
-    buffer between the ingestion routes and the store."""
+    buffer between the ingestion routes and the store; `ingest_writer` (or
+    ``RATECARD_INGEST_WRITER``) says where the group commit runs."""
     settings = store if isinstance(store, Settings) else get_settings()
     engine = store if isinstance(store, Engine) else make_engine(settings.database_url, settings)
     clock = clock or SystemClock()
@@ -63,7 +64,12 @@ def create_app(
             subject_prefix=settings.nats_subject_prefix,
         )
     buffered = None if buffer is None else BufferedIngestion(buffer, clock)
-    metering = MeteringServices.build(sessions, clock, redis_url=settings.redis_url)
+    metering = MeteringServices.build(
+        sessions,
+        clock,
+        redis_url=settings.redis_url,
+        writer=ingest_writer or settings.ingest_writer,
+    )
     wired = Wiring(
         engine=engine,
         sessions=sessions,
@@ -82,6 +88,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         checkpointer.start()
+        await anyio.to_thread.run_sync(metering.committer.start)
         yield
         await anyio.to_thread.run_sync(metering.committer.close)
         await anyio.to_thread.run_sync(checkpointer.stop)
@@ -100,24 +107,6 @@ def create_app(
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     _document_problems(app)
     return app
-
-
-def tune_gc() -> None:
-    """For a serving process, once its app is built: the objects alive then (modules, routes,
-    schemas; hundreds of thousands) leave the collector's sight (`gc.freeze`), and a young
-    collection runs once 100,000 more objects are alive than at the last one, instead of 700.
-
-    Ingestion allocates a dozen objects per event; with the default settings the collector
-    spends more time re-walking the long-lived objects than the request spends on its events
-    (measured: 31 µs an event with the defaults, 14 µs without). The count is net of objects
-    freed, and the batches in flight at full load hold well under 100,000: a young collection
-    then almost never runs. At 20,000 one ran every 0.2 s, walking the batches in flight, and took
-    9 % of the server's time (150 collections, 2.8 s, in a 30-second run at 10,000 events/s; at
-    100,000, one collection of 0.06 s). Cycles are still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 20, 20)
 
 
 def _document_problems(app: FastAPI) -> None:

@@ -89,15 +89,24 @@ class GroupCommitter:
             if self._queued and self._queued + len(batch.valid) > self._max_queued:
                 raise IngestionBusy(self._queued)
             self._queued += len(batch.valid)
-            if not self._threads:
-                self._threads = [
-                    threading.Thread(target=self._run, name=f"ratecard-writer-{n}", daemon=True)
-                    for n in range(self._writers)
-                ]
-                for thread in self._threads:
-                    thread.start()
+            self._start_threads()
             self._queue.put(job)
         return job.future
+
+    def start(self) -> None:
+        """Start the writers now rather than with the first batch."""
+        with self._lock:
+            if not self._closed:
+                self._start_threads()
+
+    def _start_threads(self) -> None:
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._run, name=f"ratecard-writer-{n}", daemon=True)
+                for n in range(self._writers)
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def close(self) -> None:
         """Store what is queued, then stop the writers."""

@@ -11,17 +11,30 @@ invalidation in one of them to reach the others.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.cache import HashCache, InProcessCache, RedisCache
 from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.scope import TenantScope
 from ratecard.services.metering.alerts import AlertService
 from ratecard.services.metering.entitlements import EntitlementService
 from ratecard.services.metering.group_commit import GroupCommitter
-from ratecard.services.metering.ingestion import IngestionService
+from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared
 from ratecard.services.metering.usage import UsageService
+
+
+class Committer(Protocol):
+    """Stores prepared batches: `GroupCommitter` (threads) or `ProcessCommitter`."""
+
+    def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +44,16 @@ class MeteringServices:
     entitlements: EntitlementService
     alerts: AlertService
     #: The API's ingestion routes store through it: concurrent batches share a commit.
-    committer: GroupCommitter
+    committer: Committer
 
     @classmethod
     def build(
-        cls, sessions: sessionmaker[Session], clock: Clock, *, redis_url: str | None = None
+        cls,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        *,
+        redis_url: str | None = None,
+        writer: Literal["thread", "process"] = "thread",
     ) -> MeteringServices:
         cache: HashCache = RedisCache(redis_url) if redis_url else InProcessCache()
         entitlements = EntitlementService(sessions, clock, cache=cache)
@@ -43,14 +61,17 @@ class MeteringServices:
         ingestion = IngestionService(
             sessions, clock, listeners=[entitlements.on_ingested, alerts.on_ingested]
         )
-        return cls(
-            ingestion,
-            UsageService(sessions, clock),
-            entitlements,
-            alerts,
+        engine = sessions.kw["bind"]
+        committer: Committer
+        if writer == "process":
+            from ratecard.services.metering.writer_process import ProcessCommitter
+
+            url = engine.url.render_as_string(hide_password=False)
+            committer = ProcessCommitter(url, clock, listeners=ingestion.listeners)
+        else:
             # PostgreSQL takes concurrent writers (one commit waits on disk while the next
             # round runs); SQLite has one write lock, so one writer.
-            GroupCommitter(
-                ingestion, writers=2 if sessions.kw["bind"].dialect.name == "postgresql" else 1
-            ),
-        )
+            committer = GroupCommitter(
+                ingestion, writers=2 if engine.dialect.name == "postgresql" else 1
+            )
+        return cls(ingestion, UsageService(sessions, clock), entitlements, alerts, committer)

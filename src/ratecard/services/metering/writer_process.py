@@ -1,0 +1,385 @@
+"""Ingestion's writer in a process of its own: the API process validates, the writer stores.
+
+    >>> committer = ProcessCommitter(url, clock, listeners=ingestion.listeners)  # doctest: +SKIP
+    >>> result = await asyncio.wrap_future(committer.submit(scope, actor, prepared))
+
+In one process, the request threads (HTTP, JSON, validation, answers) and the group commit's
+writer share one interpreter lock, so ingestion uses one core however many the machine has:
+the writer's Python work and SQLite's or psycopg's calls wait for the lock behind validation.
+With ``RATECARD_INGEST_WRITER=process`` the writer runs in a child process with a lock of its
+own: the API process validates a batch (`IngestionService.prepare`), sends its valid events
+as rows of plain values over a pipe, and the child stores them with the same `GroupCommitter`
+and `IngestionService.store` as the in-process writer (the same dedup, admission, late-event
+and rollup rules, one transaction per round) and answers each batch after the commit that
+stored it. So an answer still means "durably stored".
+
+- Each API process starts its own child on first use (`make run` and ``ratecard serve`` run one
+  API process). On SQLite, several API processes mean several writers queueing for one write
+  lock: run one.
+- The listeners (entitlement cache, alerts) run in the API process, after the commit, with the
+  pairs the round changed; a round's pairs reach them once per batch of the round.
+- The child's clock is a copy of the API process's (`FixedClock` pickles as the instant it
+  shows); each batch carries the instant it was received at, as in process.
+- If the child dies, the batches it had not answered fail (503 ``ingestion_busy``, retry: a
+  batch stored before the crash is then reported as duplicates, never counted twice), and the
+  next batch starts a new child. Closing sends an end mark: the child stores what it received,
+  answers it, and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import logging
+import multiprocessing
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.event_store import Encoded
+from ratecard.adapters.db.scope import Mode, TenantScope
+from ratecard.core.errors import ErrorCode, Problem, RatecardError
+from ratecard.core.events import IncomingEvent
+from ratecard.services.metering.group_commit import MAX_QUEUED, IngestionBusy
+from ratecard.services.metering.ingestion import (
+    EventResult,
+    EventStatus,
+    IngestResult,
+    Listener,
+    Prepared,
+)
+
+log = logging.getLogger(__name__)
+
+#: A valid event as it crosses the pipe: plain values pickle several times faster than the
+#: named tuples (event id, meter, customer ref, subscription ref, properties, stored instant
+#: text, hour number, properties JSON). The child rebuilds the instants from the text.
+Row = tuple[str, str, str | None, str | None, dict[str, str], str, int, str]
+#: What the child answers for one batch: a (status, problems) per row, in the rows' order,
+#: and the (customer, meter) pairs its round changed (None: those of the previous answer); or
+#: the failure of the batch.
+Outcome = tuple[list[tuple[str, tuple[Problem, ...]]], frozenset[tuple[str, str]] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """An exception of the child, as plain values (exceptions with their own constructor
+    arguments do not always survive pickling)."""
+
+    message: str
+    code: str | None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _Failure:
+        code = exc.code if isinstance(exc, RatecardError) else None
+        return cls(str(exc), None if code is None else str(code))
+
+    def error(self) -> Exception:
+        if self.code is None:
+            return RuntimeError(f"the ingestion writer failed: {self.message}")
+        return RatecardError(self.message, code=ErrorCode(self.code))
+
+
+class WriterGone(RatecardError):
+    """The writer process died before it answered this batch (retry it)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the ingestion writer restarted before it answered: retry the batch",
+            code=ErrorCode.INGESTION_BUSY,
+        )
+
+
+@dataclass(slots=True)
+class _Pending:
+    scope: TenantScope
+    batch: Prepared
+    future: Future[IngestResult]
+    size: int
+
+
+class ProcessCommitter:
+    """`GroupCommitter`'s interface, with the writer in a child process (started on first use)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        clock: Clock,
+        *,
+        listeners: Sequence[Listener] = (),
+        max_queued: int = MAX_QUEUED,
+    ) -> None:
+        self._url = database_url
+        self._clock = clock
+        self._listeners = listeners
+        self._max_queued = max_queued
+        self._lock = threading.Lock()
+        self._sending = threading.Lock()
+        self._jobs = itertools.count()
+        self._pending: dict[int, _Pending] = {}
+        self._queued = 0  # events sent and not yet answered
+        self._connection: Connection | None = None
+        self._process: Any = None
+        self._reader: threading.Thread | None = None
+        self._closed = False
+        self.starts = 0  # child processes started, for tests
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None before it starts)."""
+        return None if self._process is None else int(self._process.pid)
+
+    def start(self) -> None:
+        """Start the child now rather than with the first batch (it takes a second or two)."""
+        with self._lock:
+            if not self._closed:
+                self._started()
+
+    def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
+        """Send a prepared batch to the writer; the future resolves after its commit."""
+        future: Future[IngestResult] = Future()
+        size = len(batch.valid)
+        if not size:  # every event was refused in validation: nothing to store
+            future.set_result(IngestResult(_filled(batch), frozenset()))
+            return future
+        rows: list[Row] = [
+            (
+                e.event_id,
+                e.meter_code,
+                e.customer_ref,
+                e.subscription_ref,
+                e.properties,
+                encoded.occurred_text,
+                encoded.occurred_hour,
+                encoded.properties_json,
+            )
+            for _, e, encoded in batch.valid
+        ]
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the process committer is closed")
+            if self._queued and self._queued + size > self._max_queued:
+                raise IngestionBusy(self._queued)
+            connection = self._started()
+            job = next(self._jobs)
+            pending = self._pending
+            pending[job] = _Pending(scope, batch, future, size)
+            self._queued += size
+        message = (job, scope.tenant_id, scope.mode.value, actor, batch.received_at, rows)
+        try:
+            with self._sending:  # not under `_lock`: the answers' reader needs that one
+                connection.send(message)
+        except OSError:  # the child is gone; its reader fails what it had
+            with self._lock:
+                if pending.pop(job, None) is not None:
+                    self._queued -= size
+            raise WriterGone() from None
+        return future
+
+    def close(self) -> None:
+        """Let the child store and answer what it received, then stop it."""
+        with self._lock:
+            self._closed = True
+            connection, process, reader = self._connection, self._process, self._reader
+        if connection is not None:
+            with self._sending, contextlib.suppress(OSError):
+                connection.send(None)
+        if reader is not None:
+            reader.join()
+        if process is not None:
+            process.join(30)
+        if connection is not None:
+            connection.close()
+
+    def _started(self) -> Connection:
+        """The pipe to a live child, starting one if there is none (holding the lock)."""
+        if self._connection is not None and self._process.is_alive():
+            return self._connection
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=serve,
+            args=(self._url, self._clock, theirs),
+            name="ratecard-writer",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        self._connection, self._process = ours, process
+        self._pending = {}  # this child's batches: if it dies, its reader fails just these
+        self._reader = threading.Thread(
+            target=self._read,
+            args=(ours, self._pending),
+            name="ratecard-writer-answers",
+            daemon=True,
+        )
+        self._reader.start()
+        self.starts += 1
+        return ours
+
+    def _read(self, connection: Connection, waiting: dict[int, _Pending]) -> None:
+        touched: frozenset[tuple[str, str]] = frozenset()  # the last pairs the child sent
+        while True:
+            try:
+                job, outcome = connection.recv()
+            except (EOFError, OSError):
+                break
+            with self._lock:
+                pending = waiting.pop(job)
+                self._queued -= pending.size
+            if isinstance(outcome, _Failure):
+                pending.future.set_exception(outcome.error())
+                continue
+            statuses, pairs = outcome
+            fresh = pairs is not None
+            if fresh:
+                touched = pairs
+            try:
+                result = self._result(pending, statuses, touched, tell=fresh)
+            except Exception as exc:  # a bug here must not hang the caller
+                log.exception("an answer of the ingestion writer could not be read")
+                pending.future.set_exception(exc)
+            else:
+                pending.future.set_result(result)
+        with self._lock:  # the child is gone: what it did not answer fails
+            lost = list(waiting.values())
+            waiting.clear()
+            self._queued -= sum(p.size for p in lost)
+            if self._connection is connection:
+                self._connection = None
+        for pending in lost:  # the pipe stays open until replaced: a send to it fails cleanly
+            pending.future.set_exception(WriterGone())
+
+    def _result(
+        self,
+        pending: _Pending,
+        statuses: list[tuple[str, tuple[Problem, ...]]],
+        touched: frozenset[tuple[str, str]],
+        *,
+        tell: bool,
+    ) -> IngestResult:
+        batch = pending.batch
+        for ((results, index), event, _), (status, problems) in zip(
+            batch.valid, statuses, strict=True
+        ):
+            results[index] = EventResult(index, event.event_id, EventStatus(status), problems)
+        if tell:  # the first batch of its round (`_answer`)
+            for listener in self._listeners:
+                listener(pending.scope, touched)
+        return IngestResult(_filled(batch), touched)
+
+
+def _filled(batch: Prepared) -> tuple[EventResult, ...]:
+    filled = tuple(r for r in batch.results if r is not None)
+    assert len(filled) == len(batch.results), "every event has a result"
+    return filled
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+def serve(database_url: str, clock: Clock, connection: Connection) -> None:
+    """The writer process: store the batches the pipe brings until an end mark or EOF."""
+    from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
+    from ratecard.config import get_settings
+    from ratecard.runtime import tune_gc
+    from ratecard.services.metering.group_commit import GroupCommitter
+    from ratecard.services.metering.ingestion import IngestionService
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the API process, which closes us
+    _name_process(b"ratecard-writer")
+    engine = make_engine(database_url, get_settings())
+    checkpointer = Checkpointer(engine)
+    checkpointer.start()
+    committer = GroupCommitter(
+        IngestionService(make_session_factory(engine), clock),
+        writers=2 if engine.dialect.name == "postgresql" else 1,
+        max_queued=sys.maxsize,  # the API process bounds what it sends
+    )
+    tune_gc()  # as the API process: a young collection per 700 allocations walks the batches
+    sending = threading.Lock()
+    told: list[frozenset[tuple[str, str]]] = [frozenset()]  # the pairs last sent
+    try:
+        while True:
+            try:
+                message = connection.recv()
+            except EOFError:  # the API process is gone: store what came, nobody to answer
+                break
+            if message is None:
+                break
+            job, tenant_id, mode, actor, received_at, rows = message
+            try:
+                prepared = _prepared(received_at, rows)
+                future = committer.submit(TenantScope(tenant_id, Mode(mode)), actor, prepared)
+            except Exception as exc:  # this batch fails, not the writer
+                log.exception("a batch could not be handed to the writer")
+                future = Future()
+                future.set_exception(exc)
+            future.add_done_callback(partial(_answer, connection, sending, told, job))
+    finally:
+        committer.close()
+        checkpointer.stop()
+        engine.dispose()
+        connection.close()
+
+
+def _name_process(name: bytes) -> None:
+    """The name `ps`, `top` and /proc show for this process (Linux; elsewhere nothing)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def _prepared(received_at: datetime, rows: list[Row]) -> Prepared:
+    make_event, make_encoded = IncomingEvent._make, Encoded._make  # no Python-level __new__
+    results: list[EventResult | None] = [None] * len(rows)
+    valid = []
+    for slot, (event_id, meter, customer, subscription, properties, text, hour, json) in zip(
+        range(len(rows)), rows, strict=True
+    ):
+        at = datetime.fromisoformat(text)
+        event = make_event((event_id, meter, customer, subscription, at, properties))
+        encoded = make_encoded((text, hour, at.replace(minute=0, second=0, microsecond=0), json))
+        valid.append(((results, slot), event, encoded))
+    return Prepared(received_at, results, valid)
+
+
+def _answer(
+    connection: Connection,
+    sending: threading.Lock,
+    told: list[frozenset[tuple[str, str]]],
+    job: int,
+    future: Future[IngestResult],
+) -> None:
+    """Send a batch's outcome. The batches of one round share one set of changed pairs (the
+    same object): it goes with the first of them, which the API process reads first, and the
+    others say "the same" (None), so the listeners run once per round, before any batch of the
+    round is answered."""
+    try:
+        result = future.result()
+    except Exception as exc:
+        answer: Any = _Failure.of(exc)
+    else:
+        statuses = [(r.status.value, r.problems) for r in result.results]
+        answer = (statuses, result.touched)
+    try:
+        with sending:
+            if not isinstance(answer, _Failure):
+                if answer[1] is told[0]:
+                    answer = (answer[0], None)  # None: the pairs of the previous answer
+                else:
+                    told[0] = answer[1]
+            connection.send((job, answer))
+    except OSError:
+        log.warning("the API process is gone: batch %s was stored but not answered", job)

@@ -1,0 +1,205 @@
+"""The group commit in a writer process of its own (`RATECARD_INGEST_WRITER=process`)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from ratecard.adapters.clock import FixedClock
+from ratecard.adapters.db import event_store
+from ratecard.core.errors import ErrorCode, RatecardError
+from ratecard.services.metering.group_commit import IngestionBusy
+from ratecard.services.metering.ingestion import IngestResult, Prepared
+from ratecard.services.metering.writer_process import ProcessCommitter, WriterGone, _Failure
+from tests.integration.metering_setup import Metering, event, setup
+
+Touched = list[frozenset[tuple[str, str]]]
+
+
+def _url(sessions: sessionmaker[Session]) -> str:
+    return str(sessions.kw["bind"].url.render_as_string(hide_password=False))
+
+
+@pytest.fixture
+def metering(sessions: sessionmaker[Session]) -> Metering:
+    return setup(sessions)
+
+
+@pytest.fixture
+def heard() -> Touched:
+    return []
+
+
+@pytest.fixture
+def committer(metering: Metering, heard: Touched) -> Iterator[ProcessCommitter]:
+    made = ProcessCommitter(
+        _url(metering.sessions),
+        metering.clock,
+        listeners=[lambda _scope, touched: heard.append(touched)],
+    )
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _statuses(future: Future[IngestResult]) -> list[str]:
+    return [str(r.status) for r in future.result(60).results]
+
+
+def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie: dead, not yet reaped
+        return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _stopped_child(committer: ProcessCommitter) -> int:
+    """Start the child and stop it (SIGSTOP): what is sent then waits, unanswered."""
+    committer.start()
+    pid = committer.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def test_batches_are_stored_once_with_a_result_each_and_the_listeners_hear_of_them(
+    metering: Metering, committer: ProcessCommitter, heard: Touched
+) -> None:
+    m = metering
+    first = m.ingestion.prepare(
+        [event("a"), event("b"), event("a"), {"id": "no-type"}, event("t", "tokens", tokens="5")]
+    )
+    one = committer.submit(m.scope, "test", first)
+    assert _statuses(one) == ["accepted", "accepted", "duplicate", "rejected", "accepted"]
+    two = committer.submit(
+        m.scope,
+        "test",
+        m.ingestion.prepare(
+            [event("b"), event("c"), event("u", "nope"), event("v", customer="stranger")]
+        ),
+    )
+    result = two.result(60)
+    assert [(r.index, r.event_id, str(r.status)) for r in result.results] == [
+        (0, "evt_b", "duplicate"),
+        (1, "evt_c", "accepted"),
+        (2, "evt_u", "rejected"),
+        (3, "evt_v", "rejected"),
+    ]
+    assert [p.code for p in result.results[2].problems] == [ErrorCode.UNKNOWN_METER]
+    assert [p.code for p in result.results[3].problems] == [ErrorCode.UNKNOWN_CUSTOMER]
+    assert result.touched == {(m.customer_id, "api_calls")}
+    assert heard == [
+        {(m.customer_id, "api_calls"), (m.customer_id, "tokens")},
+        {(m.customer_id, "api_calls")},
+    ]
+    with m.sessions() as session:
+        stored = event_store.existing_ids(
+            session, m.scope, ["evt_a", "evt_b", "evt_c", "evt_t", "evt_u"]
+        )
+    assert stored == {"evt_a", "evt_b", "evt_c", "evt_t"}
+    assert committer.starts == 1
+
+
+def test_a_batch_with_nothing_to_store_is_answered_without_the_child(
+    metering: Metering, committer: ProcessCommitter
+) -> None:
+    answered = committer.submit(metering.scope, "t", metering.ingestion.prepare([{"id": "x"}]))
+    assert _statuses(answered) == ["rejected"]
+    assert committer.starts == 0 and committer.pid is None
+
+
+def test_close_stores_and_answers_what_was_sent_then_refuses_more(
+    metering: Metering, committer: ProcessCommitter
+) -> None:
+    m = metering
+    futures = [committer.submit(m.scope, "t", m.ingestion.prepare([event(i)])) for i in range(6)]
+    committer.close()
+    assert [_statuses(f) for f in futures] == [["accepted"]] * 6
+    with pytest.raises(RuntimeError, match="closed"):
+        committer.submit(m.scope, "t", m.ingestion.prepare([event(9)]))
+
+
+def test_a_killed_child_fails_what_it_did_not_answer_and_the_next_batch_starts_another(
+    metering: Metering, committer: ProcessCommitter
+) -> None:
+    m = metering
+    pid = _stopped_child(committer)
+    lost = committer.submit(m.scope, "t", m.ingestion.prepare([event(1), event(2)]))
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WriterGone) as gone:
+        lost.result(60)
+    assert gone.value.code is ErrorCode.INGESTION_BUSY  # a 503: send it again
+    deadline = time.monotonic() + 30
+    while not _dead(pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    again = committer.submit(m.scope, "t", m.ingestion.prepare([event(1), event(2)]))
+    assert _statuses(again) == ["accepted", "accepted"]  # the lost batch stored nothing
+    assert committer.starts == 2 and committer.pid != pid
+
+
+def test_too_many_events_waiting_refuses_a_batch_whole(
+    metering: Metering, sessions: sessionmaker[Session]
+) -> None:
+    m = metering
+    committer = ProcessCommitter(_url(sessions), m.clock, max_queued=3)
+    try:
+        pid = _stopped_child(committer)
+        waiting = committer.submit(m.scope, "t", m.ingestion.prepare([event(1), event(2)]))
+        with pytest.raises(IngestionBusy):
+            committer.submit(m.scope, "t", m.ingestion.prepare([event(3), event(4)]))
+        os.kill(pid, signal.SIGCONT)
+        assert _statuses(waiting) == ["accepted", "accepted"]
+        taken = committer.submit(m.scope, "t", m.ingestion.prepare([event(3), event(4)]))
+        assert _statuses(taken) == ["accepted", "accepted"]
+    finally:
+        committer.close()
+
+
+def test_a_batch_the_child_cannot_read_fails_alone(
+    metering: Metering, committer: ProcessCommitter
+) -> None:
+    m = metering
+    prepared = m.ingestion.prepare([event(1)])
+    slot, incoming, encoded = prepared.valid[0]
+    broken = Prepared(
+        prepared.received_at,
+        prepared.results,
+        [(slot, incoming, encoded._replace(occurred_text="not an instant"))],
+    )
+    failed = committer.submit(m.scope, "t", broken)
+    with pytest.raises(RuntimeError, match="the ingestion writer failed"):
+        failed.result(60)
+    after = committer.submit(m.scope, "t", m.ingestion.prepare([event(2)]))
+    assert _statuses(after) == ["accepted"]
+    assert committer.starts == 1
+
+
+def test_failures_cross_the_pipe_as_plain_values() -> None:
+    busy = _Failure.of(IngestionBusy(12)).error()
+    assert isinstance(busy, RatecardError) and busy.code is ErrorCode.INGESTION_BUSY
+    assert "12 events waiting" in busy.message
+    other = _Failure.of(ValueError("boom")).error()
+    assert isinstance(other, RuntimeError) and "boom" in str(other)
+    assert pickle.loads(pickle.dumps(_Failure.of(IngestionBusy(1)))) == _Failure.of(
+        IngestionBusy(1)
+    )
+
+
+def test_a_fixed_clock_pickles_as_the_instant_it_shows() -> None:
+    clock = FixedClock(datetime(2024, 5, 1, tzinfo=UTC))
+    copy = pickle.loads(pickle.dumps(clock))
+    assert copy.now() == clock.now()
+    copy.set(datetime(2024, 6, 1, tzinfo=UTC))  # moves on its own
+    assert clock.now() == datetime(2024, 5, 1, tzinfo=UTC)
