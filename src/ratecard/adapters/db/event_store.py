@@ -32,6 +32,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
@@ -112,11 +113,9 @@ class Encoded(NamedTuple):
 
 
 def encode(occurred_at: datetime, properties: dict[str, str]) -> Encoded:
+    hour = hour_number(occurred_at)
     return Encoded(
-        sqlite_instant_text(occurred_at),
-        hour_number(occurred_at),
-        occurred_at.replace(minute=0, second=0, microsecond=0),
-        dumps_text_map(properties),
+        sqlite_instant_text(occurred_at), hour, hour_start(hour), dumps_text_map(properties)
     )
 
 
@@ -197,6 +196,14 @@ def hour_number(at: datetime) -> int:
     of the customer's range (migration 0008).
     """
     return (at - _EPOCH) // _HOUR
+
+
+@lru_cache(maxsize=4096)
+def hour_start(hour: int) -> datetime:
+    """The start of hour number `hour` (`hour_number`), in UTC: what
+    ``at.replace(minute=0, second=0, microsecond=0)`` gives for an instant in it. Cached: live
+    traffic falls in a few hours, and ``replace`` costs ten times the lookup."""
+    return _EPOCH + hour * _HOUR
 
 
 def _scope_prefix(tenant_id: str, mode: str) -> bytes:

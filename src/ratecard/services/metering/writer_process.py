@@ -45,7 +45,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ratecard.adapters.clock import Clock
-from ratecard.adapters.db.event_store import Encoded
+from ratecard.adapters.db.event_store import Encoded, hour_start
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.core.errors import ErrorCode, Problem, RatecardError
 from ratecard.core.events import IncomingEvent
@@ -345,13 +345,13 @@ def _prepared(received_at: datetime, rows: list[Row]) -> Prepared:
     make_event, make_encoded = IncomingEvent._make, Encoded._make  # no Python-level __new__
     results: list[EventResult | None] = [None] * len(rows)
     valid = []
-    for slot, (event_id, meter, customer, subscription, properties, text, hour, json) in zip(
-        range(len(rows)), rows, strict=True
+    for slot, (event_id, meter, customer, subscription, properties, text, hour, json) in enumerate(
+        rows
     ):
-        at = datetime.fromisoformat(text)
-        event = make_event((event_id, meter, customer, subscription, at, properties))
-        encoded = make_encoded((text, hour, at.replace(minute=0, second=0, microsecond=0), json))
-        valid.append(((results, slot), event, encoded))
+        event = make_event(
+            (event_id, meter, customer, subscription, datetime.fromisoformat(text), properties)
+        )
+        valid.append(((results, slot), event, make_encoded((text, hour, hour_start(hour), json))))
     return Prepared(received_at, results, valid)
 
 
