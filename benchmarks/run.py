@@ -2,7 +2,8 @@
 
 - graduated 5-tier pricing of one million quantities (target: >= 200,000 evaluations/s);
 - a simulation of 10,000 subscriptions over a month with usage;
-- event ingestion at the service layer and through HTTP, into SQLite and PostgreSQL.
+- event ingestion at the service layer and through HTTP, into SQLite and PostgreSQL;
+- what the databases alone cost per stored event (`benchmarks.floors`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def bench_simulation(subscriptions: int = 10_000) -> float:
 
 
 def main() -> None:
+    from benchmarks.floors import bench_floors
     from benchmarks.ingest import bench_ingest
     from benchmarks.ingest_http import bench_ingest_http
 
@@ -65,6 +67,7 @@ def main() -> None:
     bench_simulation()
     bench_ingest()
     bench_ingest_http()
+    bench_floors()
 
 
 if __name__ == "__main__":
