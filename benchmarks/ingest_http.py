@@ -1,7 +1,7 @@
 """Ingestion through HTTP: a uvicorn server and a load client on loopback, both engines.
 
-    python -m benchmarks.ingest_http [events] [concurrency] [sqlite|postgresql|both]
-    python -m benchmarks.ingest_http 5000000 8          # the sustained run the README quotes
+    python -m benchmarks.ingest_http [events] [concurrency] [sqlite|postgresql|both] [writers]
+    python -m benchmarks.ingest_http 5000000 8 sqlite process   # a sustained run
 
 The server is a separate process (one uvicorn worker, the app on the engine's database with a
 fixed clock); the client posts pre-encoded 1,000-event batches of `POST /v1/events` from
@@ -10,8 +10,10 @@ customers, two meters (a count, and a sum grouped by model), timestamps as live 
 them. Prints events/s answered (wall clock over the whole run; of them 90 % accepted, 10 %
 duplicates), the rate in each fifth of the run (sustained, or fading as the store grows), and
 the p50/p99 latency of one batch, and the CPU time each process spent per event (the server,
-PostgreSQL's processes, the load client; from /proc), which shows where the time goes whatever
-the machine's speed that day.
+its writer process with ``process``, PostgreSQL's processes, the load client; from /proc),
+which shows where the time goes whatever the machine's speed that day. Each engine runs twice:
+with the group commit in the API process (``RATECARD_INGEST_WRITER=thread``) and in a writer
+process of its own (``process``).
 """
 
 from __future__ import annotations
@@ -98,13 +100,17 @@ def _cpu_seconds() -> dict[str, float]:
 
 
 @contextmanager
-def _server(url: str) -> Iterator[str]:
+def _server(url: str, writer: str) -> Iterator[str]:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "RATECARD_INGEST_WRITER": writer,
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.ingest_http", "--serve", url, str(port)], env=env
     )
@@ -125,7 +131,10 @@ def _server(url: str) -> Iterator[str]:
         process.wait(10)
 
 
-def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str, float]:
+def bench_engine(
+    name: str, url: str, total: int, concurrency: int, writer: str = "thread"
+) -> dict[str, float]:
+    """One run; `writer` is the server's ``RATECARD_INGEST_WRITER`` (thread or process)."""
     sessions, scope, clock, _ids = _prepare(url)
     key = TenancyService(sessions, clock).create_api_key(
         scope.tenant_id, Mode.LIVE, Role.INGEST, actor="bench"
@@ -157,7 +166,7 @@ def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str,
                     for name_ in counts:
                         counts[name_] += int(result[name_])
 
-    with _server(url) as base:
+    with _server(url, writer) as base:
         cpu_before, client_before = _cpu_seconds(), time.process_time()
         started = time.perf_counter()
         threads = [threading.Thread(target=client, args=(base,)) for _ in range(concurrency)]
@@ -177,9 +186,10 @@ def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str,
         f"{fifth * BATCH / (marks[k + 1] - marks[k]) / 1000:.0f}k" for k in range(5)
     )
     print(
-        f"{name} over HTTP: {total:,} events in {len(bodies):,} batches of {BATCH:,}, "
-        f"{concurrency} connections: {rate:,.0f} events/s ({counts['accepted']:,} accepted, "
-        f"{counts['duplicates']:,} duplicates, {counts['rejected']:,} rejected); batch p50 "
+        f"{name} over HTTP, writer {writer}: {total:,} events in {len(bodies):,} batches of "
+        f"{BATCH:,}, {concurrency} connections: {rate:,.0f} events/s "
+        f"({counts['accepted']:,} accepted, {counts['duplicates']:,} duplicates, "
+        f"{counts['rejected']:,} rejected); batch p50 "
         f"{_pct(latencies, 50) * 1000:.0f} ms, p99 {_pct(latencies, 99) * 1000:.0f} ms; "
         f"events/s by fifth of the run: {fifths}"
     )
@@ -196,14 +206,21 @@ def bench_engine(name: str, url: str, total: int, concurrency: int) -> dict[str,
     return {"events_per_s": rate, "p99_ms": _pct(latencies, 99) * 1000}
 
 
-def bench_ingest_http(total: int = 500_000, concurrency: int = 8, which: str = "both") -> None:
-    if which in ("sqlite", "both"):
-        with tempfile.TemporaryDirectory(dir=os.environ.get("RATECARD_BENCH_DIR")) as tmp:
-            bench_engine("SQLite", f"sqlite:///{tmp}/bench.db", total, concurrency)
-    if which in ("postgresql", "both"):
-        with postgres_schema() as url:
-            if url is not None:
-                bench_engine("PostgreSQL", url, total, concurrency)
+def bench_ingest_http(
+    total: int = 500_000,
+    concurrency: int = 8,
+    which: str = "both",
+    writers: tuple[str, ...] = ("thread", "process"),
+) -> None:
+    """Each engine with the group commit in the API process and in a writer process."""
+    for writer in writers:
+        if which in ("sqlite", "both"):
+            with tempfile.TemporaryDirectory(dir=os.environ.get("RATECARD_BENCH_DIR")) as tmp:
+                bench_engine("SQLite", f"sqlite:///{tmp}/bench.db", total, concurrency, writer)
+        if which in ("postgresql", "both"):
+            with postgres_schema() as url:
+                if url is not None:
+                    bench_engine("PostgreSQL", url, total, concurrency, writer)
 
 
 if __name__ == "__main__":
@@ -215,4 +232,5 @@ if __name__ == "__main__":
             int(args[0]) if args else 500_000,
             int(args[1]) if len(args) > 1 else 8,
             args[2] if len(args) > 2 else "both",
+            tuple(args[3].split(",")) if len(args) > 3 else ("thread", "process"),
         )
