@@ -60,6 +60,8 @@ from ratecard.services.metering.ingestion import (
 
 log = logging.getLogger(__name__)
 
+READY = -1  # the job number of the child's first message: it can store
+
 #: A valid event as it crosses the pipe: plain values pickle several times faster than the
 #: named tuples (event id, meter, customer ref, subscription ref, properties, stored instant
 #: text, hour number, properties JSON). The child rebuilds the instants from the text.
@@ -130,6 +132,7 @@ class ProcessCommitter:
         self._connection: Connection | None = None
         self._process: Any = None
         self._reader: threading.Thread | None = None
+        self._ready = threading.Event()
         self._closed = False
         self.starts = 0  # child processes started, for tests
 
@@ -138,11 +141,17 @@ class ProcessCommitter:
         """The child's process id (None before it starts)."""
         return None if self._process is None else int(self._process.pid)
 
-    def start(self) -> None:
-        """Start the child now rather than with the first batch (it takes a second or two)."""
+    def start(self, timeout: float = 60) -> None:
+        """Start the child now rather than with the first batch, and wait until it is ready
+        to store (a second or two: it imports and connects), so that a server does not take
+        traffic before its writer can."""
         with self._lock:
-            if not self._closed:
-                self._started()
+            if self._closed:
+                return
+            self._started()
+            ready = self._ready
+        if not ready.wait(timeout):
+            raise RuntimeError(f"the ingestion writer was not ready within {timeout} s")
 
     def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
         """Send a prepared batch to the writer; the future resolves after its commit."""
@@ -216,9 +225,10 @@ class ProcessCommitter:
         theirs.close()
         self._connection, self._process = ours, process
         self._pending = {}  # this child's batches: if it dies, its reader fails just these
+        self._ready = threading.Event()
         self._reader = threading.Thread(
             target=self._read,
-            args=(ours, self._pending),
+            args=(ours, self._pending, self._ready),
             name="ratecard-writer-answers",
             daemon=True,
         )
@@ -226,13 +236,18 @@ class ProcessCommitter:
         self.starts += 1
         return ours
 
-    def _read(self, connection: Connection, waiting: dict[int, _Pending]) -> None:
+    def _read(
+        self, connection: Connection, waiting: dict[int, _Pending], ready: threading.Event
+    ) -> None:
         touched: frozenset[tuple[str, str]] = frozenset()  # the last pairs the child sent
         while True:
             try:
                 job, outcome = connection.recv()
             except (EOFError, OSError):
                 break
+            if job == READY:
+                ready.set()
+                continue
             with self._lock:
                 pending = waiting.pop(job)
                 self._queued -= pending.size
@@ -307,6 +322,8 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
     )
     tune_gc()  # as the API process: a young collection per 700 allocations walks the batches
     sending = threading.Lock()
+    with engine.connect():  # the store is reachable: say so
+        connection.send((READY, None))
     told: list[frozenset[tuple[str, str]]] = [frozenset()]  # the pairs last sent
     try:
         while True:
