@@ -1,9 +1,14 @@
-"""``ratecard run-demo`` and ``ratecard plans apply`` against a SQLite file."""
+"""``ratecard run-demo``, ``ratecard plans apply`` and ``ratecard serve`` against a SQLite file."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import sqlalchemy as sa
 import yaml
 from fastapi.testclient import TestClient
@@ -13,6 +18,9 @@ from ratecard.adapters.db.engine import make_engine
 from ratecard.adapters.db.models import EventRow
 from ratecard.cli import app
 from ratecard.web.app import create_app
+from tests.e2e.live import free_port, wait_until
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 runner = CliRunner()
 
@@ -130,3 +138,76 @@ def test_plans_apply_accepts_the_brief_template(tmp_path: Path) -> None:
     path.write_text('{"planId": "broken", "currency": "USD", "features": []}', encoding="utf-8")
     failed = runner.invoke(app, args)
     assert failed.exit_code == 1 and "plans[0].features" in failed.output, failed.output
+
+
+def _children_named(parent: int, name: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                head, tail = stat.read().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.partition("(")[2] == name and int(tail.split()[1]) == parent:
+            found.append(int(pid))
+    return found
+
+
+def test_serve_with_a_writer_process_stores_events_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+    """``RATECARD_INGEST_WRITER=process``: ``ratecard serve`` starts a ``ratecard-writer``
+    child, events sent over HTTP are stored through it, and Ctrl-C (SIGINT to the whole
+    process group, as a terminal sends it) stops both cleanly."""
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    demo = runner.invoke(app, ["run-demo", "--database-url", url, "--no-serve"])
+    secret = next(
+        line.split(": ", 1)[1] for line in demo.output.splitlines() if line.startswith("API key")
+    )
+    port = free_port()
+    env = {**os.environ, "RATECARD_INGEST_WRITER": "process", "PYTHONPATH": str(SRC)}
+    ratecard = str(Path(sys.executable).with_name("ratecard"))  # the console script
+    command = [ratecard, "serve", "--database-url", url]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], env=env, start_new_session=True, stderr=subprocess.PIPE
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _up(base), seconds=30)
+        writers = _children_named(server.pid, "ratecard-writer")
+        assert len(writers) == 1  # started with the app, before it took traffic
+        headers = {"Authorization": f"Bearer {secret}"}
+        customers = httpx.get(f"{base}/v1/customers", headers=headers).json()["data"]
+        events = [
+            {"id": f"serve-{i}", "type": "api_calls", "customer": customers[0]["external_id"]}
+            for i in range(3)
+        ]
+        body = httpx.post(f"{base}/v1/events", json=events + events[:1], headers=headers).json()
+        assert [r["status"] for r in body["results"]] == ["accepted"] * 3 + ["duplicate"]
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        _, stderr = server.communicate(timeout=30)
+    assert server.returncode == 0, stderr.decode()
+    wait_until(lambda: all(_gone(pid) for pid in writers), seconds=30)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            stored = connection.execute(
+                sa.select(sa.func.count()).where(EventRow.event_id.like("serve-%"))
+            ).scalar_one()
+        assert stored == 3
+    finally:
+        engine.dispose()
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

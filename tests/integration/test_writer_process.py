@@ -203,3 +203,17 @@ def test_a_fixed_clock_pickles_as_the_instant_it_shows() -> None:
     assert copy.now() == clock.now()
     copy.set(datetime(2024, 6, 1, tzinfo=UTC))  # moves on its own
     assert clock.now() == datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def test_a_writer_that_cannot_start_says_so_at_once() -> None:
+    """A store it cannot reach (nothing listens on port 1): `start` fails without waiting out
+    its timeout."""
+    committer = ProcessCommitter(
+        "postgresql+psycopg://postgres@127.0.0.1:1/test",
+        FixedClock(datetime(2024, 1, 1, tzinfo=UTC)),
+    )
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited with code"):
+        committer.start()
+    assert time.monotonic() - started < 30
+    committer.close()

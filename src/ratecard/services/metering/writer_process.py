@@ -149,9 +149,12 @@ class ProcessCommitter:
             if self._closed:
                 return
             self._started()
-            ready = self._ready
+            ready, process = self._ready, self._process
         if not ready.wait(timeout):
             raise RuntimeError(f"the ingestion writer was not ready within {timeout} s")
+        if not process.is_alive():  # it failed to start (the store unreachable?): its log says
+            process.join(5)
+            raise RuntimeError(f"the ingestion writer exited with code {process.exitcode}")
 
     def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
         """Send a prepared batch to the writer; the future resolves after its commit."""
@@ -273,6 +276,7 @@ class ProcessCommitter:
                 self._connection = None
         for pending in lost:  # the pipe stays open until replaced: a send to it fails cleanly
             pending.future.set_exception(WriterGone())
+        ready.set()  # whoever waits for the child to be ready need not wait any longer
 
     def _result(
         self,
