@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db import event_store
 from ratecard.core.errors import ErrorCode, RatecardError
-from ratecard.services.metering.group_commit import IngestionBusy
+from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy
 from ratecard.services.metering.ingestion import IngestResult, Prepared
 from ratecard.services.metering.writer_process import ProcessCommitter, WriterGone, _Failure
 from tests.integration.metering_setup import Metering, event, setup
@@ -217,3 +217,14 @@ def test_a_writer_that_cannot_start_says_so_at_once() -> None:
         committer.start()
     assert time.monotonic() - started < 30
     committer.close()
+
+
+def test_an_in_memory_store_cannot_have_a_writer_process() -> None:
+    from ratecard.adapters.db.engine import make_engine, make_session_factory
+    from ratecard.services.metering.wiring import MeteringServices
+
+    sessions = make_session_factory(make_engine("sqlite://"))
+    clock = FixedClock(datetime(2024, 1, 1, tzinfo=UTC))
+    with pytest.raises(ValueError, match="database file"):
+        MeteringServices.build(sessions, clock, writer="process")
+    assert isinstance(MeteringServices.build(sessions, clock).committer, GroupCommitter)

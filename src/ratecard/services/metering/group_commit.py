@@ -40,6 +40,12 @@ MAX_EVENTS = 20_000  # per round: a bound on one transaction's size and on the w
 MAX_QUEUED = 200_000  # events waiting for the writer: a few seconds of work at full rate
 
 
+def writers_for(dialect: str) -> int:
+    """How many writer threads an engine takes: PostgreSQL two (one commit waits on disk while
+    the next round runs); SQLite one (it has one write lock)."""
+    return 2 if dialect == "postgresql" else 1
+
+
 class IngestionBusy(RatecardError):
     """The writer's queue is full; the batch was not taken (retry it)."""
 

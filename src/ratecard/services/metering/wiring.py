@@ -22,7 +22,7 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.services.metering.alerts import AlertService
 from ratecard.services.metering.entitlements import EntitlementService
-from ratecard.services.metering.group_commit import GroupCommitter
+from ratecard.services.metering.group_commit import GroupCommitter, writers_for
 from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared
 from ratecard.services.metering.usage import UsageService
 
@@ -66,12 +66,10 @@ class MeteringServices:
         if writer == "process":
             from ratecard.services.metering.writer_process import ProcessCommitter
 
+            if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+                raise ValueError("a writer process needs a database file, not an in-memory one")
             url = engine.url.render_as_string(hide_password=False)
             committer = ProcessCommitter(url, clock, listeners=ingestion.listeners)
         else:
-            # PostgreSQL takes concurrent writers (one commit waits on disk while the next
-            # round runs); SQLite has one write lock, so one writer.
-            committer = GroupCommitter(
-                ingestion, writers=2 if engine.dialect.name == "postgresql" else 1
-            )
+            committer = GroupCommitter(ingestion, writers=writers_for(engine.dialect.name))
         return cls(ingestion, UsageService(sessions, clock), entitlements, alerts, committer)

@@ -101,6 +101,12 @@ class WriterGone(RatecardError):
         )
 
 
+class _Ready(threading.Event):
+    """Set when the child said it is ready (`ok`), or when it is gone without saying so."""
+
+    ok = False
+
+
 @dataclass(slots=True)
 class _Pending:
     scope: TenantScope
@@ -132,7 +138,7 @@ class ProcessCommitter:
         self._connection: Connection | None = None
         self._process: Any = None
         self._reader: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._ready = _Ready()
         self._closed = False
         self.starts = 0  # child processes started, for tests
 
@@ -152,8 +158,8 @@ class ProcessCommitter:
             ready, process = self._ready, self._process
         if not ready.wait(timeout):
             raise RuntimeError(f"the ingestion writer was not ready within {timeout} s")
-        if not process.is_alive():  # it failed to start (the store unreachable?): its log says
-            process.join(5)
+        if not ready.ok:  # it exited before it was ready (the store unreachable?): its log says
+            process.join(10)
             raise RuntimeError(f"the ingestion writer exited with code {process.exitcode}")
 
     def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
@@ -228,7 +234,7 @@ class ProcessCommitter:
         theirs.close()
         self._connection, self._process = ours, process
         self._pending = {}  # this child's batches: if it dies, its reader fails just these
-        self._ready = threading.Event()
+        self._ready = _Ready()
         self._reader = threading.Thread(
             target=self._read,
             args=(ours, self._pending, self._ready),
@@ -239,9 +245,7 @@ class ProcessCommitter:
         self.starts += 1
         return ours
 
-    def _read(
-        self, connection: Connection, waiting: dict[int, _Pending], ready: threading.Event
-    ) -> None:
+    def _read(self, connection: Connection, waiting: dict[int, _Pending], ready: _Ready) -> None:
         touched: frozenset[tuple[str, str]] = frozenset()  # the last pairs the child sent
         while True:
             try:
@@ -249,6 +253,7 @@ class ProcessCommitter:
             except (EOFError, OSError):
                 break
             if job == READY:
+                ready.ok = True
                 ready.set()
                 continue
             with self._lock:
@@ -311,7 +316,7 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
     from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
     from ratecard.config import get_settings
     from ratecard.runtime import tune_gc
-    from ratecard.services.metering.group_commit import GroupCommitter
+    from ratecard.services.metering.group_commit import GroupCommitter, writers_for
     from ratecard.services.metering.ingestion import IngestionService
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the API process, which closes us
@@ -321,7 +326,7 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
     checkpointer.start()
     committer = GroupCommitter(
         IngestionService(make_session_factory(engine), clock),
-        writers=2 if engine.dialect.name == "postgresql" else 1,
+        writers=writers_for(engine.dialect.name),
         max_queued=sys.maxsize,  # the API process bounds what it sends
     )
     tune_gc()  # as the API process: a young collection per 700 allocations walks the batches
