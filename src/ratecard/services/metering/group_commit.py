@@ -12,6 +12,9 @@ waits on the disk while the next round runs (a third made rounds smaller and slo
 Under load the rounds grow by themselves: the longer a commit takes, the more batches the next
 round carries. Nobody waits for a timer.
 
+With ``RATECARD_INGEST_WRITER=process`` this runs in a child process instead, with an
+interpreter lock of its own (`services.metering.writer_process`).
+
 A batch is answered only after its round committed, so an answer still means "durably stored".
 A round that fails is retried one batch at a time, so one batch's failure is its own.
 
