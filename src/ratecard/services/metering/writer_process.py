@@ -39,7 +39,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
@@ -147,7 +147,7 @@ class ProcessCommitter:
         """The child's process id (None before it starts)."""
         return None if self._process is None else int(self._process.pid)
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: timedelta = timedelta(seconds=60)) -> None:
         """Start the child now rather than with the first batch, and wait until it is ready
         to store (a second or two: it imports and connects), so that a server does not take
         traffic before its writer can."""
@@ -156,8 +156,8 @@ class ProcessCommitter:
                 return
             self._started()
             ready, process = self._ready, self._process
-        if not ready.wait(timeout):
-            raise RuntimeError(f"the ingestion writer was not ready within {timeout} s")
+        if not ready.wait(timeout.total_seconds()):
+            raise RuntimeError(f"the ingestion writer was not ready within {timeout}")
         if not ready.ok:  # it exited before it was ready (the store unreachable?): its log says
             process.join(10)
             raise RuntimeError(f"the ingestion writer exited with code {process.exitcode}")
