@@ -66,6 +66,15 @@ def wait_until(check: Any, seconds: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 @dataclass
 class Live:
     url: str

@@ -18,7 +18,7 @@ from ratecard.adapters.db.engine import make_engine
 from ratecard.adapters.db.models import EventRow
 from ratecard.cli import app
 from ratecard.web.app import create_app
-from tests.e2e.live import free_port, wait_until
+from tests.e2e.live import free_port, gone, wait_until
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -186,7 +186,7 @@ def test_serve_with_a_writer_process_stores_events_and_stops_it_on_ctrl_c(tmp_pa
         os.killpg(server.pid, signal.SIGINT)
         _, stderr = server.communicate(timeout=30)
     assert server.returncode == 0, stderr.decode()
-    wait_until(lambda: all(_gone(pid) for pid in writers), seconds=30)
+    wait_until(lambda: all(gone(pid) for pid in writers), seconds=30)
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
@@ -203,11 +203,3 @@ def _up(base: str) -> bool:
         return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True

@@ -19,6 +19,7 @@ from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy
 from ratecard.services.metering.ingestion import IngestResult, Prepared
 from ratecard.services.metering.writer_process import ProcessCommitter, WriterGone, _Failure
+from tests.e2e.live import gone, wait_until
 from tests.integration.metering_setup import Metering, event, setup
 
 Touched = list[frozenset[tuple[str, str]]]
@@ -53,15 +54,6 @@ def committer(metering: Metering, heard: Touched) -> Iterator[ProcessCommitter]:
 
 def _statuses(future: Future[IngestResult]) -> list[str]:
     return [str(r.status) for r in future.result(60).results]
-
-
-def _dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie: dead, not yet reaped
-        return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _stopped_child(committer: ProcessCommitter) -> int:
@@ -137,13 +129,10 @@ def test_a_killed_child_fails_what_it_did_not_answer_and_the_next_batch_starts_a
     pid = _stopped_child(committer)
     lost = committer.submit(m.scope, "t", m.ingestion.prepare([event(1), event(2)]))
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(WriterGone) as gone:
+    with pytest.raises(WriterGone) as failed:
         lost.result(60)
-    assert gone.value.code is ErrorCode.INGESTION_BUSY  # a 503: send it again
-    deadline = time.monotonic() + 30
-    while not _dead(pid):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    assert failed.value.code is ErrorCode.INGESTION_BUSY  # a 503: send it again
+    wait_until(lambda: gone(pid), seconds=30)
     again = committer.submit(m.scope, "t", m.ingestion.prepare([event(1), event(2)]))
     assert _statuses(again) == ["accepted", "accepted"]  # the lost batch stored nothing
     assert committer.starts == 2 and committer.pid != pid
