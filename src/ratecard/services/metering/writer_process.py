@@ -393,19 +393,19 @@ def _answer(
     others say "the same" (None), so the listeners run once per round, before any batch of the
     round is answered."""
     try:
-        result = future.result()
-    except Exception as exc:
-        answer: Any = _Failure.of(exc)
-    else:
-        statuses = [(r.status.value, r.problems) for r in result.results]
-        answer = (statuses, result.touched)
-    try:
         with sending:
-            if not isinstance(answer, _Failure):
-                if answer[1] is told[0]:
-                    answer = (answer[0], None)  # None: the pairs of the previous answer
+            answer: Outcome | _Failure
+            try:
+                result = future.result()
+            except Exception as exc:
+                answer = _Failure.of(exc)
+            else:
+                statuses = [(r.status.value, r.problems) for r in result.results]
+                if result.touched is told[0]:
+                    answer = (statuses, None)  # None: the pairs of the previous answer
                 else:
-                    told[0] = answer[1]
+                    told[0] = result.touched
+                    answer = (statuses, result.touched)
             connection.send((job, answer))
     except OSError:
         log.warning("the API process is gone: batch %s was stored but not answered", job)
