@@ -27,12 +27,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from itertools import islice
 from typing import Any
 
 import httpx
-
 from benchmarks.ingest import NOW, _event_stream, _pct, _prepare, postgres_schema
+from fastapi import FastAPI, Request, Response
+
 from ratecard.adapters.db.scope import Mode, Role
 from ratecard.services.tenancy import TenancyService
 
@@ -56,13 +58,40 @@ def app() -> Any:
     return made
 
 
-def serve(url: str, port: int) -> None:
-    """The server: `app` in as many processes as RATECARD_BENCH_WORKERS says (default 1)."""
+def floor_app() -> Any:
+    """The floor under any server: uvicorn and FastAPI take the batch, its body is read as JSON
+    (numbers as Decimal, as the real route reads them), and the answer of the same shape and
+    size as the real one (a result per event) is written; no validation, no store."""
+    from ratecard.runtime import tune_gc
+
+    made = FastAPI()
+    outcome = '{"index":%d,"id":%s,"status":"accepted","code":null,"reason":null,"field":null,'
+    outcome += '"problems":null}'
+    quote = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+    @made.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @made.post("/v1/events")
+    async def events(request: Request) -> Response:
+        items = json.loads(await request.body(), parse_float=Decimal)
+        parts = ",".join(outcome % (n, quote(item["id"])) for n, item in enumerate(items))
+        body = f'{{"accepted":{len(items)},"duplicates":0,"rejected":0,"results":[{parts}]}}'
+        return Response(body.encode(), media_type="application/json")
+
+    tune_gc()
+    return made
+
+
+def serve(url: str, port: int, factory: str = "app") -> None:
+    """The server: `app` (or `floor_app`) in as many processes as RATECARD_BENCH_WORKERS says
+    (default 1)."""
     import uvicorn
 
     os.environ["RATECARD_BENCH_URL"] = url
     uvicorn.run(
-        "benchmarks.ingest_http:app",
+        f"benchmarks.ingest_http:{factory}",
         factory=True,
         workers=int(os.environ.get("RATECARD_BENCH_WORKERS", "1")),
         host="127.0.0.1",
@@ -111,8 +140,10 @@ def _server(url: str, writer: str) -> Iterator[str]:
         "PYTHONPATH": os.pathsep.join(sys.path),
         "RATECARD_INGEST_WRITER": writer,
     }
+    factory = "floor_app" if writer == "floor" else "app"
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.ingest_http", "--serve", url, str(port)], env=env
+        [sys.executable, "-m", "benchmarks.ingest_http", "--serve", url, str(port), factory],
+        env=env,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -134,7 +165,8 @@ def _server(url: str, writer: str) -> Iterator[str]:
 def bench_engine(
     name: str, url: str, total: int, concurrency: int, writer: str = "thread"
 ) -> dict[str, float]:
-    """One run; `writer` is the server's ``RATECARD_INGEST_WRITER`` (thread or process)."""
+    """One run; `writer` is the server's ``RATECARD_INGEST_WRITER`` (thread or process), or
+    ``floor``: `floor_app`, which stores nothing (every event answered accepted)."""
     sessions, scope, clock, _ids = _prepare(url)
     key = TenancyService(sessions, clock).create_api_key(
         scope.tenant_id, Mode.LIVE, Role.INGEST, actor="bench"
@@ -225,7 +257,7 @@ def bench_ingest_http(
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
-        serve(sys.argv[2], int(sys.argv[3]))
+        serve(sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])
     else:
         args = sys.argv[1:]
         bench_ingest_http(

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ratecard.adapters.db.event_store import encode, hour_number, hour_start
+from ratecard.adapters.db.event_store import encode, hour_number, hour_start, stored_instant_text
 from ratecard.adapters.db.types import sqlite_instant_text
+from ratecard.core.events import parse_timestamp
 
 # hypothesis takes naive bounds and attaches the zone itself
 _INSTANTS = st.datetimes(
@@ -33,3 +34,31 @@ def test_encode_gives_the_stored_text_the_hour_and_its_start(at):
     assert encoded.occurred_hour == hour_number(at)
     assert encoded.hour_at == at.replace(minute=0, second=0, microsecond=0)
     assert encoded.properties_json == '{"a":"1","b":"2"}'
+
+
+@given(
+    _INSTANTS,
+    st.integers(0, 9),
+    st.sampled_from(["T", "t"]),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30"]),
+)
+def test_the_stored_text_is_taken_from_the_timestamp_only_when_it_is_the_stored_form(
+    at, digits, sep, offset
+):
+    """Whatever form the timestamp came in, the stored text is the instant's own."""
+    fraction = f".{at.microsecond:06d}000"[: digits + 1] if digits else ""
+    stamp = f"{at:%Y-%m-%d}{sep}{at:%H:%M:%S}{fraction}{offset}"
+    try:
+        parsed = parse_timestamp(stamp)
+    except ValueError:  # years before 1000 are not RFC 3339 here
+        return
+    assert stored_instant_text(parsed, stamp) == sqlite_instant_text(parsed)
+    assert encode(parsed, {}, stamp).occurred_text == sqlite_instant_text(parsed)
+
+
+def test_the_stored_text_of_live_traffic_is_its_timestamp_as_sent():
+    stamp = "2026-11-25T12:34:56.123456+00:00"
+    at = parse_timestamp(stamp)
+    assert stored_instant_text(at, stamp) is stamp  # no formatting at all
+    assert stored_instant_text(at, None) == stamp
+    assert stored_instant_text(at, 1732538096) == stamp  # a Lago number: formatted

@@ -164,7 +164,8 @@ class IngestionService:
                 results[index] = EventResult(index, event.event_id, EventStatus.DUPLICATE)
                 continue
             seen.add(event.event_id)
-            encoded = event_store.encode(event.occurred_at, event.properties)
+            stamp = raw.get("timestamp") if type(raw) is dict else None
+            encoded = event_store.encode(event.occurred_at, event.properties, stamp)
             valid.append(((results, index), event, encoded))
         return Prepared(received_at, results, valid)
 
@@ -276,6 +277,8 @@ class IngestionService:
             session, scope, set(customers.values()) | set(by_subscription.values())
         )
         oldest, newest = received_at - policy.max_past, received_at + policy.max_future
+        numbers = {code: _number_property(spec) for code, spec in specs.items()}
+        new_event = event_store.NewEvent._make  # no Python-level __new__: once per event
         admitted: list[tuple[Slot, event_store.NewEvent]] = []
         for slot, e, encoded in valid:
             results, index = slot
@@ -311,7 +314,8 @@ class IngestionService:
                 continue
             if customer_id is not None and not known_meter:
                 customer_id = None  # held until the meter exists
-            if spec is not None and (problem := _value_problem(spec, e)) is not None:
+            name = numbers.get(e.meter_code)
+            if name is not None and (problem := _value_problem(name, e)) is not None:
                 results[index] = EventResult(index, eid, EventStatus.REJECTED, (problem,))
                 continue
             closed_end = closed.get(customer_id) if customer_id else None
@@ -324,15 +328,17 @@ class IngestionService:
             admitted.append(
                 (
                     slot,
-                    event_store.NewEvent(
-                        eid,
-                        e.meter_code,
-                        e.customer_ref or e.subscription_ref or "",
-                        customer_id,
-                        e.occurred_at,
-                        received_at,
-                        e.properties,
-                        encoded,
+                    new_event(
+                        (
+                            eid,
+                            e.meter_code,
+                            e.customer_ref or e.subscription_ref or "",
+                            customer_id,
+                            e.occurred_at,
+                            received_at,
+                            e.properties,
+                            encoded,
+                        )
                     ),
                 )
             )
@@ -345,11 +351,16 @@ def _retryable(exc: Exception) -> bool:
     return getattr(cause, "sqlstate", None) in _RETRYABLE
 
 
-def _value_problem(spec: MeterSpec, event: IncomingEvent) -> Problem | None:
-    """A meter that adds, compares or weighs values needs a number (or nothing) there."""
-    name = spec.value_property
-    if name is None or spec.aggregation in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT):
+def _number_property(spec: MeterSpec) -> str | None:
+    """The property that must hold a number (or nothing): that of a meter that adds, compares
+    or weighs values."""
+    if spec.aggregation in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT):
         return None
+    return spec.value_property
+
+
+def _value_problem(name: str, event: IncomingEvent) -> Problem | None:
+    """The problem with `event` if its property `name` holds something else than a number."""
     raw = event.properties.get(name)
     if raw is None or (type(raw) is str and raw.isdigit() and raw.isascii()):  # a whole number
         return None
