@@ -28,6 +28,7 @@ from itertools import islice, pairwise
 from typing import Any
 
 from benchmarks.ingest import _event_stream, _prepare, postgres_schema
+
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.events import parse_event
@@ -94,7 +95,7 @@ def bench_sqlite(total: int) -> float:
         for n, rows in enumerate(rounds):
             marks = [time.perf_counter()]
             cursor.execute("BEGIN IMMEDIATE")
-            hashes = [event_store._hash(prefix, event_id) for event_id, _ in rows]
+            hashes = event_store._hashes(prefix, [event_id for event_id, _ in rows])
             existing = event_store._existing_sqlite(cursor, scope, hashes)
             marks.append(time.perf_counter())
             fresh = []
