@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
-from ratecard.adapters.db.models import Base
+from ratecard.adapters.db.models import Base, EventRow
 from ratecard.adapters.db.schema import alembic_config, current_revision, head_revision, migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.config import Settings
@@ -51,7 +51,7 @@ def test_migrated_schema_matches_the_models(fresh_database):
     assert differences == []
 
 
-def test_sqlite_dedups_on_the_id_hash_and_postgresql_on_the_unique_index(database):
+def test_sqlite_dedups_on_the_id_hash_and_postgresql_on_a_hash_of_the_scoped_id(database):
     indexes = {
         tuple(ix["column_names"]): bool(ix["unique"])
         for ix in sa.inspect(database.engine).get_indexes("events")
@@ -60,12 +60,55 @@ def test_sqlite_dedups_on_the_id_hash_and_postgresql_on_the_unique_index(databas
         tuple(uq["column_names"])
         for uq in sa.inspect(database.engine).get_unique_constraints("events")
     }
+    assert ("tenant_id", "mode", "event_id") not in uniques
     if database.kind == "sqlite":
         assert indexes[("id_hash",)] is False
-        assert ("tenant_id", "mode", "event_id") not in uniques
-    else:
-        assert ("id_hash",) not in indexes
-        assert ("tenant_id", "mode", "event_id") in uniques
+        return
+    assert ("id_hash",) not in indexes
+    with database.engine.connect() as connection:
+        definition = connection.exec_driver_sql(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname = 'ex_events_scoped_id' AND contype = 'x'"
+        ).scalar()
+    assert definition == (
+        "EXCLUDE USING hash (((((((tenant_id)::text || chr(31)) || (mode)::text) || chr(31)) "
+        "|| (event_id)::text)) WITH =)"
+    )
+
+
+def test_postgresql_refuses_a_second_event_with_an_id_and_finds_an_id_through_its_index(
+    database,
+):
+    """The exclusion constraint is exact (a hash match compares the full texts), and lookups
+    by id (`event_store.id_matches`, `existing_ids`) are written so the planner uses it."""
+    if database.kind != "postgresql":
+        return
+    sessions = make_session_factory(database.engine)
+    scope = TenantScope("ten_1", Mode.LIVE)
+    row = (
+        "INSERT INTO events (tenant_id, mode, event_id, meter_code, customer_ref, occurred_at, "
+        "occurred_hour, received_at, properties) VALUES ('ten_1', :mode, :id, 'm', 'c', now(), "
+        "0, now(), '{}')"
+    )
+    with database.engine.begin() as connection:
+        connection.exec_driver_sql("SET session_replication_role = replica")  # no tenant row
+        for mode, event_id in (("live", "evt_1"), ("test", "evt_1"), ("live", "evt_2")):
+            connection.execute(sa.text(row), {"mode": mode, "id": event_id})
+    with (
+        pytest.raises(sa.exc.IntegrityError, match="ex_events_scoped_id"),
+        database.engine.begin() as connection,
+    ):
+        connection.exec_driver_sql("SET session_replication_role = replica")
+        connection.execute(sa.text(row), {"mode": "live", "id": "evt_1"})
+    with sessions() as session:
+        assert event_store.existing_ids(session, scope, ["evt_1", "evt_3"]) == {"evt_1"}
+        lookup = sa.select(EventRow.seq).where(event_store.id_matches(session, scope, "evt_2"))
+        compiled = lookup.compile(database.engine, compile_kwargs={"literal_binds": True})
+        connection = session.connection()
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a tiny table: no scans
+        plan = " ".join(r[0] for r in connection.exec_driver_sql(f"EXPLAIN {compiled}"))
+        assert "ex_events_scoped_id" in plan
+        assert session.scalar(lookup) is not None
 
 
 def test_the_event_log_pages_through_an_index_of_its_scope(database):

@@ -36,10 +36,10 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, delete, select
+from sqlalchemy import ColumnElement, String, and_, delete, literal_column, select
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db.models import EventRow, UsageRollupRow
+from ratecard.adapters.db.models import EventRow, UsageRollupRow, event_scoped_id
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.types import dumps_text_map, loads, sqlite_instant_text
 from ratecard.core.aggregation import Event, GroupKey
@@ -100,7 +100,7 @@ CREATE TEMP TABLE IF NOT EXISTS event_staging_v2 (
 _MERGE = f"""
 INSERT INTO events (tenant_id, mode, {_COLUMNS})
 SELECT %s, %s, {_COLUMNS} FROM event_staging_v2
-ON CONFLICT (tenant_id, mode, event_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING event_id, seq
 """
 
@@ -324,7 +324,8 @@ def _insert_sqlite(
 
 def id_matches(session: Session, scope: TenantScope, event_id: str) -> ColumnElement[bool]:
     """A condition on `EventRow` for the scope's event with this id, through the engine's
-    dedup index (SQLite: the id hash, then the full id; PostgreSQL: the unique index)."""
+    dedup index (SQLite: the id hash, then the full id; PostgreSQL: the scoped id's hash
+    index)."""
     condition = and_(
         EventRow.tenant_id == scope.tenant_id,
         EventRow.mode == scope.mode,
@@ -332,8 +333,17 @@ def id_matches(session: Session, scope: TenantScope, event_id: str) -> ColumnEle
     )
     if session.get_bind().dialect.name == "sqlite":
         hashed = id_hash(scope.tenant_id, scope.mode.value, event_id)
-        condition = and_(EventRow.id_hash == hashed, condition)
-    return condition
+        return and_(EventRow.id_hash == hashed, condition)
+    return and_(_scoped_id_text == scoped_id(scope, event_id), condition)
+
+
+# PostgreSQL's dedup index is on this expression: a lookup written the same way goes through it
+_scoped_id_text: ColumnElement[str] = literal_column(event_scoped_id("events"), String)
+
+
+def scoped_id(scope: TenantScope, event_id: str) -> str:
+    """The text PostgreSQL's dedup index is on (`models.EVENT_SCOPED_ID`) for a scope and id."""
+    return f"{scope.tenant_id}\x1f{scope.mode.value}\x1f{event_id}"
 
 
 def existing_ids(session: Session, scope: TenantScope, event_ids: Sequence[str]) -> set[str]:
@@ -349,6 +359,7 @@ def existing_ids(session: Session, scope: TenantScope, event_ids: Sequence[str])
     found: set[str] = set()
     for chunk in _chunks(event_ids, _LOOKUP_CHUNK):
         statement = select(EventRow.event_id).where(
+            _scoped_id_text.in_([scoped_id(scope, event_id) for event_id in chunk]),
             EventRow.tenant_id == scope.tenant_id,
             EventRow.mode == scope.mode,
             EventRow.event_id.in_(chunk),

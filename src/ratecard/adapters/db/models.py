@@ -32,7 +32,9 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ratecard.adapters.db.scope import Mode, Role
@@ -350,6 +352,18 @@ class SubscriptionChangeRow(TenantScoped, Base):
 SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite: the rowid itself
 
 
+# An event's id within its scope, as one text (`chr(31)` cannot occur in any of the three: ids
+# are printable). PostgreSQL's dedup constraint is on it: a hash index takes one word an entry
+# where a b-tree on the three columns took ~80 bytes, and random ids dirty that many fewer pages.
+def event_scoped_id(table: str = "") -> str:
+    """`EVENT_SCOPED_ID`, its columns qualified with ``table.`` when given."""
+    at = f"{table}." if table else ""
+    return f"({at}tenant_id || chr(31) || {at}mode || chr(31) || {at}event_id)"
+
+
+EVENT_SCOPED_ID = event_scoped_id()
+
+
 class EventRow(TenantScoped, Base):
     """A raw usage event, kept as received (event sourcing); unique per (tenant, mode, id).
 
@@ -359,9 +373,12 @@ class EventRow(TenantScoped, Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        # Dedup: PostgreSQL merges against a unique index; SQLite checks under its write lock
-        # through a compact hash of the id (`event_store.id_hash`, migration 0005).
-        UniqueConstraint("tenant_id", "mode", "event_id").ddl_if(dialect="postgresql"),
+        # Dedup: PostgreSQL merges against an exclusion constraint on a hash index of the
+        # scoped id (migration 0012); SQLite checks under its write lock through a compact
+        # hash of the id (`event_store.id_hash`, migration 0005).
+        ExcludeConstraint(
+            (text(EVENT_SCOPED_ID), "="), name="ex_events_scoped_id", using="hash"
+        ).ddl_if(dialect="postgresql"),
         Index("ix_events_id_hash", "id_hash").ddl_if(dialect="sqlite"),
         # Reads of a customer's events of one meter in a time range; keyed on the hour, so that
         # within it entries follow arrival and live traffic appends (migration 0008).
