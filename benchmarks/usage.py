@@ -48,7 +48,6 @@ _EVENT_COLUMNS = (
     "occurred_at, occurred_hour, received_at, properties"
 )
 _EVENT_INDEX = "ix_events_tenant_id_mode_customer_id_meter_code_occurred_hour"
-_HASH_INDEX = "ix_events_id_hash"  # SQLite's dedup index (PostgreSQL keeps its unique one)
 
 
 def _hours(
@@ -146,8 +145,6 @@ def _seed(
         if not postgres:
             cursor.execute("BEGIN")
         cursor.execute(f"DROP INDEX {_EVENT_INDEX}")
-        if not postgres:
-            cursor.execute(f"DROP INDEX {_HASH_INDEX}")
         raw.commit()
         rollup_sql = f"usage_rollups ({event_store._ROLLUP_COLUMNS})"
         for events, rollups in _hours(total, customers, scope, meters, hashed=not postgres):
@@ -177,8 +174,11 @@ def _seed(
             f"CREATE INDEX {_EVENT_INDEX} ON events "
             "(tenant_id, mode, customer_id, meter_code, occurred_hour)"
         )
-        if not postgres:
-            cursor.execute(f"CREATE INDEX {_HASH_INDEX} ON events (id_hash)")
+        if not postgres:  # SQLite's dedup keys (`event_store._add_id_keys`), all in the large tier
+            cursor.execute(
+                "INSERT INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM events "
+                "ORDER BY id_hash, seq"
+            )
             cursor.execute("ANALYZE")
         raw.commit()
         if postgres:

@@ -140,3 +140,41 @@ def test_held_events_count_once_released(sessions):
         m.scope, m.customer_id, "api_calls", Period(PERIOD_START, PERIOD_END)
     )
     assert usage.total.value == 1
+
+
+def test_ids_are_deduplicated_whichever_tier_holds_their_key(sessions, monkeypatch):
+    """SQLite keeps each stored id's hash first in the recent tier, then moves it, a slice of
+    the hash range per commit, into the large one (`event_store._add_id_keys`). Whichever tier
+    holds it, a resent id is a duplicate, found by `existing_ids` and by a lookup by id; and
+    another scope's same id is not. On PostgreSQL both tiers stay empty."""
+    from ratecard.adapters.db import event_store
+    from ratecard.adapters.db.models import EVENT_IDS, RECENT_EVENT_IDS
+    from ratecard.services.metering.event_log import get_event
+
+    monkeypatch.setattr(event_store, "_FOLD_SLICES", 4)
+    m = setup(sessions)
+    other = setup(sessions, "Other")
+    ids = list(range(40))
+    for start in range(0, 40, 5):  # eight commits: every slice moved twice over
+        assert m.ingest(*(event(i) for i in ids[start : start + 5])) == ["accepted"] * 5
+    with m.sessions() as session:
+        recent = session.scalar(sa.select(sa.func.count()).select_from(RECENT_EVENT_IDS))
+        folded = session.scalar(sa.select(sa.func.count()).select_from(EVENT_IDS))
+    if sessions.kw["bind"].dialect.name == "sqlite":
+        assert recent + folded == 40
+        assert folded > 0 and recent > 0  # the last commits' keys wait in the recent tier
+    else:
+        assert recent == folded == 0
+    again = m.ingestion.ingest(m.scope, [event(i) for i in ids] + [event(99)])
+    assert [str(r.status) for r in again.results] == ["duplicate"] * 40 + ["accepted"]
+    assert other.ingest(event(0), event(39)) == ["accepted", "accepted"]  # its own scope
+    with m.sessions() as session:
+        assert event_store.existing_ids(session, m.scope, ["evt_0", "evt_39", "evt_x"]) == {
+            "evt_0",
+            "evt_39",
+        }
+    for i in ids:
+        with uow(m.sessions, m.scope, m.clock) as work:
+            assert get_event(work, f"evt_{i}").event_id == f"evt_{i}"
+    assert _count(m) == 41
+    assert _count(other) == 2

@@ -7,8 +7,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
-from ratecard.adapters.db.models import CustomerRow, MeterRow
+from ratecard.adapters.db.models import EVENT_IDS, RECENT_EVENT_IDS, CustomerRow, MeterRow
 from ratecard.core.errors import ValidationFailed
 from ratecard.core.periods import Period
 from ratecard.services.metering.alerts import AlertMetric, AlertService, outbox
@@ -152,9 +153,21 @@ def test_held_events_are_released_per_event_whatever_the_policy_says_now(session
         assert release_held(work) == 0
 
 
+def _id_keys(m) -> list[int]:
+    """The seqs SQLite's dedup key tiers hold (`event_store._add_id_keys`); none on PostgreSQL."""
+    with m.sessions() as session:
+        return sorted(
+            session.scalars(
+                sa.union_all(sa.select(RECENT_EVENT_IDS.c.seq), sa.select(EVENT_IDS.c.seq))
+            )
+        )
+
+
 def test_purge_keeps_at_least_35_days(sessions):
     m = setup(sessions)
     m.ingest(event(1))
+    sqlite = sessions.kw["bind"].dialect.name == "sqlite"
+    assert len(_id_keys(m)) == (1 if sqlite else 0)
     with uow(m.sessions, m.scope, m.clock) as work, pytest.raises(ValidationFailed):
         purge_events(work, m.clock.now() - timedelta(days=34))
     m.clock.advance(timedelta(days=40))
@@ -164,7 +177,9 @@ def test_purge_keeps_at_least_35_days(sessions):
             purge_events(work, m.clock.now() - timedelta(days=35))
         assert purge_events(work, m.clock.now() - timedelta(days=35, minutes=5)) == 1
         work.commit()
+    assert _id_keys(m) == []  # its dedup key went with it
     assert m.ingest(event(1, at=m.clock.now())) == ["accepted"]  # forgotten after the purge
+    assert len(_id_keys(m)) == (1 if sqlite else 0)
 
 
 def test_purge_never_forgets_an_event_that_could_be_accepted_again(sessions):

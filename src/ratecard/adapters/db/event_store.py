@@ -10,12 +10,15 @@ transaction, one commit per batch; `services.metering.group_commit` makes one ba
 - PostgreSQL: ``COPY`` into a session-local staging table, then one
   ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING event_id, seq``: the database tells us
   which ids were new, and concurrent writers of the same id wait on each other instead of
-  double-counting.
+  double-counting. The arbiter is an exclusion constraint on a hash index of the scoped id
+  (`models.EVENT_SCOPED_ID`, one word an entry; migration 0012), exact like a unique index.
 - SQLite: the transaction already holds the write lock (``BEGIN IMMEDIATE``), so a lookup of the
   batch's ids, then one ``executemany`` with explicit sequence numbers, is exact. The lookup
-  goes through an index on `id_hash` (48 bits of the scoped id, 6 bytes an entry) rather than
-  a unique index on the ids themselves (80 bytes): random ids rewrite random index pages at
-  every commit, and a small index has fewer of them (migration 0005).
+  goes through `id_hash` (48 bits of the scoped id) rather than a unique index on the ids
+  themselves (80 bytes an entry): random ids rewrite random index pages at every commit, and
+  a small key has fewer of them (migration 0005). The hashes are kept in two tiers, a small
+  one that takes each commit's keys and a large one that takes them a slice of the hash range
+  at a time, in key order (`_add_id_keys`, migration 0013).
 
 Group commit is the caller's batch: the index pages a commit rewrites are shared by every event in
 it. ``seq`` is the arrival order (it breaks ties between events at one instant).
@@ -28,6 +31,7 @@ PostgreSQL parses the same text in ``COPY``, so one serialization serves both en
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -36,10 +40,25 @@ from functools import lru_cache
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, String, and_, delete, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    delete,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db.models import EventRow, UsageRollupRow, event_scoped_id
+from ratecard.adapters.db.models import (
+    EVENT_IDS,
+    RECENT_EVENT_IDS,
+    EventRow,
+    UsageRollupRow,
+    event_scoped_id,
+)
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.types import dumps_text_map, loads, sqlite_instant_text
 from ratecard.core.aggregation import Event, GroupKey
@@ -268,11 +287,38 @@ def _existing_sqlite(cursor: Any, scope: TenantScope, hashes: Sequence[int]) -> 
     for start in range(0, len(hashes), _LOOKUP_CHUNK):
         chunk = hashes[start : start + _LOOKUP_CHUNK]
         marks = ", ".join("?" * len(chunk))
-        cursor.execute(
-            f"SELECT tenant_id, mode, event_id FROM events WHERE id_hash IN ({marks})", chunk
-        )
-        found.update(e for t, m, e in cursor.fetchall() if t == tenant_id and m == mode)
+        for tier in _ID_TIERS:
+            cursor.execute(
+                f"SELECT e.tenant_id, e.mode, e.event_id FROM {tier} AS i CROSS JOIN events AS e "
+                f"ON e.seq = i.seq WHERE i.id_hash IN ({marks})",
+                chunk,
+            )
+            found.update(e for t, m, e in cursor.fetchall() if t == tenant_id and m == mode)
     return found
+
+
+# SQLite's dedup key (`models.EVENT_IDS`, migration 0013). A commit adds its keys to the small
+# recent tier, where its random inserts share a few hundred pages, and moves the next of
+# `_FOLD_SLICES` slices of the hash range into the large tier, in key order: a page of the large
+# tier is then written about once per `_FOLD_SLICES` commits rather than at nearly every one.
+_ID_TIERS = ("event_ids_recent", "event_ids")
+_HASH_RANGE = 1 << 48  # `id_hash` is 48 bits
+_FOLD_SLICES = 32
+_folds = itertools.count()  # which slice the next commit moves (per process; any order is exact)
+
+
+def _add_id_keys(cursor: Any, keys: Sequence[tuple[int, int]]) -> None:
+    """Record ``(id_hash, seq)`` of newly stored events, then move one slice of recent keys."""
+    cursor.executemany("INSERT INTO event_ids_recent (id_hash, seq) VALUES (?, ?)", keys)
+    slice_ = next(_folds) % _FOLD_SLICES
+    low = slice_ * _HASH_RANGE // _FOLD_SLICES
+    high = (slice_ + 1) * _HASH_RANGE // _FOLD_SLICES
+    cursor.execute(
+        "INSERT INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM event_ids_recent "
+        "WHERE id_hash >= ? AND id_hash < ?",
+        (low, high),
+    )
+    cursor.execute("DELETE FROM event_ids_recent WHERE id_hash >= ? AND id_hash < ?", (low, high))
 
 
 def _insert_sqlite(
@@ -317,9 +363,32 @@ def _insert_sqlite(
             )
         if rows:
             cursor.executemany(_SQLITE_INSERT, rows)
+            _add_id_keys(cursor, [(row[4], row[0]) for row in rows])
     finally:
         cursor.close()
     return inserted
+
+
+def drop_id_keys(session: Session, where: ColumnElement[bool], *, chunk: int = 10_000) -> None:
+    """SQLite: remove the dedup keys of the events `where` selects, before they are deleted
+    (a key left behind would never match: a lookup compares the full id of its event)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    after = 0
+    while keys := session.execute(
+        select(EventRow.id_hash, EventRow.seq)
+        .where(where, EventRow.seq > after)
+        .order_by(EventRow.seq)
+        .limit(chunk)
+    ).all():
+        after = keys[-1].seq
+        for table in _ID_TABLES:
+            session.execute(
+                delete(table).where(
+                    table.c.id_hash == bindparam("h"), table.c.seq == bindparam("s")
+                ),
+                [{"h": h, "s": seq} for h, seq in keys],
+            )
 
 
 def id_matches(session: Session, scope: TenantScope, event_id: str) -> ColumnElement[bool]:
@@ -333,11 +402,15 @@ def id_matches(session: Session, scope: TenantScope, event_id: str) -> ColumnEle
     )
     if session.get_bind().dialect.name == "sqlite":
         hashed = id_hash(scope.tenant_id, scope.mode.value, event_id)
-        return and_(EventRow.id_hash == hashed, condition)
+        keys = union_all(
+            *(select(tier.c.seq).where(tier.c.id_hash == hashed) for tier in _ID_TABLES)
+        )
+        return and_(EventRow.seq.in_(keys), condition)
     return and_(_scoped_id_text == scoped_id(scope, event_id), condition)
 
 
 # PostgreSQL's dedup index is on this expression: a lookup written the same way goes through it
+_ID_TABLES = (RECENT_EVENT_IDS, EVENT_IDS)
 _scoped_id_text: ColumnElement[str] = literal_column(event_scoped_id("events"), String)
 
 

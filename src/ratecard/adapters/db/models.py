@@ -23,6 +23,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     Enum,
     ForeignKey,
     ForeignKeyConstraint,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     String,
+    Table,
     UniqueConstraint,
     text,
 )
@@ -375,11 +377,11 @@ class EventRow(TenantScoped, Base):
     __table_args__ = (
         # Dedup: PostgreSQL merges against an exclusion constraint on a hash index of the
         # scoped id (migration 0012); SQLite checks under its write lock through a compact
-        # hash of the id (`event_store.id_hash`, migration 0005).
+        # hash of the id (`event_store.id_hash`), kept in `EVENT_IDS` and `RECENT_EVENT_IDS`
+        # (migrations 0005, 0013).
         ExcludeConstraint(
             (text(EVENT_SCOPED_ID), "="), name="ex_events_scoped_id", using="hash"
         ).ddl_if(dialect="postgresql"),
-        Index("ix_events_id_hash", "id_hash").ddl_if(dialect="sqlite"),
         # Reads of a customer's events of one meter in a time range; keyed on the hour, so that
         # within it entries follow arrival and live traffic appends (migration 0008).
         Index(None, "tenant_id", "mode", "customer_id", "meter_code", "occurred_hour"),
@@ -400,6 +402,24 @@ class EventRow(TenantScoped, Base):
     # not bill it, so it is late usage (an adjustment) then. NULL: counted since received_at.
     counted_at: Mapped[datetime | None]
     properties: Mapped[dict[str, Any]]
+
+
+def _id_tier(name: str) -> Table:
+    return Table(
+        name,
+        Base.metadata,
+        Column("id_hash", BigInteger, primary_key=True),
+        Column("seq", BigInteger, primary_key=True),
+        sqlite_with_rowid=False,
+    )
+
+
+# SQLite's dedup key, in two tiers (`event_store`, migration 0013): each stored event's
+# `id_hash` with its `seq`, first in the small table of recent ids, which takes them in random
+# order, then moved into the large one a slice of the hash range at a time, in key order.
+# PostgreSQL leaves both empty (its dedup is the exclusion constraint on `events`).
+EVENT_IDS = _id_tier("event_ids")
+RECENT_EVENT_IDS = _id_tier("event_ids_recent")
 
 
 ROLLUP_KEY = ("tenant_id", "mode", "customer_id", "meter_code", "hour_at", "group_key")

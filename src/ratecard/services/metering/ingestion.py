@@ -237,8 +237,9 @@ class IngestionService:
                 valid=valid,
                 received_at=received_at,
             )
-            # In event id order: concurrent batches then take the unique index's locks in one
-            # order and cannot deadlock; `seq` within a batch follows the ids (on both engines).
+            # In event id order: concurrent batches then wait on each other's ids (PostgreSQL's
+            # dedup constraint) in one order and cannot deadlock; `seq` within a batch follows
+            # the ids (on both engines).
             ordered = sorted((new for _, new in stored), key=attrgetter("event_id"))
             inserted = event_store.insert_events(session, scope, ordered)
             fresh: list[tuple[event_store.NewEvent, int]] = []

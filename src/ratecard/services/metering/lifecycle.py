@@ -251,12 +251,12 @@ def purge_events(uow: UnitOfWork, received_before: datetime) -> int:
             f"could still be accepted again (max_past + max_future: {keep})",
             "received_before",
         )
-    result = uow.session.execute(
-        delete(EventRow).where(
-            EventRow.tenant_id == scope.tenant_id,
-            EventRow.mode == scope.mode,
-            EventRow.received_at < received_before,
-        )
+    purged = and_(
+        EventRow.tenant_id == scope.tenant_id,
+        EventRow.mode == scope.mode,
+        EventRow.received_at < received_before,
     )
+    event_store.drop_id_keys(uow.session, purged)
+    result = uow.session.execute(delete(EventRow).where(purged))
     save_policy(uow.session, scope, replace(policy, purged_before_at=received_before))
     return int(getattr(result, "rowcount", 0) or 0)
