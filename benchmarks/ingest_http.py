@@ -13,7 +13,8 @@ the p50/p99 latency of one batch, and the CPU time each process spent per event 
 its writer process with ``process``, PostgreSQL's processes, the load client; from /proc),
 which shows where the time goes whatever the machine's speed that day. Each engine runs twice:
 with the group commit in the API process (``RATECARD_INGEST_WRITER=thread``) and in a writer
-process of its own (``process``).
+process of its own (``process``). ``floor`` as the writer serves `floor_app` instead, which
+stores nothing: what HTTP and JSON alone cost (`make bench` runs it once).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from itertools import islice
 from typing import Any
 
 import httpx
-from benchmarks.ingest import NOW, _event_stream, _pct, _prepare, postgres_schema
 from fastapi import FastAPI, Request, Response
 
+from benchmarks.ingest import NOW, _event_stream, _pct, _prepare, postgres_schema
 from ratecard.adapters.db.scope import Mode, Role
 from ratecard.services.tenancy import TenancyService
 
@@ -218,7 +219,8 @@ def bench_engine(
         f"{fifth * BATCH / (marks[k + 1] - marks[k]) / 1000:.0f}k" for k in range(5)
     )
     print(
-        f"{name} over HTTP, writer {writer}: {total:,} events in {len(bodies):,} batches of "
+        f"{'HTTP floor (nothing stored)' if writer == 'floor' else f'{name} over HTTP'}, "
+        f"writer {writer}: {total:,} events in {len(bodies):,} batches of "
         f"{BATCH:,}, {concurrency} connections: {rate:,.0f} events/s "
         f"({counts['accepted']:,} accepted, {counts['duplicates']:,} duplicates, "
         f"{counts['rejected']:,} rejected); batch p50 "

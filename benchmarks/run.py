@@ -3,7 +3,8 @@
 - graduated 5-tier pricing of one million quantities (target: >= 200,000 evaluations/s);
 - a simulation of 10,000 subscriptions over a month with usage;
 - event ingestion at the service layer and through HTTP, into SQLite and PostgreSQL;
-- what the databases alone cost per stored event (`benchmarks.floors`).
+- what the databases alone cost per stored event (`benchmarks.floors`), and HTTP and JSON alone
+  (`benchmarks.ingest_http` with the `floor` app).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> None:
     bench_ingest()
     bench_ingest_http()
     bench_floors()
+    bench_ingest_http(which="sqlite", writers=("floor",))  # HTTP and JSON alone, no store
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ tables keyed ``(id_hash, seq)``: a commit adds its events' keys to the small
 slice of the hash range from there into the large ``event_ids`` in key order, so each page of
 it is written once per pass over the range instead of once per commit. A lookup reads both.
 Over five million events that cut SQLite's time per event by a fifth and its wait on the disk
-by two thirds. The keys of the events already stored are copied into ``event_ids``; the index
+by three quarters. The keys of the events already stored are copied into ``event_ids``; the index
 on ``events.id_hash`` is dropped (the column stays: the keys can be rebuilt from it).
 PostgreSQL creates both tables and leaves them empty.
 """
