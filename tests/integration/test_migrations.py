@@ -85,7 +85,7 @@ def test_postgresql_refuses_a_second_event_with_an_id_and_finds_an_id_through_it
 ):
     """The exclusion constraint is exact (a hash match compares the full texts), and lookups
     by id (`event_store.id_matches`, `existing_ids`) are written so the planner uses it."""
-    if database.kind != "postgresql":
+    if database.kind != "postgres":
         return
     sessions = make_session_factory(database.engine)
     scope = TenantScope("ten_1", Mode.LIVE)
@@ -211,6 +211,24 @@ def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(f
     assert group == ()
     assert (partial.event_count, partial.value_sum, partial.latest_seq) == (5, Decimal("3.75"), 9)
     assert (partial.value_min, partial.value_max) == (Decimal("1.5"), Decimal("2.25"))
+    # 0012 and 0013 undone and done again: the dedup key as it was, then back in place
+    command.downgrade(alembic_config(engine), "0011")
+    indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("events")}
+    uniques = {uq["name"] for uq in sa.inspect(engine).get_unique_constraints("events")}
+    assert ("ix_events_id_hash" in indexes) == (fresh_database.kind == "sqlite")
+    assert ("uq_events_tenant_id_mode_event_id" in uniques) == (fresh_database.kind == "postgres")
+    assert "event_ids" not in sa.inspect(engine).get_table_names()
+    assert migrate(engine) == head_revision()
+    with make_session_factory(engine)() as session:
+        assert event_store.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
+        assert (
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(EventRow)
+                .where(event_store.id_matches(session, scope, "evt_1"))
+            )
+            == 1
+        )
 
 
 def test_0007_adds_meter_rounding_keeping_existing_meters_unrounded(fresh_database):

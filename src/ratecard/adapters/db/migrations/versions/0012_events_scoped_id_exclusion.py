@@ -44,4 +44,4 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     op.create_unique_constraint(_UNIQUE, "events", ["tenant_id", "mode", "event_id"])
-    op.drop_constraint(_EXCLUDE, "events", type_="exclude")
+    op.execute(f"ALTER TABLE events DROP CONSTRAINT {_EXCLUDE}")
