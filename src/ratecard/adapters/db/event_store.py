@@ -287,9 +287,10 @@ def _existing_sqlite(cursor: Any, scope: TenantScope, hashes: Sequence[int]) -> 
     for start in range(0, len(hashes), _LOOKUP_CHUNK):
         chunk = hashes[start : start + _LOOKUP_CHUNK]
         marks = ", ".join("?" * len(chunk))
-        for tier in _ID_TIERS:
+        for tier in _ID_TABLES:
             cursor.execute(
-                f"SELECT e.tenant_id, e.mode, e.event_id FROM {tier} AS i CROSS JOIN events AS e "
+                f"SELECT e.tenant_id, e.mode, e.event_id FROM {tier.name} AS i "
+                "CROSS JOIN events AS e "
                 f"ON e.seq = i.seq WHERE i.id_hash IN ({marks})",
                 chunk,
             )
@@ -301,7 +302,7 @@ def _existing_sqlite(cursor: Any, scope: TenantScope, hashes: Sequence[int]) -> 
 # recent tier, where its random inserts share a few hundred pages, and moves the next of
 # `_FOLD_SLICES` slices of the hash range into the large tier, in key order: a page of the large
 # tier is then written about once per `_FOLD_SLICES` commits rather than at nearly every one.
-_ID_TIERS = ("event_ids_recent", "event_ids")
+_ID_TABLES = (RECENT_EVENT_IDS, EVENT_IDS)  # a lookup reads both
 _HASH_RANGE = 1 << 48  # `id_hash` is 48 bits
 _FOLD_SLICES = 32
 _folds = itertools.count()  # which slice the next commit moves (per process; any order is exact)
@@ -410,7 +411,6 @@ def id_matches(session: Session, scope: TenantScope, event_id: str) -> ColumnEle
 
 
 # PostgreSQL's dedup index is on this expression: a lookup written the same way goes through it
-_ID_TABLES = (RECENT_EVENT_IDS, EVENT_IDS)
 _scoped_id_text: ColumnElement[str] = literal_column(event_scoped_id("events"), String)
 
 
