@@ -181,3 +181,38 @@ def test_ids_are_deduplicated_whichever_tier_holds_their_key(sessions, monkeypat
             assert get_event(work, f"evt_{i}").event_id == f"evt_{i}"
     assert _count(m) == 41
     assert _count(other) == 2
+
+
+def test_concurrent_writers_of_the_same_ids_store_each_once(sessions):
+    """Four transactions at once, each with the same 200 ids in its own order: every id is
+    accepted by exactly one of them and a duplicate for the others (PostgreSQL: the writers
+    wait on each other at the dedup constraint; SQLite: on the write lock)."""
+    import random
+    import threading
+
+    m = setup(sessions)
+    writers = 4
+    barrier = threading.Barrier(writers)
+    outcomes: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        batch = [event(i) for i in range(200)]
+        random.Random(seed).shuffle(batch)
+        try:
+            barrier.wait(30)
+            result = m.ingestion.ingest(m.scope, batch)
+            outcomes.append([str(r.status) for r in result.results])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(seed,)) for seed in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    statuses = [status for outcome in outcomes for status in outcome]
+    assert statuses.count("accepted") == 200
+    assert statuses.count("duplicate") == 600
+    assert _count(m) == 200
