@@ -42,7 +42,6 @@ def _rows(
 ) -> list[list[tuple[str, Row]]]:
     """The stream's events as `event_store` stores them, in rounds; repeats within a round
     dropped (ingestion reports them before the store sees them)."""
-    received = event_store.sqlite_instant_text(now)
     rounds = []
     stream = _event_stream(total, seed=7)
     while chunk := list(islice(stream, ROUND)):
@@ -58,7 +57,6 @@ def _rows(
                 customers[ref],
                 stored.occurred_text,
                 stored.occurred_hour,
-                received,
                 stored.properties_json,
             )
         rounds.append(sorted(distinct.items()))
@@ -88,6 +86,10 @@ def bench_sqlite(total: int) -> float:
         customers = dict(connection.execute("SELECT external_id, id FROM customers"))
         rounds = _rows(total, scope, customers, clock.now())
         prefix = event_store._scope_prefix(scope.tenant_id, scope.mode.value)
+        received = event_store._sql_text(event_store.sqlite_instant_text(clock.now()))
+        insert = event_store._SQLITE_INSERT.format(
+            *(event_store._sql_text(v) for v in (scope.tenant_id, scope.mode.value)), received
+        )
         cursor = connection.cursor()
         parts = dict.fromkeys(("lookup", "insert", "commit", "checkpoint"), 0.0)
         seq = 0
@@ -102,9 +104,9 @@ def bench_sqlite(total: int) -> float:
             for (event_id, row), hashed in zip(rows, hashes, strict=True):
                 if event_id not in existing:
                     seq += 1
-                    fresh.append((seq, scope.tenant_id, scope.mode.value, row[0], hashed, *row[1:]))
-            cursor.executemany(event_store._SQLITE_INSERT, fresh)
-            event_store._add_id_keys(cursor, [(row[4], row[0]) for row in fresh])
+                    fresh.append((seq, row[0], hashed, *row[1:]))
+            cursor.executemany(insert, fresh)
+            event_store._add_id_keys(cursor, [(row[2], row[0]) for row in fresh])
             marks.append(time.perf_counter())
             cursor.execute("COMMIT")
             marks.append(time.perf_counter())
@@ -149,17 +151,18 @@ def bench_postgres(total: int) -> float | None:
             connection.commit()
             parts = dict.fromkeys(("copy", "merge", "commit"), 0.0)
             cpu, started = _cpu_of(pid), time.perf_counter()
-            copy_sql = f"COPY event_staging_v2 (ord, {event_store._COLUMNS}) FROM STDIN"
+            copy_sql = f"COPY event_staging_v3 ({event_store._COLUMNS}) FROM STDIN"
+            received = event_store.sqlite_instant_text(clock.now())
             for rows in rounds:
                 marks = [time.perf_counter()]
                 cursor.execute(event_store._STAGING)
                 with cursor.copy(copy_sql) as copy:
-                    for ord_, (_, row) in enumerate(rows):
-                        copy.write_row((ord_, *row))
+                    for _, row in rows:
+                        copy.write_row(row)
                 marks.append(time.perf_counter())
-                cursor.execute(event_store._MERGE, (scope.tenant_id, scope.mode.value))
+                cursor.execute(event_store._MERGE, (scope.tenant_id, scope.mode.value, received))
                 cursor.fetchall()
-                cursor.execute("TRUNCATE event_staging_v2")
+                cursor.execute("TRUNCATE event_staging_v3")
                 marks.append(time.perf_counter())
                 connection.commit()
                 marks.append(time.perf_counter())

@@ -51,6 +51,23 @@ def test_migrated_schema_matches_the_models(fresh_database):
     assert differences == []
 
 
+def test_events_refer_to_their_tenant_by_foreign_key_on_sqlite_only(fresh_database):
+    """0014: PostgreSQL checked the key with a trigger and a query per stored event."""
+    engine = fresh_database.engine
+    sqlite = fresh_database.kind == "sqlite"
+
+    def referred() -> list[str]:
+        keys = sa.inspect(engine).get_foreign_keys("events")
+        return [key["referred_table"] for key in keys]
+
+    migrate(engine)
+    assert referred() == (["tenants"] if sqlite else [])
+    command.downgrade(alembic_config(engine), "0013")
+    assert referred() == ["tenants"]
+    assert migrate(engine) == head_revision()
+    assert referred() == (["tenants"] if sqlite else [])
+
+
 def test_sqlite_dedups_on_id_hash_tiers_and_postgresql_on_a_hash_of_the_scoped_id(database):
     indexes = {
         tuple(ix["column_names"]): bool(ix["unique"])

@@ -65,14 +65,13 @@ from ratecard.core.aggregation import Event, GroupKey
 from ratecard.core.rollups import EXACT_SUM, Partial
 
 _LOOKUP_CHUNK = 500
-_COLUMNS = (
-    "event_id, meter_code, customer_ref, customer_id, occurred_at, occurred_hour, received_at, "
-    "properties"
-)
+# What each event brings; the scope and the instant of receipt are the batch's, written once
+# in the statement rather than bound (SQLite) or copied and parsed (PostgreSQL) per row.
+_COLUMNS = "event_id, meter_code, customer_ref, customer_id, occurred_at, occurred_hour, properties"
 _SQLITE_INSERT = (
-    "INSERT INTO events (seq, tenant_id, mode, event_id, id_hash, meter_code, customer_ref, "
-    "customer_id, occurred_at, occurred_hour, received_at, properties) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (seq, tenant_id, mode, received_at, event_id, id_hash, meter_code, "
+    "customer_ref, customer_id, occurred_at, occurred_hour, properties) "
+    "VALUES (?, {}, {}, {}, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _ROLLUP_COLUMNS = (
     "tenant_id, mode, customer_id, meter_code, hour_at, group_key, event_count, value_count, "
@@ -111,14 +110,14 @@ _ROLLUP_READ = (
 )
 _ROLLUP_CHUNK = 150  # keys per read: 900 parameters
 _STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS event_staging_v2 (
-    ord integer, event_id text, meter_code text, customer_ref text, customer_id text,
-    occurred_at timestamptz, occurred_hour integer, received_at timestamptz, properties jsonb
+CREATE TEMP TABLE IF NOT EXISTS event_staging_v3 (
+    event_id text, meter_code text, customer_ref text, customer_id text,
+    occurred_at timestamptz, occurred_hour integer, properties jsonb
 ) ON COMMIT DELETE ROWS;
 """
 _MERGE = f"""
-INSERT INTO events (tenant_id, mode, {_COLUMNS})
-SELECT %s, %s, {_COLUMNS} FROM event_staging_v2
+INSERT INTO events (tenant_id, mode, received_at, {_COLUMNS})
+SELECT %s, %s, %s::timestamptz, {_COLUMNS} FROM event_staging_v3
 ON CONFLICT DO NOTHING
 RETURNING event_id, seq
 """
@@ -171,7 +170,6 @@ class NewEvent(NamedTuple):
     customer_ref: str
     customer_id: str | None  # None: held
     occurred_at: datetime
-    received_at: datetime
     properties: dict[str, str]
     encoded: Encoded | None = None  # made ahead (`encode`), or here when None
 
@@ -182,51 +180,46 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
 
 
 def insert_events(
-    session: Session, scope: TenantScope, events: Sequence[NewEvent]
+    session: Session, scope: TenantScope, events: Sequence[NewEvent], received_at: datetime
 ) -> dict[str, int]:
-    """Store the events whose ids are new; return their ``event_id -> seq``.
+    """Store the events whose ids are new, all received at `received_at`; return their
+    ``event_id -> seq``.
 
     Ids within `events` must be distinct (the caller reports in-batch repeats).
     """
     assert len({e.event_id for e in events}) == len(events), "ids within a batch are distinct"
     if not events:
         return {}
+    received_text = sqlite_instant_text(received_at)
     if session.get_bind().dialect.name == "postgresql":
-        return _insert_postgres(session, scope, events)
-    return _insert_sqlite(session, scope, events)
+        return _insert_postgres(session, scope, events, received_text)
+    return _insert_sqlite(session, scope, events, received_text)
 
 
 def _insert_postgres(
-    session: Session, scope: TenantScope, events: Sequence[NewEvent]
+    session: Session, scope: TenantScope, events: Sequence[NewEvent], received_text: str
 ) -> dict[str, int]:
     dbapi: Any = session.connection().connection.dbapi_connection
-    received: dict[datetime, str] = {}
     with dbapi.cursor() as cursor:
         cursor.execute(_STAGING)
-        copy_sql = f"COPY event_staging_v2 (ord, {_COLUMNS}) FROM STDIN"
-        with cursor.copy(copy_sql) as copy:
+        with cursor.copy(f"COPY event_staging_v3 ({_COLUMNS}) FROM STDIN") as copy:
             write = copy.write_row
-            for ord_, e in enumerate(events):
-                received_text = received.get(e.received_at)
-                if received_text is None:
-                    received_text = received[e.received_at] = sqlite_instant_text(e.received_at)
+            for e in events:
                 stored = e.encoded or encode(e.occurred_at, e.properties)
                 write(
                     (
-                        ord_,
                         e.event_id,
                         e.meter_code,
                         e.customer_ref,
                         e.customer_id,
                         stored.occurred_text,
                         stored.occurred_hour,
-                        received_text,
                         stored.properties_json,
                     )
                 )
-        cursor.execute(_MERGE, (scope.tenant_id, scope.mode.value))
+        cursor.execute(_MERGE, (scope.tenant_id, scope.mode.value, received_text))
         inserted = {str(event_id): int(seq) for event_id, seq in cursor.fetchall()}
-        cursor.execute("TRUNCATE event_staging_v2")
+        cursor.execute("TRUNCATE event_staging_v3")
     return inserted
 
 
@@ -322,8 +315,13 @@ def _add_id_keys(cursor: Any, keys: Sequence[tuple[int, int]]) -> None:
     cursor.execute("DELETE FROM event_ids_recent WHERE id_hash >= ? AND id_hash < ?", (low, high))
 
 
+def _sql_text(value: str) -> str:
+    """A string as an SQL literal (for values of our own making: ids, modes, instants)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _insert_sqlite(
-    session: Session, scope: TenantScope, events: Sequence[NewEvent]
+    session: Session, scope: TenantScope, events: Sequence[NewEvent], received_text: str
 ) -> dict[str, int]:
     """Check, then insert: exact because the transaction holds SQLite's write lock."""
     tenant_id, mode = scope.tenant_id, scope.mode.value
@@ -336,21 +334,15 @@ def _insert_sqlite(
         seq = int(cursor.fetchone()[0])
         rows = []
         inserted: dict[str, int] = {}
-        received: dict[datetime, str] = {}
         for e, hashed in zip(events, hashes, strict=True):
             if e.event_id in existing:
                 continue
             seq += 1
             inserted[e.event_id] = seq
-            received_text = received.get(e.received_at)
-            if received_text is None:
-                received_text = received[e.received_at] = sqlite_instant_text(e.received_at)
             stored = e.encoded or encode(e.occurred_at, e.properties)
             rows.append(
                 (
                     seq,
-                    tenant_id,
-                    mode,
                     e.event_id,
                     hashed,
                     e.meter_code,
@@ -358,13 +350,15 @@ def _insert_sqlite(
                     e.customer_id,
                     stored.occurred_text,
                     stored.occurred_hour,
-                    received_text,
                     stored.properties_json,
                 )
             )
         if rows:
-            cursor.executemany(_SQLITE_INSERT, rows)
-            _add_id_keys(cursor, [(row[4], row[0]) for row in rows])
+            statement = _SQLITE_INSERT.format(
+                _sql_text(tenant_id), _sql_text(mode), _sql_text(received_text)
+            )
+            cursor.executemany(statement, rows)
+            _add_id_keys(cursor, [(row[2], row[0]) for row in rows])
     finally:
         cursor.close()
     return inserted

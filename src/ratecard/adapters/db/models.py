@@ -375,6 +375,9 @@ class EventRow(TenantScoped, Base):
 
     __tablename__ = "events"
     __table_args__ = (
+        # SQLite only: on PostgreSQL a foreign key costs a trigger and a query of `tenants`
+        # per stored event, and tenants are never deleted (migration 0014).
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"]).ddl_if(dialect="sqlite"),
         # Dedup: PostgreSQL merges against an exclusion constraint on a hash index of the
         # scoped id (migration 0012); SQLite checks under its write lock through a compact
         # hash of the id (`event_store.id_hash`), kept in `EVENT_IDS` and `RECENT_EVENT_IDS`
@@ -389,6 +392,7 @@ class EventRow(TenantScoped, Base):
         Index(None, "tenant_id", "mode", "seq"),
     )
 
+    tenant_id: Mapped[str] = mapped_column(ID, sort_order=-10)  # the key: `__table_args__`
     seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(255))
     id_hash: Mapped[int | None] = mapped_column(BigInteger)  # SQLite only: see `event_store`

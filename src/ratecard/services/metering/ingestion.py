@@ -241,7 +241,7 @@ class IngestionService:
             # dedup constraint) in one order and cannot deadlock; `seq` within a batch follows
             # the ids (on both engines).
             ordered = sorted((new for _, new in stored), key=attrgetter("event_id"))
-            inserted = event_store.insert_events(session, scope, ordered)
+            inserted = event_store.insert_events(session, scope, ordered, received_at)
             fresh: list[tuple[event_store.NewEvent, int]] = []
             for (results, index), new in stored:
                 seq = inserted.get(new.event_id)
@@ -336,7 +336,6 @@ class IngestionService:
                             e.customer_ref or e.subscription_ref or "",
                             customer_id,
                             e.occurred_at,
-                            received_at,
                             e.properties,
                             encoded,
                         )

@@ -221,7 +221,6 @@ def release_held(uow: UnitOfWork) -> int:
                     row.customer_ref,
                     customer_id,
                     row.occurred_at,
-                    row.received_at,
                     row.properties,
                 ),
                 seq,
