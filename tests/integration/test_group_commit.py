@@ -17,7 +17,7 @@ from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode
 from ratecard.core.events import IncomingEvent
-from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy
+from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy, writers_for
 from ratecard.services.metering.ingestion import IngestionService, IngestResult, Slot
 from ratecard.web.problems import error_response
 from tests.integration.metering_setup import event, setup
@@ -230,3 +230,11 @@ def test_a_bug_in_a_round_fails_its_batches_and_the_writer_goes_on(sessions):
         assert _statuses(after) == ["accepted"]
     finally:
         committer.close()
+
+
+def test_writer_threads_per_engine_and_process():
+    """SQLite has one write lock; PostgreSQL overlaps two writers in the API process, and
+    takes one in a writer process of its own (two there halve the rounds)."""
+    assert writers_for("sqlite") == writers_for("sqlite", own_process=True) == 1
+    assert writers_for("postgresql") == 2
+    assert writers_for("postgresql", own_process=True) == 1

@@ -326,7 +326,7 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
     checkpointer.start()
     committer = GroupCommitter(
         IngestionService(make_session_factory(engine), clock),
-        writers=writers_for(engine.dialect.name),
+        writers=writers_for(engine.dialect.name, own_process=True),
         max_queued=sys.maxsize,  # the API process bounds what it sends
     )
     tune_gc()  # as the API process: a young collection per 700 allocations walks the batches
