@@ -37,9 +37,11 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     #: Redis for the entitlement cache (shared by API processes); unset: in-process.
     redis_url: str | None = None
-    #: Where ingestion's group commit runs: ``thread`` (the API process) or ``process`` (a
-    #: child process with an interpreter lock of its own; `services.metering.writer_process`).
-    ingest_writer: Literal["thread", "process"] = "thread"
+    #: Where ingestion's group commit runs: ``thread`` (the API process), ``process`` (a
+    #: child process with an interpreter lock of its own; `services.metering.writer_process`),
+    #: or ``auto``: ``process`` for a SQLite file, ``thread`` otherwise
+    #: (`services.metering.wiring.resolve_writer`).
+    ingest_writer: Literal["auto", "thread", "process"] = "auto"
     #: ``nats``: ingestion routes publish to NATS JetStream and answer 202 ``queued``;
     #: ``ratecard worker --consume nats`` writes the events. Unset: routes write to the store.
     event_buffer: Literal["nats"] | None = None

@@ -85,8 +85,15 @@ class Api:
 
 
 def make_api(database: Database, **kwargs: Any) -> Api:
+    """The app on `database`, its group commit in the API process unless `ingest_writer` says
+    otherwise (a writer process per test would start a child for each)."""
     clock = FixedClock(START)
-    app = create_app(database.engine, clock, rate_limit=kwargs.pop("rate_limit", RateLimit()))
+    app = create_app(
+        database.engine,
+        clock,
+        rate_limit=kwargs.pop("rate_limit", RateLimit()),
+        ingest_writer=kwargs.pop("ingest_writer", "thread"),
+    )
     client = TestClient(app, **kwargs)
     return Api(app, client, clock, make_session_factory(database.engine), database)
 

@@ -75,6 +75,7 @@ def buffered(api_database: Database) -> Iterator[Buffered]:
         api_database.engine,
         clock,
         buffer=LazyNatsBuffer(NATS_URL, stream=stream, subject_prefix=prefix),
+        ingest_writer="thread",  # the routes publish; nothing is stored through it
     )
     with TestClient(app) as client:  # one event loop for the app's NATS connection
         api = Api(app, client, clock, app.state.wiring.sessions, api_database)

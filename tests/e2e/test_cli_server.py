@@ -154,16 +154,17 @@ def _children_named(parent: int, name: str) -> list[int]:
 
 
 def test_serve_with_a_writer_process_stores_events_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
-    """``RATECARD_INGEST_WRITER=process``: ``ratecard serve`` starts a ``ratecard-writer``
-    child, events sent over HTTP are stored through it, and Ctrl-C (SIGINT to the whole
-    process group, as a terminal sends it) stops both cleanly."""
+    """On a SQLite file ``ratecard serve`` starts a ``ratecard-writer`` child by default
+    (``RATECARD_INGEST_WRITER=auto``), events sent over HTTP are stored through it, and Ctrl-C
+    (SIGINT to the whole process group, as a terminal sends it) stops both cleanly."""
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     demo = runner.invoke(app, ["run-demo", "--database-url", url, "--no-serve"])
     secret = next(
         line.split(": ", 1)[1] for line in demo.output.splitlines() if line.startswith("API key")
     )
     port = free_port()
-    env = {**os.environ, "RATECARD_INGEST_WRITER": "process", "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("RATECARD_INGEST_WRITER", None)  # the default
     ratecard = str(Path(sys.executable).with_name("ratecard"))  # the console script
     command = [ratecard, "serve", "--database-url", url]
     server = subprocess.Popen(

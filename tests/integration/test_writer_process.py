@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db import event_store
+from ratecard.config import Settings
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy
 from ratecard.services.metering.ingestion import IngestResult, Prepared
@@ -217,3 +218,25 @@ def test_an_in_memory_store_cannot_have_a_writer_process() -> None:
     with pytest.raises(ValueError, match="database file"):
         MeteringServices.build(sessions, clock, writer="process")
     assert isinstance(MeteringServices.build(sessions, clock).committer, GroupCommitter)
+    auto = MeteringServices.build(sessions, clock, writer="auto")
+    assert isinstance(auto.committer, GroupCommitter)
+
+
+def test_auto_puts_the_writer_in_a_process_of_its_own_for_a_sqlite_file_only(tmp_path) -> None:
+    from ratecard.adapters.db.engine import make_engine
+    from ratecard.services.metering.wiring import resolve_writer
+
+    on_file = make_engine(f"sqlite:///{tmp_path / 'auto.db'}")
+    in_memory = make_engine("sqlite://")
+    postgres = make_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")  # not connected
+    try:
+        assert resolve_writer(on_file, "auto") == "process"
+        assert resolve_writer(in_memory, "auto") == "thread"
+        assert resolve_writer(postgres, "auto") == "thread"
+        for engine in (on_file, in_memory, postgres):
+            assert resolve_writer(engine, "thread") == "thread"
+            assert resolve_writer(engine, "process") == "process"
+        assert Settings.model_fields["ingest_writer"].default == "auto"
+    finally:
+        for engine in (on_file, in_memory, postgres):
+            engine.dispose()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
@@ -24,7 +24,7 @@ from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_
 from ratecard.config import Settings, get_settings
 from ratecard.services.idempotency import IdempotencyService
 from ratecard.services.metering.buffered import BufferedIngestion, Publisher
-from ratecard.services.metering.wiring import MeteringServices
+from ratecard.services.metering.wiring import MeteringServices, Writer
 from ratecard.services.tenancy import TenancyService
 from ratecard.web import problems
 from ratecard.web.api import ROUTERS
@@ -46,7 +46,7 @@ def create_app(
     rate_limit: RateLimit | None = None,
     extra_routers: Sequence[APIRouter] = (),
     buffer: Publisher | None = None,
-    ingest_writer: Literal["thread", "process"] | None = None,
+    ingest_writer: Writer | None = None,
 ) -> FastAPI:
     """The app on `store`; `buffer` (or ``RATECARD_EVENT_BUFFER=nats``) puts the JetStream
     buffer between the ingestion routes and the store; `ingest_writer` (or

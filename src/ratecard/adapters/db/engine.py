@@ -70,9 +70,18 @@ def make_engine(url: str | URL, settings: Settings | None = None) -> Engine:
     )
 
 
-def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engine:
+def sqlite_file(url: URL) -> str | None:
+    """The path of the SQLite database file `url` names; None for an in-memory SQLite
+    database, and for any other engine."""
     database = url.database or ""
-    in_memory = database in {"", ":memory:"} or database.startswith("file::memory:")
+    if url.get_backend_name() != "sqlite" or database in {"", ":memory:"}:
+        return None
+    return None if database.startswith("file::memory:") else database
+
+
+def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engine:
+    database = sqlite_file(url)
+    in_memory = database is None
     if in_memory:
         engine = sa.create_engine(
             url,
@@ -81,6 +90,7 @@ def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engi
             **common,
         )
     else:
+        assert database is not None
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
             url,
@@ -147,14 +157,7 @@ class Checkpointer:
         self._every = every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        database = engine.url.database or ""
-        self._path = (
-            database
-            if engine.dialect.name == "sqlite"
-            and database not in {"", ":memory:"}
-            and not database.startswith("file::memory:")
-            else None
-        )
+        self._path = sqlite_file(engine.url)
         self.runs = 0
         self.restart_frames = _RESTART_FRAMES
 

