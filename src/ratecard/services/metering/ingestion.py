@@ -116,6 +116,12 @@ class Prepared:
     results: list[EventResult | None]  # filled: rejected and in-batch repeats; None: to store
     valid: list[Valid]
 
+    def filled(self) -> tuple[EventResult, ...]:
+        """The results, once every event has one."""
+        filled = tuple(filter(None, self.results))  # a result is truthy: no per-item Python
+        assert len(filled) == len(self.results), "every event has a result"
+        return filled
+
 
 def _reject(
     index: int, event_id: str | None, code: ErrorCode, message: str, at: str
@@ -209,9 +215,7 @@ class IngestionService:
             listener(scope, done)
         out = []
         for batch in batches:
-            filled = tuple(r for r in batch.results if r is not None)
-            assert len(filled) == len(batch.results), "every event has a result"
-            out.append(IngestResult(filled, done))
+            out.append(IngestResult(batch.filled(), done))
         return out
 
     def _store(

@@ -167,7 +167,7 @@ class ProcessCommitter:
         future: Future[IngestResult] = Future()
         size = len(batch.valid)
         if not size:  # every event was refused in validation: nothing to store
-            future.set_result(IngestResult(_filled(batch), frozenset()))
+            future.set_result(IngestResult(batch.filled(), frozenset()))
             return future
         rows: list[Row] = [
             (
@@ -299,13 +299,7 @@ class ProcessCommitter:
         if tell:  # the first batch of its round (`_answer`)
             for listener in self._listeners:
                 listener(pending.scope, touched)
-        return IngestResult(_filled(batch), touched)
-
-
-def _filled(batch: Prepared) -> tuple[EventResult, ...]:
-    filled = tuple(r for r in batch.results if r is not None)
-    assert len(filled) == len(batch.results), "every event has a result"
-    return filled
+        return IngestResult(batch.filled(), touched)
 
 
 # --- the child ---------------------------------------------------------------------------------
