@@ -24,6 +24,7 @@ from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.event_bus import LazyNatsBuffer, NatsBuffer, consume
 from ratecard.core.periods import Period
+from ratecard.services.metering.group_commit import GroupCommitter
 from ratecard.web.app import create_app
 from tests.e2e.conftest import START, Api, customer_body
 from tests.integration.conftest import Database
@@ -75,7 +76,6 @@ def buffered(api_database: Database) -> Iterator[Buffered]:
         api_database.engine,
         clock,
         buffer=LazyNatsBuffer(NATS_URL, stream=stream, subject_prefix=prefix),
-        ingest_writer="thread",  # the routes publish; nothing is stored through it
     )
     with TestClient(app) as client:  # one event loop for the app's NATS connection
         api = Api(app, client, clock, app.state.wiring.sessions, api_database)
@@ -105,6 +105,8 @@ def _events(start: int, stop: int) -> list[dict[str, Any]]:
 
 def test_events_through_the_buffer_are_stored_exactly_once(buffered: Buffered) -> None:
     api = buffered.api
+    # the default writer (auto) starts no writer process: the routes publish, never store
+    assert isinstance(api.app.state.wiring.metering.committer, GroupCommitter)
     tenant = api.tenant()
     api.post(
         "/v1/meters", tenant, {"code": "tokens", "aggregation": "sum", "value_field": "tokens"}

@@ -64,12 +64,10 @@ def create_app(
             subject_prefix=settings.nats_subject_prefix,
         )
     buffered = None if buffer is None else BufferedIngestion(buffer, clock)
-    metering = MeteringServices.build(
-        sessions,
-        clock,
-        redis_url=settings.redis_url,
-        writer=ingest_writer or settings.ingest_writer,
-    )
+    writer = ingest_writer or settings.ingest_writer
+    if buffered is not None and writer == "auto":
+        writer = "thread"  # the routes publish to the buffer: a writer process would idle
+    metering = MeteringServices.build(sessions, clock, redis_url=settings.redis_url, writer=writer)
     wired = Wiring(
         engine=engine,
         sessions=sessions,
