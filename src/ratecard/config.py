@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     #: Where ingestion's group commit runs: ``thread`` (the API process), ``process`` (a
     #: child process with an interpreter lock of its own; `services.metering.writer_process`),
-    #: or ``auto``: ``process`` for a SQLite file, ``thread`` otherwise
+    #: or ``auto``: ``process``, except ``thread`` for an in-memory SQLite store
     #: (`services.metering.wiring.resolve_writer`).
     ingest_writer: Literal["auto", "thread", "process"] = "auto"
     #: ``nats``: ingestion routes publish to NATS JetStream and answer 202 ``queued``;

@@ -222,7 +222,9 @@ def test_an_in_memory_store_cannot_have_a_writer_process() -> None:
     assert isinstance(auto.committer, GroupCommitter)
 
 
-def test_auto_puts_the_writer_in_a_process_of_its_own_for_a_sqlite_file_only(tmp_path) -> None:
+def test_auto_puts_the_writer_in_a_process_of_its_own_unless_the_store_is_in_memory(
+    tmp_path,
+) -> None:
     from ratecard.adapters.db.engine import make_engine
     from ratecard.services.metering.wiring import resolve_writer
 
@@ -232,7 +234,7 @@ def test_auto_puts_the_writer_in_a_process_of_its_own_for_a_sqlite_file_only(tmp
     try:
         assert resolve_writer(on_file, "auto") == "process"
         assert resolve_writer(in_memory, "auto") == "thread"
-        assert resolve_writer(postgres, "auto") == "thread"
+        assert resolve_writer(postgres, "auto") == "process"
         for engine in (on_file, in_memory, postgres):
             assert resolve_writer(engine, "thread") == "thread"
             assert resolve_writer(engine, "process") == "process"
