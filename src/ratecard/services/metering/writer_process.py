@@ -33,6 +33,7 @@ import ctypes
 import itertools
 import logging
 import multiprocessing
+import queue
 import signal
 import sys
 import threading
@@ -328,6 +329,17 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
     with engine.connect():  # the store is reachable: say so
         connection.send((READY, None))
     told: list[frozenset[tuple[str, str]]] = [frozenset()]  # the pairs last sent
+    # Answers are built and sent by a thread of their own, in the order the batches were
+    # stored: the writer goes on with the next round meanwhile (its database waits free the
+    # interpreter lock for them).
+    answers: queue.SimpleQueue[tuple[int, Future[IngestResult]] | None] = queue.SimpleQueue()
+
+    def answer_all() -> None:
+        while (item := answers.get()) is not None:
+            _answer(connection, sending, told, *item)
+
+    answering = threading.Thread(target=answer_all, name="ratecard-writer-answers", daemon=True)
+    answering.start()
     try:
         while True:
             try:
@@ -344,9 +356,11 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
                 log.exception("a batch could not be handed to the writer")
                 future = Future()
                 future.set_exception(exc)
-            future.add_done_callback(partial(_answer, connection, sending, told, job))
+            future.add_done_callback(partial(_queue_answer, answers, job))
     finally:
         committer.close()
+        answers.put(None)  # after every stored batch's answer
+        answering.join()
         checkpointer.stop()
         engine.dispose()
         connection.close()
@@ -373,6 +387,14 @@ def _prepared(received_at: datetime, rows: list[Row]) -> Prepared:
         )
         valid.append(((results, slot), event, make_encoded((text, hour, hour_start(hour), json))))
     return Prepared(received_at, results, valid)
+
+
+def _queue_answer(
+    answers: queue.SimpleQueue[tuple[int, Future[IngestResult]] | None],
+    job: int,
+    future: Future[IngestResult],
+) -> None:
+    answers.put((job, future))
 
 
 def _answer(
