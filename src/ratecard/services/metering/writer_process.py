@@ -336,7 +336,10 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
 
     def answer_all() -> None:
         while (item := answers.get()) is not None:
-            _answer(connection, sending, told, *item)
+            try:
+                _answer(connection, sending, told, *item)
+            except Exception:  # one answer's bug must not silence the ones after it
+                log.exception("the answer of batch %s could not be sent", item[0])
 
     answering = threading.Thread(target=answer_all, name="ratecard-writer-answers", daemon=True)
     answering.start()
