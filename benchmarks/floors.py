@@ -86,10 +86,7 @@ def bench_sqlite(total: int) -> float:
         customers = dict(connection.execute("SELECT external_id, id FROM customers"))
         rounds = _rows(total, scope, customers, clock.now())
         prefix = event_store._scope_prefix(scope.tenant_id, scope.mode.value)
-        received = event_store._sql_text(event_store.sqlite_instant_text(clock.now()))
-        insert = event_store._SQLITE_INSERT.format(
-            *(event_store._sql_text(v) for v in (scope.tenant_id, scope.mode.value)), received
-        )
+        insert = event_store.sqlite_insert(scope, event_store.sqlite_instant_text(clock.now()))
         cursor = connection.cursor()
         parts = dict.fromkeys(("lookup", "insert", "commit", "checkpoint"), 0.0)
         seq = 0
@@ -151,18 +148,17 @@ def bench_postgres(total: int) -> float | None:
             connection.commit()
             parts = dict.fromkeys(("copy", "merge", "commit"), 0.0)
             cpu, started = _cpu_of(pid), time.perf_counter()
-            copy_sql = f"COPY event_staging_v3 ({event_store._COLUMNS}) FROM STDIN"
             received = event_store.sqlite_instant_text(clock.now())
             for rows in rounds:
                 marks = [time.perf_counter()]
                 cursor.execute(event_store._STAGING)
-                with cursor.copy(copy_sql) as copy:
+                with cursor.copy(event_store._COPY) as copy:
                     for _, row in rows:
                         copy.write_row(row)
                 marks.append(time.perf_counter())
                 cursor.execute(event_store._MERGE, (scope.tenant_id, scope.mode.value, received))
                 cursor.fetchall()
-                cursor.execute("TRUNCATE event_staging_v3")
+                cursor.execute(event_store._TRUNCATE)
                 marks.append(time.perf_counter())
                 connection.commit()
                 marks.append(time.perf_counter())

@@ -109,18 +109,21 @@ _ROLLUP_READ = (
     "AND r.meter_code = k.meter_code AND r.hour_at = k.hour_at AND r.group_key = k.group_key"
 )
 _ROLLUP_CHUNK = 150  # keys per read: 900 parameters
-_STAGING = """
-CREATE TEMP TABLE IF NOT EXISTS event_staging_v3 (
+_STAGING_TABLE = "event_staging_v3"
+_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGING_TABLE} (
     event_id text, meter_code text, customer_ref text, customer_id text,
     occurred_at timestamptz, occurred_hour integer, properties jsonb
 ) ON COMMIT DELETE ROWS;
 """
 _MERGE = f"""
 INSERT INTO events (tenant_id, mode, received_at, {_COLUMNS})
-SELECT %s, %s, %s::timestamptz, {_COLUMNS} FROM event_staging_v3
+SELECT %s, %s, %s::timestamptz, {_COLUMNS} FROM {_STAGING_TABLE}
 ON CONFLICT DO NOTHING
 RETURNING event_id, seq
 """
+_COPY = f"COPY {_STAGING_TABLE} ({_COLUMNS}) FROM STDIN"
+_TRUNCATE = f"TRUNCATE {_STAGING_TABLE}"
 
 
 class Encoded(NamedTuple):
@@ -202,7 +205,7 @@ def _insert_postgres(
     dbapi: Any = session.connection().connection.dbapi_connection
     with dbapi.cursor() as cursor:
         cursor.execute(_STAGING)
-        with cursor.copy(f"COPY event_staging_v3 ({_COLUMNS}) FROM STDIN") as copy:
+        with cursor.copy(_COPY) as copy:
             write = copy.write_row
             for e in events:
                 stored = e.encoded or encode(e.occurred_at, e.properties)
@@ -219,7 +222,7 @@ def _insert_postgres(
                 )
         cursor.execute(_MERGE, (scope.tenant_id, scope.mode.value, received_text))
         inserted = {str(event_id): int(seq) for event_id, seq in cursor.fetchall()}
-        cursor.execute("TRUNCATE event_staging_v3")
+        cursor.execute(_TRUNCATE)
     return inserted
 
 
@@ -320,6 +323,14 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def sqlite_insert(scope: TenantScope, received_text: str) -> str:
+    """SQLite's insert of a round's events, the values the round shares written in: it binds
+    ``(seq, event_id, id_hash, meter_code, customer_ref, customer_id, occurred_at,
+    occurred_hour, properties)``."""
+    shared = (scope.tenant_id, scope.mode.value, received_text)
+    return _SQLITE_INSERT.format(*(_sql_text(value) for value in shared))
+
+
 def _insert_sqlite(
     session: Session, scope: TenantScope, events: Sequence[NewEvent], received_text: str
 ) -> dict[str, int]:
@@ -354,10 +365,7 @@ def _insert_sqlite(
                 )
             )
         if rows:
-            statement = _SQLITE_INSERT.format(
-                _sql_text(tenant_id), _sql_text(mode), _sql_text(received_text)
-            )
-            cursor.executemany(statement, rows)
+            cursor.executemany(sqlite_insert(scope, received_text), rows)
             _add_id_keys(cursor, [(row[2], row[0]) for row in rows])
     finally:
         cursor.close()
