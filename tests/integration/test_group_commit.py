@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from concurrent.futures import Future
-from datetime import datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,9 +15,8 @@ from ratecard.adapters.db.models import CustomerRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode
-from ratecard.core.events import IncomingEvent
 from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy, writers_for
-from ratecard.services.metering.ingestion import IngestionService, IngestResult, Slot
+from ratecard.services.metering.ingestion import IngestionService, IngestResult
 from ratecard.web.problems import error_response
 from tests.integration.metering_setup import event, setup
 
@@ -67,16 +65,10 @@ def test_waiting_batches_share_one_commit_and_a_repeated_id_counts_once(sessions
 class Failing(IngestionService):
     """Fails any transaction that holds the event ``evt_boom``."""
 
-    def _store(
-        self,
-        scope: TenantScope,
-        actor: str,
-        valid: Sequence[tuple[Slot, IncomingEvent, event_store.Encoded]],
-        received_at: datetime,
-    ) -> list[tuple[event_store.NewEvent, int]]:
-        if any(e.event_id == "evt_boom" for _, e, _ in valid):
+    def _store(self, scope: TenantScope, **round_: Any) -> frozenset[tuple[str, str]]:
+        if "evt_boom" in round_["columns"].ids:
             raise RuntimeError("boom")
-        return super()._store(scope, actor, valid, received_at)
+        return super()._store(scope, **round_)
 
 
 def test_a_failing_batch_fails_alone_and_its_round_mates_are_stored(sessions):
@@ -211,11 +203,11 @@ class Broken(IngestionService):
 
     calls = 0
 
-    def store(self, scope, batches, *, actor="ingest"):  # type: ignore[no-untyped-def]
+    def store_valid(self, scope, batches, *, actor="ingest"):  # type: ignore[no-untyped-def]
         self.calls += 1
         if self.calls == 1:
             return []
-        return super().store(scope, batches, actor=actor)
+        return super().store_valid(scope, batches, actor=actor)
 
 
 def test_a_bug_in_a_round_fails_its_batches_and_the_writer_goes_on(sessions):

@@ -162,11 +162,10 @@ def test_a_batch_the_child_cannot_read_fails_alone(
 ) -> None:
     m = metering
     prepared = m.ingestion.prepare([event(1)])
-    slot, incoming, encoded = prepared.valid[0]
     broken = Prepared(
         prepared.received_at,
         prepared.results,
-        [(slot, incoming, encoded._replace(occurred_text="not an instant"))],
+        prepared.valid._replace(hours=["not an hour"]),
     )
     failed = committer.submit(m.scope, "t", broken)
     with pytest.raises(RuntimeError, match="the ingestion writer failed"):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ratecard.core.rollups as rollups
+from ratecard.adapters.db.event_store import stored_instant, stored_instant_text
 from ratecard.core.aggregation import (
     Aggregation,
     Event,
@@ -121,6 +122,9 @@ def test_keyed_partials_fold_exactly_as_merging_one_event_partials(raw, kind, gr
         expected[cell] = one if cell not in expected else expected[cell].merge(one)
     got = rollups.keyed_partials(spec, rows)
     assert got == expected
+    # ingestion passes the stored instant texts of each hourly key, read back at the end
+    texts = [(key, stored_instant_text(at), props, seq) for key, at, props, seq in rows]
+    assert rollups.keyed_partials(spec, texts, stored_instant) == expected
     for cell, partial in got.items():  # the same Decimal representations, not only values
         assert str(partial.value_sum) == str(expected[cell].value_sum)
         assert str(partial.value_min) == str(expected[cell].value_min)

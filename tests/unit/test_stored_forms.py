@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -73,3 +73,20 @@ def test_the_id_hashes_of_a_batch_are_each_ids_own(tenant_id, event_ids):
     assert event_store._hashes(prefix, event_ids) == [
         event_store.id_hash(tenant_id, "live", event_id) for event_id in event_ids
     ]
+
+
+@given(_INSTANTS)
+def test_the_stored_text_reads_back_as_its_instant(at):
+    """`stored_instant` inverts `stored_instant_text`, years before 1000 included."""
+    assert event_store.stored_instant(stored_instant_text(at)) == at
+
+
+@given(_INSTANTS, st.lists(st.integers(0, 3_599_999_999), min_size=2, max_size=20))
+def test_stored_texts_within_one_hour_sort_as_their_instants(at, offsets):
+    """Ingestion compares the stored texts of one hourly key (`rollups.keyed_partials`)."""
+    start = hour_start(hour_number(at))
+    instants = [start + timedelta(microseconds=offset) for offset in offsets]
+    texts = [stored_instant_text(instant) for instant in instants]
+    assert sorted(range(len(texts)), key=texts.__getitem__) == sorted(
+        range(len(instants)), key=instants.__getitem__
+    )

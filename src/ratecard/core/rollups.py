@@ -23,7 +23,7 @@ Sums are exact: a result that would need rounding raises instead.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -125,13 +125,18 @@ def partials(spec: MeterSpec, events: Iterable[tuple[Event, int]]) -> dict[Group
 
 def keyed_partials(
     spec: MeterSpec,
-    rows: Iterable[tuple[K, datetime, Mapping[str, str | Decimal], int]],
+    rows: Iterable[tuple[K, Any, Mapping[str, str | Decimal], int]],
+    instant: Callable[[Any], datetime] | None = None,
 ) -> dict[tuple[K, GroupKey], Partial]:
     """Partials per (caller's key, group) of rows ``(key, timestamp, properties, seq)``.
 
     Folds each key's rows in the order given, exactly as merging one-event partials left to
     right would (`Partial.merge`), but with plain arithmetic on a mutable accumulator: this is
     the ingestion hot path. Rows that fail the meter's filters are skipped.
+
+    The timestamps are only compared with those of the same key, and `instant` (when given)
+    makes the latest one of each a `datetime`: ingestion passes stored instant texts, which
+    compare in time order within one hour (its keys are hourly), and reads back one per key.
     """
     filters = [(f.property, f.values) for f in spec.filters]
     group_by = spec.group_by
@@ -172,6 +177,10 @@ def keyed_partials(
         latest_at = cell[6]
         if latest_at is None or (at, seq) > (latest_at, cell[7]):
             cell[5], cell[6], cell[7] = value, at, seq
+    if instant is not None:
+        for cell in acc.values():
+            if cell[6] is not None:
+                cell[6] = instant(cell[6])
     return {k: Partial(*cell) for k, cell in acc.items()}
 
 

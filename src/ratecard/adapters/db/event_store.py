@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from hashlib import blake2b
+from itertools import compress
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -167,6 +168,11 @@ def stored_instant_text(at: datetime, stamp: object = None) -> str:
     return sqlite_instant_text(at)
 
 
+def stored_instant(text: str) -> datetime:
+    """The instant a `stored_instant_text` holds (a year before 1000 is stored unpadded)."""
+    return datetime.fromisoformat(text if len(text) == 32 else text.zfill(32))
+
+
 class NewEvent(NamedTuple):
     event_id: str
     meter_code: str
@@ -182,48 +188,68 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
+class Rows(NamedTuple):
+    """Events to store, as columns in the order they are stored (`insert_rows`): the values
+    `_COLUMNS` names, each made once per event where the batch was validated."""
+
+    ids: Sequence[str]
+    meters: Sequence[str]
+    refs: Sequence[str]  # the customer's external id, or the subscription's id, as sent
+    customer_ids: Sequence[str | None]  # None: held
+    occurred: Sequence[str]  # `stored_instant_text`
+    hours: Sequence[int]  # `hour_number`
+    properties: Sequence[str]  # `dumps_text_map`
+
+
+def insert_rows(
+    session: Session, scope: TenantScope, rows: Rows, received_at: datetime
+) -> list[int | None]:
+    """Store the events whose ids are new, all received at `received_at`: the ``seq`` of each
+    row, None for an id the store already held.
+
+    Ids within `rows` must be distinct (the caller reports in-batch repeats).
+    """
+    assert len(set(rows.ids)) == len(rows.ids), "ids within a batch are distinct"
+    if not rows.ids:
+        return []
+    received_text = sqlite_instant_text(received_at)
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_postgres(session, scope, rows, received_text)
+    return _insert_sqlite(session, scope, rows, received_text)
+
+
 def insert_events(
     session: Session, scope: TenantScope, events: Sequence[NewEvent], received_at: datetime
 ) -> dict[str, int]:
-    """Store the events whose ids are new, all received at `received_at`; return their
-    ``event_id -> seq``.
-
-    Ids within `events` must be distinct (the caller reports in-batch repeats).
-    """
-    assert len({e.event_id for e in events}) == len(events), "ids within a batch are distinct"
-    if not events:
-        return {}
-    received_text = sqlite_instant_text(received_at)
-    if session.get_bind().dialect.name == "postgresql":
-        return _insert_postgres(session, scope, events, received_text)
-    return _insert_sqlite(session, scope, events, received_text)
+    """`insert_rows` of events one by one: the new ones' ``event_id -> seq``."""
+    stored = [e.encoded or encode(e.occurred_at, e.properties) for e in events]
+    rows = Rows(
+        [e.event_id for e in events],
+        [e.meter_code for e in events],
+        [e.customer_ref for e in events],
+        [e.customer_id for e in events],
+        [s.occurred_text for s in stored],
+        [s.occurred_hour for s in stored],
+        [s.properties_json for s in stored],
+    )
+    seqs = insert_rows(session, scope, rows, received_at)
+    return {e.event_id: seq for e, seq in zip(events, seqs, strict=True) if seq is not None}
 
 
 def _insert_postgres(
-    session: Session, scope: TenantScope, events: Sequence[NewEvent], received_text: str
-) -> dict[str, int]:
+    session: Session, scope: TenantScope, rows: Rows, received_text: str
+) -> list[int | None]:
     dbapi: Any = session.connection().connection.dbapi_connection
     with dbapi.cursor() as cursor:
         cursor.execute(_STAGING)
         with cursor.copy(_COPY) as copy:
             write = copy.write_row
-            for e in events:
-                stored = e.encoded or encode(e.occurred_at, e.properties)
-                write(
-                    (
-                        e.event_id,
-                        e.meter_code,
-                        e.customer_ref,
-                        e.customer_id,
-                        stored.occurred_text,
-                        stored.occurred_hour,
-                        stored.properties_json,
-                    )
-                )
+            for row in zip(*rows, strict=True):
+                write(row)
         cursor.execute(_MERGE, (scope.tenant_id, scope.mode.value, received_text))
-        inserted = {str(event_id): int(seq) for event_id, seq in cursor.fetchall()}
+        inserted: dict[str, int] = dict(cursor.fetchall())  # event_id -> seq
         cursor.execute(_TRUNCATE)
-    return inserted
+    return [inserted.get(event_id) for event_id in rows.ids]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -332,44 +358,33 @@ def sqlite_insert(scope: TenantScope, received_text: str) -> str:
 
 
 def _insert_sqlite(
-    session: Session, scope: TenantScope, events: Sequence[NewEvent], received_text: str
-) -> dict[str, int]:
+    session: Session, scope: TenantScope, rows: Rows, received_text: str
+) -> list[int | None]:
     """Check, then insert: exact because the transaction holds SQLite's write lock."""
-    tenant_id, mode = scope.tenant_id, scope.mode.value
-    prefix = _scope_prefix(tenant_id, mode)
-    hashes = _hashes(prefix, [e.event_id for e in events])
+    prefix = _scope_prefix(scope.tenant_id, scope.mode.value)
+    hashes = _hashes(prefix, rows.ids)
     cursor: Any = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         existing = _existing_sqlite(cursor, scope, hashes)
         cursor.execute("SELECT coalesce(max(seq), 0) FROM events")
-        seq = int(cursor.fetchone()[0])
-        rows = []
-        inserted: dict[str, int] = {}
-        for e, hashed in zip(events, hashes, strict=True):
-            if e.event_id in existing:
-                continue
-            seq += 1
-            inserted[e.event_id] = seq
-            stored = e.encoded or encode(e.occurred_at, e.properties)
-            rows.append(
-                (
-                    seq,
-                    e.event_id,
-                    hashed,
-                    e.meter_code,
-                    e.customer_ref,
-                    e.customer_id,
-                    stored.occurred_text,
-                    stored.occurred_hour,
-                    stored.properties_json,
-                )
+        first = int(cursor.fetchone()[0]) + 1
+        columns: tuple[Sequence[Any], ...] = (rows.ids, hashes, *rows[1:])
+        if existing:  # the new ones only, each column filtered in C
+            new = [event_id not in existing for event_id in rows.ids]
+            columns = tuple(list(compress(column, new)) for column in columns)
+        count = len(columns[0])
+        numbers = range(first, first + count)
+        if count:
+            cursor.executemany(
+                sqlite_insert(scope, received_text), zip(numbers, *columns, strict=True)
             )
-        if rows:
-            cursor.executemany(sqlite_insert(scope, received_text), rows)
-            _add_id_keys(cursor, [(row[2], row[0]) for row in rows])
+            _add_id_keys(cursor, list(zip(columns[1], numbers, strict=True)))
     finally:
         cursor.close()
-    return inserted
+    if not existing:
+        return list(numbers)
+    seqs = iter(numbers)
+    return [next(seqs) if is_new else None for is_new in new]
 
 
 def drop_id_keys(session: Session, where: ColumnElement[bool], *, chunk: int = 10_000) -> None:

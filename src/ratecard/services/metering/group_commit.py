@@ -33,10 +33,11 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.errors import ErrorCode, RatecardError
-from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared
+from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared, Stored
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,11 @@ class _Job:
     scope: TenantScope
     actor: str
     batch: Prepared
-    future: Future[IngestResult] = field(default_factory=Future)
+    future: Future[Any] = field(default_factory=Future)
+    raw: bool = False  # the future takes the `Stored` outcome rather than the `IngestResult`
+
+    def done(self, stored: Stored) -> None:
+        self.future.set_result(stored if self.raw else self.batch.answered(stored))
 
 
 class GroupCommitter:
@@ -98,13 +103,21 @@ class GroupCommitter:
 
     def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
         """Queue a prepared batch; the future resolves after the commit that stored it."""
-        job = _Job(scope, actor, batch)
+        return self._submit(_Job(scope, actor, batch))
+
+    def submit_valid(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[Stored]:
+        """`submit`, the future resolving to the outcome of the batch's valid events as plain
+        values (`IngestionService.store_valid`), for a writer process to send back."""
+        return self._submit(_Job(scope, actor, batch, raw=True))
+
+    def _submit(self, job: _Job) -> Future[Any]:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the group committer is closed")
-            if self._queued and self._queued + len(batch.valid) > self._max_queued:
+            size = job.batch.size
+            if self._queued and self._queued + size > self._max_queued:
                 raise IngestionBusy(self._queued)
-            self._queued += len(batch.valid)
+            self._queued += size
             self._start_threads()
             self._queue.put(job)
         return job.future
@@ -141,7 +154,7 @@ class GroupCommitter:
             if first is None:
                 return
             round_ = [first]
-            size = len(first.batch.valid)
+            size = first.batch.size
             while size < self._max_events:
                 try:
                     job = self._queue.get_nowait()
@@ -151,7 +164,7 @@ class GroupCommitter:
                     stopping = True
                     break
                 round_.append(job)
-                size += len(job.batch.valid)
+                size += job.batch.size
             with self._lock:
                 self._queued -= size
             try:
@@ -168,7 +181,7 @@ class GroupCommitter:
             by_scope.setdefault((job.scope, job.actor), []).append(job)
         for (scope, actor), group in by_scope.items():
             try:
-                results = self._ingestion.store(scope, [j.batch for j in group], actor=actor)
+                outcomes = self._ingestion.store_valid(scope, [j.batch for j in group], actor=actor)
             except Exception as exc:
                 if len(group) == 1:
                     group[0].future.set_exception(exc)
@@ -176,12 +189,12 @@ class GroupCommitter:
                 log.warning("a group commit failed (%s); storing its batches one by one", exc)
                 for job in group:  # every stored slot is written again: nothing stale remains
                     try:
-                        (result,) = self._ingestion.store(scope, [job.batch], actor=actor)
+                        (stored,) = self._ingestion.store_valid(scope, [job.batch], actor=actor)
                     except Exception as alone:
                         job.future.set_exception(alone)
                     else:
-                        job.future.set_result(result)
+                        job.done(stored)
                 continue
             self.rounds += 1
-            for job, result in zip(group, results, strict=True):
-                job.future.set_result(result)
+            for job, stored in zip(group, outcomes, strict=True):
+                job.done(stored)

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from operator import attrgetter
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
@@ -44,7 +45,7 @@ from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import Aggregation, GroupKey, MeterSpec
 from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
-from ratecard.core.events import MAX_BATCH, IncomingEvent, parse_event
+from ratecard.core.events import MAX_BATCH, parse_event
 from ratecard.core.money import D
 from ratecard.core.rollups import Partial, decomposable, hour_of, keyed_partials
 from ratecard.services.metering.meters import meter_spec
@@ -102,10 +103,39 @@ class IngestResult:
 
 
 Listener = Callable[[TenantScope, frozenset[tuple[str, str]]], None]
-#: Where an event's result goes: its batch's results and its index there.
-Slot = tuple[list[EventResult | None], int]
-#: A valid event, where its result goes, and its values as the store writes them.
-Valid = tuple[Slot, IncomingEvent, event_store.Encoded]
+
+
+class Columns(NamedTuple):
+    """A batch's valid events as columns, in batch order (`IngestionService.prepare`): plain
+    values, each made once, that cross to a writer process as they are. The writer works on
+    positions in these columns; no object is made per event on its path."""
+
+    at: Sequence[int]  # where each event is in its batch
+    ids: Sequence[str]
+    meters: Sequence[str]
+    refs: Sequence[str]  # the customer's external id, or else the subscription's id
+    by_subscription: Sequence[bool]  # True: `refs` holds a subscription id
+    occurred: Sequence[str]  # `event_store.stored_instant_text`: fixed width, UTC
+    hours: Sequence[int]  # `event_store.hour_number`
+    properties: Sequence[dict[str, str]]
+    json: Sequence[str]  # the properties as stored (`types.dumps_text_map`)
+
+
+NO_EVENTS = Columns((), (), (), (), (), (), (), (), ())
+
+
+class Stored(NamedTuple):
+    """What the store made of a batch's valid events: a status per event, in `Columns` order
+    (`EventStatus` values); the problems of those it rejected, by position; and the (customer,
+    meter) pairs whose usage the round changed."""
+
+    statuses: list[str]
+    problems: dict[int, tuple[Problem, ...]]
+    touched: frozenset[tuple[str, str]]
+
+
+_STATUS = {status.value: status for status in EventStatus}
+_ACCEPTED, _DUPLICATE, _HELD, _REJECTED = "accepted", "duplicate", "held", "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +144,12 @@ class Prepared:
 
     received_at: datetime
     results: list[EventResult | None]  # filled: rejected and in-batch repeats; None: to store
-    valid: list[Valid]
+    valid: Columns
+
+    @property
+    def size(self) -> int:
+        """How many of its events go to the store."""
+        return len(self.valid.ids)
 
     def filled(self) -> tuple[EventResult, ...]:
         """The results, once every event has one."""
@@ -122,11 +157,34 @@ class Prepared:
         assert len(filled) == len(self.results), "every event has a result"
         return filled
 
+    def answered(self, stored: Stored) -> IngestResult:
+        """The batch's result, with the store's outcome for its valid events."""
+        results = self.results.copy()
+        valid, problems, status = self.valid, stored.problems, _STATUS
+        if problems:
+            for k, (index, event_id, outcome) in enumerate(
+                zip(valid.at, valid.ids, stored.statuses, strict=True)
+            ):
+                results[index] = EventResult(index, event_id, status[outcome], problems.get(k, ()))
+        else:
+            for index, event_id, outcome in zip(valid.at, valid.ids, stored.statuses, strict=True):
+                results[index] = EventResult(index, event_id, status[outcome])
+        filled = tuple(filter(None, results))
+        assert len(filled) == len(results), "every event has a result"
+        return IngestResult(filled, stored.touched)
 
-def _reject(
-    index: int, event_id: str | None, code: ErrorCode, message: str, at: str
-) -> EventResult:
-    return EventResult(index, event_id, EventStatus.REJECTED, (Problem(code, message, at),))
+
+def _rejected(code: ErrorCode, message: str, at: str) -> tuple[Problem, ...]:
+    return (Problem(code, message, at),)
+
+
+# The reasons admission gives, made once: problems are immutable, so events share them.
+_TOO_OLD = _rejected(ErrorCode.EVENT_TOO_OLD, "older than the tenant allows", "timestamp")
+_IN_FUTURE = _rejected(ErrorCode.EVENT_IN_FUTURE, "too far in the future", "timestamp")
+_NO_CUSTOMER = _rejected(ErrorCode.UNKNOWN_CUSTOMER, "no such customer", "customer")
+_NO_SUBSCRIPTION = _rejected(ErrorCode.UNKNOWN_CUSTOMER, "no such subscription", "subscription")
+_NO_METER = _rejected(ErrorCode.UNKNOWN_METER, "no such meter", "type")
+_LATE = _rejected(ErrorCode.LATE_EVENT, "its period is already invoiced", "timestamp")
 
 
 class IngestionService:
@@ -149,8 +207,9 @@ class IngestionService:
             )
         received_at = self._clock.now()
         results: list[EventResult | None] = [None] * len(items)
-        valid: list[Valid] = []
+        valid: list[tuple[Any, ...]] = []
         seen: set[str] = set()
+        encode = event_store.encode
         for index, raw in enumerate(items):
             if isinstance(raw, Problem):  # a format adapter could not map this item
                 results[index] = EventResult(index, None, EventStatus.REJECTED, (raw,))
@@ -166,14 +225,29 @@ class IngestionService:
                     exc.problems,
                 )
                 continue
-            if event.event_id in seen:
-                results[index] = EventResult(index, event.event_id, EventStatus.DUPLICATE)
+            event_id = event.event_id
+            if event_id in seen:
+                results[index] = EventResult(index, event_id, EventStatus.DUPLICATE)
                 continue
-            seen.add(event.event_id)
+            seen.add(event_id)
             stamp = raw.get("timestamp") if type(raw) is dict else None
-            encoded = event_store.encode(event.occurred_at, event.properties, stamp)
-            valid.append(((results, index), event, encoded))
-        return Prepared(received_at, results, valid)
+            stored = encode(event.occurred_at, event.properties, stamp)
+            customer = event.customer_ref
+            valid.append(
+                (
+                    index,
+                    event_id,
+                    event.meter_code,
+                    customer if customer is not None else event.subscription_ref,
+                    customer is None,
+                    stored.occurred_text,
+                    stored.occurred_hour,
+                    event.properties,
+                    stored.properties_json,
+                )
+            )
+        columns = Columns(*zip(*valid, strict=True)) if valid else NO_EVENTS
+        return Prepared(received_at, results, columns)
 
     def ingest(
         self, scope: TenantScope, items: Sequence[Any], *, actor: str = "ingest"
@@ -189,43 +263,78 @@ class IngestionService:
 
         An id repeated across the batches is stored once: the first batch's event.
         """
-        valid: list[Valid] = []
-        seen: set[str] = set()
-        for batch in batches:
-            for item in batch.valid:
-                slot, event, _ = item
-                if event.event_id in seen:
-                    results, index = slot
-                    results[index] = EventResult(index, event.event_id, EventStatus.DUPLICATE)
-                    continue
-                seen.add(event.event_id)
-                valid.append(item)
+        outcomes = self.store_valid(scope, batches, actor=actor)
+        return [batch.answered(stored) for batch, stored in zip(batches, outcomes, strict=True)]
+
+    def store_valid(
+        self, scope: TenantScope, batches: Sequence[Prepared], *, actor: str = "ingest"
+    ) -> list[Stored]:
+        """`store`, the outcome of each batch's valid events as plain values (what a writer
+        process sends back)."""
+        sizes = [batch.size for batch in batches]
+        if len(batches) == 1:
+            columns = batches[0].valid
+        else:  # one set of columns for the round, each column joined in C
+            columns = Columns(
+                *(
+                    list(chain.from_iterable(column))
+                    for column in zip(*(b.valid for b in batches), strict=True)
+                )
+            )
+        ids = columns.ids
+        statuses: list[str] = [_DUPLICATE] * len(ids)
+        positions: Sequence[int] = range(len(ids))
+        if len(set(ids)) != len(ids):  # an id repeated across the round: the first counts
+            seen: set[str] = set()
+            positions = []
+            for position, event_id in enumerate(ids):
+                if event_id not in seen:
+                    seen.add(event_id)
+                    positions.append(position)
         received_at = max((b.received_at for b in batches), default=self._clock.now())
         for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+            problems: dict[int, tuple[Problem, ...]] = {}
+            outcome = statuses.copy()  # a retry starts over
             try:
-                fresh = self._store(scope, actor, valid, received_at)
+                touched = self._store(
+                    scope,
+                    actor=actor,
+                    columns=columns,
+                    positions=positions,
+                    statuses=outcome,
+                    problems=problems,
+                    received_at=received_at,
+                )
                 break
             except Exception as exc:  # re-raised unless retryable
                 # Two batches inserting overlapping ids in different orders can deadlock on
                 # PostgreSQL; the loser rolled back whole, so running it again is exact.
                 if attempt == _DEADLOCK_ATTEMPTS or not _retryable(exc):
                     raise
-        done = frozenset((new.customer_id, new.meter_code) for new, _ in fresh if new.customer_id)
         for listener in self.listeners:
-            listener(scope, done)
-        out = []
-        for batch in batches:
-            out.append(IngestResult(batch.filled(), done))
+            listener(scope, touched)
+        out: list[Stored] = []
+        start = 0
+        for size in sizes:
+            end = start + size
+            mine = {k - start: p for k, p in problems.items() if start <= k < end}
+            out.append(Stored(outcome[start:end], mine, touched))
+            start = end
         return out
 
     def _store(
         self,
         scope: TenantScope,
+        *,
         actor: str,
-        valid: Sequence[Valid],
+        columns: Columns,
+        positions: Sequence[int],
+        statuses: list[str],
+        problems: dict[int, tuple[Problem, ...]],
         received_at: datetime,
-    ) -> list[tuple[event_store.NewEvent, int]]:
-        """One transaction: admit, insert with dedup, roll up, commit; the events stored."""
+    ) -> frozenset[tuple[str, str]]:
+        """One transaction: admit, insert with dedup, roll up, commit. Fills `statuses` and
+        `problems` at `positions`; returns the (customer, meter) pairs it counted events of."""
         with UnitOfWork(self._sessions, scope, actor=actor, clock=self._clock) as uow:
             session = uow.session
             policy = load_policy(session, scope)
@@ -233,33 +342,46 @@ class IngestionService:
             # Stamped under the meter lock, which `close_usage` takes exclusively: an event
             # received before a closing is in the usage the closed invoice read.
             received_at = max(received_at, self._clock.now())
-            stored = self._admit(
+            customer_ids: list[str | None] = [None] * len(statuses)
+            admitted = self._admit(
                 session,
                 scope,
                 policy=policy,
                 specs={code: meter_spec(row) for code, row in meters.items()},
-                valid=valid,
+                columns=columns,
+                positions=positions,
+                statuses=statuses,
+                problems=problems,
+                customer_ids=customer_ids,
                 received_at=received_at,
             )
             # In event id order: concurrent batches then wait on each other's ids (PostgreSQL's
             # dedup constraint) in one order and cannot deadlock; `seq` within a batch follows
             # the ids (on both engines).
-            ordered = sorted((new for _, new in stored), key=attrgetter("event_id"))
-            inserted = event_store.insert_events(session, scope, ordered, received_at)
-            fresh: list[tuple[event_store.NewEvent, int]] = []
-            for (results, index), new in stored:
-                seq = inserted.get(new.event_id)
+            order = sorted(admitted, key=columns.ids.__getitem__)
+            rows = event_store.Rows(
+                _take(columns.ids, order),
+                _take(columns.meters, order),
+                _take(columns.refs, order),
+                _take(customer_ids, order),
+                _take(columns.occurred, order),
+                _take(columns.hours, order),
+                _take(columns.json, order),
+            )
+            seqs = event_store.insert_rows(session, scope, rows, received_at)
+            fresh: list[tuple[int, int]] = []  # (position, seq) of the events counted
+            for position, seq in zip(order, seqs, strict=True):
                 if seq is None:
-                    results[index] = EventResult(index, new.event_id, EventStatus.DUPLICATE)
-                    continue
-                held = new.customer_id is None
-                status = EventStatus.HELD if held else EventStatus.ACCEPTED
-                results[index] = EventResult(index, new.event_id, status)
-                if not held:
-                    fresh.append((new, seq))
-            event_store.add_rollups(session, scope, rollup_partials(meters, fresh))
+                    statuses[position] = _DUPLICATE
+                elif customer_ids[position] is None:
+                    statuses[position] = _HELD
+                else:
+                    statuses[position] = _ACCEPTED
+                    fresh.append((position, seq))
+            partials, touched = _partials(meters, columns, customer_ids, fresh)
+            event_store.add_rollups(session, scope, partials)
             uow.commit()
-        return fresh
+        return touched
 
     def _admit(
         self,
@@ -268,85 +390,91 @@ class IngestionService:
         *,
         policy: MeteringPolicy,
         specs: Mapping[str, MeterSpec],
-        valid: Sequence[Valid],
+        columns: Columns,
+        positions: Sequence[int],
+        statuses: list[str],
+        problems: dict[int, tuple[Problem, ...]],
+        customer_ids: list[str | None],
         received_at: datetime,
-    ) -> list[tuple[Slot, event_store.NewEvent]]:
-        """Resolve customers and meters and apply the policy; the events to store."""
-        customers = _customers(
-            session, scope, {e.customer_ref for _, e, _ in valid if e.customer_ref}
-        )
-        by_subscription = _subscriptions(
-            session, scope, {e.subscription_ref for _, e, _ in valid if e.subscription_ref}
-        )
-        closed = _closed_until(
-            session, scope, set(customers.values()) | set(by_subscription.values())
-        )
+    ) -> list[int]:
+        """Resolve customers and meters and apply the policy: the positions to store, their
+        customers in `customer_ids` (None: held); the others rejected in `statuses`.
+
+        Instants are compared by their hour numbers, and read only in the hour of a bound."""
+        refs, via_subscription = columns.refs, columns.by_subscription
+        if any(via_subscription):
+            wanted = {r for r, s in zip(refs, via_subscription, strict=True) if not s}
+            subscribed = {r for r, s in zip(refs, via_subscription, strict=True) if s}
+        else:
+            wanted, subscribed = set(refs), set()
+        customers = _customers(session, scope, wanted)
+        by_subscription = _subscriptions(session, scope, subscribed)
+        closed = {
+            customer_id: (event_store.hour_number(end), end)
+            for customer_id, end in _closed_until(
+                session, scope, set(customers.values()) | set(by_subscription.values())
+            ).items()
+        }
         oldest, newest = received_at - policy.max_past, received_at + policy.max_future
+        oldest_hour, newest_hour = event_store.hour_number(oldest), event_store.hour_number(newest)
         numbers = {code: _number_property(spec) for code, spec in specs.items()}
-        new_event = event_store.NewEvent._make  # from a tuple: 0.11 µs, NewEvent(...) 0.18
-        admitted: list[tuple[Slot, event_store.NewEvent]] = []
-        for slot, e, encoded in valid:
-            results, index = slot
-            eid = e.event_id
-            if e.occurred_at < oldest:
-                results[index] = _reject(
-                    index, eid, ErrorCode.EVENT_TOO_OLD, "older than the tenant allows", "timestamp"
-                )
+        reject_customer = policy.unknown_customer is Unknown.REJECT
+        reject_meter = policy.unknown_meter is Unknown.REJECT
+        reject_late = policy.late_events is LateEvents.REJECT
+        instant = event_store.stored_instant
+        meters, hours, occurred = columns.meters, columns.hours, columns.occurred
+        properties = columns.properties
+        admitted: list[int] = []
+        for k in positions:
+            hour = hours[k]
+            if hour <= oldest_hour and (hour < oldest_hour or instant(occurred[k]) < oldest):
+                statuses[k] = _REJECTED
+                problems[k] = _TOO_OLD
                 continue
-            if e.occurred_at > newest:
-                results[index] = _reject(
-                    index, eid, ErrorCode.EVENT_IN_FUTURE, "too far in the future", "timestamp"
-                )
+            if hour >= newest_hour and (hour > newest_hour or instant(occurred[k]) > newest):
+                statuses[k] = _REJECTED
+                problems[k] = _IN_FUTURE
                 continue
-            if e.customer_ref is not None:
-                customer_id = customers.get(e.customer_ref)
-                where = "customer"
-            else:
-                assert e.subscription_ref is not None
-                customer_id = by_subscription.get(e.subscription_ref)
-                where = "subscription"
-            if customer_id is None and policy.unknown_customer is Unknown.REJECT:
-                results[index] = _reject(
-                    index, eid, ErrorCode.UNKNOWN_CUSTOMER, f"no such {where}", where
-                )
+            by_sub = via_subscription[k]
+            customer_id = (by_subscription if by_sub else customers).get(refs[k])
+            if customer_id is None and reject_customer:
+                statuses[k] = _REJECTED
+                problems[k] = _NO_SUBSCRIPTION if by_sub else _NO_CUSTOMER
                 continue
-            spec = specs.get(e.meter_code)
-            known_meter = spec is not None
-            if not known_meter and policy.unknown_meter is Unknown.REJECT:
-                results[index] = _reject(
-                    index, eid, ErrorCode.UNKNOWN_METER, "no such meter", "type"
-                )
-                continue
-            if customer_id is not None and not known_meter:
+            meter = meters[k]
+            if meter not in specs:
+                if reject_meter:
+                    statuses[k] = _REJECTED
+                    problems[k] = _NO_METER
+                    continue
                 customer_id = None  # held until the meter exists
-            name = numbers.get(e.meter_code)
-            if name is not None and (problem := _value_problem(name, e)) is not None:
-                results[index] = EventResult(index, eid, EventStatus.REJECTED, (problem,))
+            name = numbers.get(meter)
+            if name is not None and (problem := _value_problem(name, properties[k])) is not None:
+                statuses[k] = _REJECTED
+                problems[k] = (problem,)
                 continue
-            closed_end = closed.get(customer_id) if customer_id else None
-            late = closed_end is not None and e.occurred_at < closed_end
-            if late and policy.late_events is LateEvents.REJECT:
-                results[index] = _reject(
-                    index, eid, ErrorCode.LATE_EVENT, "its period is already invoiced", "timestamp"
-                )
-                continue
-            admitted.append(
-                (
-                    slot,
-                    new_event(
-                        (
-                            eid,
-                            e.meter_code,
-                            e.customer_ref or e.subscription_ref or "",
-                            customer_id,
-                            e.occurred_at,
-                            e.properties,
-                            encoded,
-                        )
-                    ),
-                )
-            )
+            if customer_id is not None:
+                end = closed.get(customer_id)
+                if (
+                    end is not None
+                    and reject_late
+                    and hour <= end[0]
+                    and (hour < end[0] or instant(occurred[k]) < end[1])
+                ):
+                    statuses[k] = _REJECTED
+                    problems[k] = _LATE
+                    continue
+                customer_ids[k] = customer_id
+            admitted.append(k)
         return admitted
+
+
+def _take(values: Sequence[Any], positions: Sequence[int]) -> Sequence[Any]:
+    """The values at `positions`, picked in C."""
+    if len(positions) > 1:
+        picked: Sequence[Any] = itemgetter(*positions)(values)
+        return picked
+    return [values[k] for k in positions]
 
 
 def _retryable(exc: Exception) -> bool:
@@ -363,9 +491,9 @@ def _number_property(spec: MeterSpec) -> str | None:
     return spec.value_property
 
 
-def _value_problem(name: str, event: IncomingEvent) -> Problem | None:
-    """The problem with `event` if its property `name` holds something else than a number."""
-    raw = event.properties.get(name)
+def _value_problem(name: str, properties: Mapping[str, str]) -> Problem | None:
+    """The problem if property `name` holds something else than a number."""
+    raw = properties.get(name)
     if raw is None or (type(raw) is str and raw.isdigit() and raw.isascii()):  # a whole number
         return None
     try:
@@ -373,6 +501,42 @@ def _value_problem(name: str, event: IncomingEvent) -> Problem | None:
     except RatecardError:
         return Problem(ErrorCode.INVALID_VALUE, "must be a number", f"properties.{name}")
     return None
+
+
+def _partials(
+    meters: Mapping[str, MeterRow],
+    columns: Columns,
+    customer_ids: Sequence[str | None],
+    fresh: Sequence[tuple[int, int]],
+) -> tuple[list[tuple[str, str, datetime, GroupKey, Partial]], frozenset[tuple[str, str]]]:
+    """`rollup_partials` of the events at `fresh` positions (with their seq), and the
+    (customer, meter) pairs they count for. Keyed by the hour, so their instants are compared
+    as the stored texts and read once per key (`keyed_partials`)."""
+    by_meter: dict[str, list[tuple[tuple[str, datetime], str, dict[str, str], int]]] = defaultdict(
+        list
+    )
+    meter_of, hours, occurred, properties = (
+        columns.meters,
+        columns.hours,
+        columns.occurred,
+        columns.properties,
+    )
+    hour_start = event_store.hour_start
+    for k, seq in fresh:
+        by_meter[meter_of[k]].append(
+            ((customer_ids[k], hour_start(hours[k])), occurred[k], properties[k], seq)  # type: ignore[arg-type]
+        )
+    out = []
+    touched: set[tuple[str, str]] = set()
+    for code, rows in by_meter.items():
+        touched.update((customer_id, code) for (customer_id, _), _, _, _ in rows)
+        spec = meter_spec(meters[code])
+        if not decomposable(spec):
+            continue
+        keyed = keyed_partials(spec, rows, event_store.stored_instant)
+        for ((customer_id, hour_at), group), partial in keyed.items():
+            out.append((customer_id, code, hour_at, group, partial))
+    return out, frozenset(touched)
 
 
 def rollup_partials(

@@ -8,10 +8,10 @@ writer share one interpreter lock, so ingestion uses one core however many the m
 the writer's Python work and SQLite's or psycopg's calls wait for the lock behind validation.
 With ``RATECARD_INGEST_WRITER=process`` the writer runs in a child process with a lock of its
 own: the API process validates a batch (`IngestionService.prepare`), sends its valid events
-as rows of plain values over a pipe, and the child stores them with the same `GroupCommitter`
-and `IngestionService.store` as the in-process writer (the same dedup, admission, late-event
-and rollup rules, one transaction per round) and answers each batch after the commit that
-stored it. So an answer still means "durably stored".
+as columns of plain values (`ingestion.Columns`) over a pipe, and the child stores them with
+the same `GroupCommitter` and `IngestionService.store_valid` as the in-process writer (the
+same dedup, admission, late-event and rollup rules, one transaction per round) and answers
+each batch after the commit that stored it. So an answer still means "durably stored".
 
 - Each API process starts its own child on first use (`make run` and ``ratecard serve`` run one
   API process). On SQLite, several API processes mean several writers queueing for one write
@@ -46,31 +46,28 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ratecard.adapters.clock import Clock
-from ratecard.adapters.db.event_store import Encoded, hour_start
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.core.errors import ErrorCode, Problem, RatecardError
-from ratecard.core.events import IncomingEvent
 from ratecard.services.metering.group_commit import MAX_QUEUED, IngestionBusy
 from ratecard.services.metering.ingestion import (
-    EventResult,
-    EventStatus,
+    Columns,
     IngestResult,
     Listener,
     Prepared,
+    Stored,
 )
 
 log = logging.getLogger(__name__)
 
 READY = -1  # the job number of the child's first message: it can store
 
-#: A valid event as it crosses the pipe: plain values pickle several times faster than the
-#: named tuples (event id, meter, customer ref, subscription ref, properties, stored instant
-#: text, hour number, properties JSON). The child rebuilds the instants from the text.
-Row = tuple[str, str, str | None, str | None, dict[str, str], str, int, str]
-#: What the child answers for one batch: a (status, problems) per row, in the rows' order,
-#: and the (customer, meter) pairs its round changed (None: those of the previous answer); or
-#: the failure of the batch.
-Outcome = tuple[list[tuple[str, tuple[Problem, ...]]], frozenset[tuple[str, str]] | None]
+#: A batch's valid events as they cross the pipe: its `Columns` but the positions in the batch
+#: (the API process keeps those), as they are: plain values pickle fast.
+Message = tuple[int, str, str, str, datetime, tuple[Sequence[Any], ...]]
+#: What the child answers for one batch: the statuses and problems of its valid events
+#: (`Stored`), and the (customer, meter) pairs its round changed (None: those of the previous
+#: answer); or the failure of the batch.
+Outcome = tuple[list[str], dict[int, tuple[Problem, ...]], frozenset[tuple[str, str]] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,23 +163,10 @@ class ProcessCommitter:
     def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
         """Send a prepared batch to the writer; the future resolves after its commit."""
         future: Future[IngestResult] = Future()
-        size = len(batch.valid)
+        size = batch.size
         if not size:  # every event was refused in validation: nothing to store
             future.set_result(IngestResult(batch.filled(), frozenset()))
             return future
-        rows: list[Row] = [
-            (
-                e.event_id,
-                e.meter_code,
-                e.customer_ref,
-                e.subscription_ref,
-                e.properties,
-                encoded.occurred_text,
-                encoded.occurred_hour,
-                encoded.properties_json,
-            )
-            for _, e, encoded in batch.valid
-        ]
         with self._lock:
             if self._closed:
                 raise RuntimeError("the process committer is closed")
@@ -193,7 +177,15 @@ class ProcessCommitter:
             pending = self._pending
             pending[job] = _Pending(scope, batch, future, size)
             self._queued += size
-        message = (job, scope.tenant_id, scope.mode.value, actor, batch.received_at, rows)
+        columns = tuple(batch.valid[1:])  # all but the positions in the batch
+        message: Message = (
+            job,
+            scope.tenant_id,
+            scope.mode.value,
+            actor,
+            batch.received_at,
+            columns,
+        )
         try:
             with self._sending:  # not under `_lock`: the answers' reader needs that one
                 connection.send(message)
@@ -263,12 +255,12 @@ class ProcessCommitter:
             if isinstance(outcome, _Failure):
                 pending.future.set_exception(outcome.error())
                 continue
-            statuses, pairs = outcome
+            statuses, problems, pairs = outcome
             fresh = pairs is not None
             if fresh:
                 touched = pairs
             try:
-                result = self._result(pending, statuses, touched, tell=fresh)
+                result = self._result(pending, Stored(statuses, problems, touched), tell=fresh)
             except Exception as exc:  # a bug here must not hang the caller
                 log.exception("an answer of the ingestion writer could not be read")
                 pending.future.set_exception(exc)
@@ -284,23 +276,12 @@ class ProcessCommitter:
             pending.future.set_exception(WriterGone())
         ready.set()  # whoever waits for the child to be ready need not wait any longer
 
-    def _result(
-        self,
-        pending: _Pending,
-        statuses: list[tuple[str, tuple[Problem, ...]]],
-        touched: frozenset[tuple[str, str]],
-        *,
-        tell: bool,
-    ) -> IngestResult:
-        batch = pending.batch
-        for ((results, index), event, _), (status, problems) in zip(
-            batch.valid, statuses, strict=True
-        ):
-            results[index] = EventResult(index, event.event_id, EventStatus(status), problems)
+    def _result(self, pending: _Pending, stored: Stored, *, tell: bool) -> IngestResult:
+        result = pending.batch.answered(stored)
         if tell:  # the first batch of its round (`_answer`)
             for listener in self._listeners:
-                listener(pending.scope, touched)
-        return IngestResult(batch.filled(), touched)
+                listener(pending.scope, stored.touched)
+        return result
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -332,7 +313,7 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
     # Answers are built and sent by a thread of their own, in the order the batches were
     # stored: the writer goes on with the next round meanwhile (its database waits free the
     # interpreter lock for them).
-    answers: queue.SimpleQueue[tuple[int, Future[IngestResult]] | None] = queue.SimpleQueue()
+    answers: queue.SimpleQueue[tuple[int, Future[Stored]] | None] = queue.SimpleQueue()
 
     def answer_all() -> None:
         while (item := answers.get()) is not None:
@@ -351,10 +332,10 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
                 break
             if message is None:
                 break
-            job, tenant_id, mode, actor, received_at, rows = message
+            job, tenant_id, mode, actor, received_at, columns = message
             try:
-                prepared = _prepared(received_at, rows)
-                future = committer.submit(TenantScope(tenant_id, Mode(mode)), actor, prepared)
+                prepared = Prepared(received_at, [], Columns((), *columns))
+                future = committer.submit_valid(TenantScope(tenant_id, Mode(mode)), actor, prepared)
             except Exception as exc:  # this batch fails, not the writer
                 log.exception("a batch could not be handed to the writer")
                 future = Future()
@@ -378,24 +359,10 @@ def _name_process(name: bytes) -> None:
         pass
 
 
-def _prepared(received_at: datetime, rows: list[Row]) -> Prepared:
-    make_event, make_encoded = IncomingEvent._make, Encoded._make  # cheaper than the fields
-    results: list[EventResult | None] = [None] * len(rows)
-    valid = []
-    for slot, (event_id, meter, customer, subscription, properties, text, hour, json) in enumerate(
-        rows
-    ):
-        event = make_event(
-            (event_id, meter, customer, subscription, datetime.fromisoformat(text), properties)
-        )
-        valid.append(((results, slot), event, make_encoded((text, hour, hour_start(hour), json))))
-    return Prepared(received_at, results, valid)
-
-
 def _queue_answer(
-    answers: queue.SimpleQueue[tuple[int, Future[IngestResult]] | None],
+    answers: queue.SimpleQueue[tuple[int, Future[Stored]] | None],
     job: int,
-    future: Future[IngestResult],
+    future: Future[Stored],
 ) -> None:
     answers.put((job, future))
 
@@ -405,7 +372,7 @@ def _answer(
     sending: threading.Lock,
     told: list[frozenset[tuple[str, str]]],
     job: int,
-    future: Future[IngestResult],
+    future: Future[Stored],
 ) -> None:
     """Send a batch's outcome. The batches of one round share one set of changed pairs (the
     same object): it goes with the first of them, which the API process reads first, and the
@@ -415,16 +382,15 @@ def _answer(
         with sending:
             answer: Outcome | _Failure
             try:
-                result = future.result()
+                stored = future.result()
             except Exception as exc:
                 answer = _Failure.of(exc)
             else:
-                statuses = [(r.status.value, r.problems) for r in result.results]
-                if result.touched is told[0]:
-                    answer = (statuses, None)  # None: the pairs of the previous answer
+                if stored.touched is told[0]:  # None: the pairs of the previous answer
+                    answer = (stored.statuses, stored.problems, None)
                 else:
-                    told[0] = result.touched
-                    answer = (statuses, result.touched)
+                    told[0] = stored.touched
+                    answer = (stored.statuses, stored.problems, stored.touched)
             connection.send((job, answer))
     except OSError:
         log.warning("the API process is gone: batch %s was stored but not answered", job)
