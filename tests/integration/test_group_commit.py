@@ -230,3 +230,60 @@ def test_writer_threads_per_engine_and_process():
     assert writers_for("sqlite") == writers_for("sqlite", own_process=True) == 1
     assert writers_for("postgresql") == 2
     assert writers_for("postgresql", own_process=True) == 1
+
+
+class Sync:
+    """A `durable` call that waits for the test, counting its calls."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.fails = fails
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the sync"
+        if self.fails:
+            raise OSError("EIO")
+
+
+def test_with_durable_a_batch_is_answered_after_the_sync_that_follows_its_commit(sessions):
+    m = setup(sessions)
+    sync = Sync()
+    committed = threading.Semaphore(0)
+    m.ingestion.listeners.append(lambda _scope, _touched: committed.release())
+    committer = GroupCommitter(m.ingestion, durable=sync)
+    try:
+        first = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
+        assert sync.entered.wait(30)
+        with sessions() as session:  # committed, and not answered before it is on disk
+            assert event_store.existing_ids(session, m.scope, ["evt_a"]) == {"evt_a"}
+        assert not first.done()
+        # the writer is not held by the sync: the next round commits meanwhile
+        second = committer.submit(m.scope, "test", m.ingestion.prepare([event("b"), event("a")]))
+        assert committed.acquire(timeout=30) and committed.acquire(timeout=30)
+        assert not second.done()
+        sync.release.set()
+        assert _statuses(first) == ["accepted"]
+        assert _statuses(second) == ["accepted", "duplicate"]
+        assert sync.calls == 2  # the second round's answer waited for a sync after its commit
+    finally:
+        committer.close()
+
+
+def test_with_durable_a_failed_sync_fails_its_batches(sessions):
+    m = setup(sessions)
+    sync = Sync(fails=True)
+    sync.release.set()
+    committer = GroupCommitter(m.ingestion, durable=sync)
+    try:
+        failed = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
+        with pytest.raises(OSError, match="EIO"):
+            failed.result(30)
+        sync.fails = False  # sent again: the store had it, the answer says so
+        again = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
+        assert _statuses(again) == ["duplicate"]
+    finally:
+        committer.close()

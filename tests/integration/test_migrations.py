@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -13,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from ratecard.adapters.db import event_store
-from ratecard.adapters.db.engine import make_engine, make_session_factory
+from ratecard.adapters.db.engine import make_engine, make_session_factory, wal_sync
 from ratecard.adapters.db.models import Base, EventRow
 from ratecard.adapters.db.schema import alembic_config, current_revision, head_revision, migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
@@ -173,6 +174,52 @@ def test_sqlite_synchronous_is_a_setting(tmp_path):
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
     engine.dispose()
+
+
+def test_a_writer_engine_syncs_its_wal_later_and_wal_sync_puts_it_on_disk(tmp_path, monkeypatch):
+    """`sync_later`: commits at NORMAL (no fsync under the write lock); `wal_sync` is the fsync
+    of the WAL file that FULL would have made in each commit."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}", Settings(), sync_later=True)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    try:
+        with engine.begin() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+            connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        sync = wal_sync(engine)
+        assert sync is not None
+        monkeypatch.setattr(os, "fsync", fsync)
+        sync()
+        assert synced == [str(tmp_path / "w.db-wal")]
+    finally:
+        engine.dispose()
+    # the file is gone once the last connection closed (after a checkpoint): nothing to sync
+    synced.clear()
+    sync()
+    assert synced == []
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "EXTRA"])
+def test_sync_later_leaves_other_settings_and_stores_as_they_are(tmp_path, synchronous):
+    engine = make_engine(
+        f"sqlite:///{tmp_path / 'n.db'}", Settings(sqlite_synchronous=synchronous), sync_later=True
+    )
+    memory = make_engine("sqlite://", Settings(), sync_later=True)
+    try:
+        with engine.connect() as connection:
+            expected = {"NORMAL": 1, "EXTRA": 3}[synchronous]
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == expected
+        assert wal_sync(engine) is None  # nothing deferred: nothing to wait for
+        assert wal_sync(memory) is None
+        assert wal_sync(make_engine(f"sqlite:///{tmp_path / 'f.db'}", Settings())) is None
+    finally:
+        engine.dispose()
+        memory.dispose()
 
 
 def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(fresh_database):

@@ -21,9 +21,11 @@ JSON columns are written with `types.dumps` (sorted keys, no floats) and read wi
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,8 +45,18 @@ _SQLITE_CACHE_KIB = -65_536  # negative: KiB, i.e. 64 MiB per connection
 _SQLITE_CHECKPOINT_PAGES = 10_000
 
 
-def make_engine(url: str | URL, settings: Settings | None = None) -> Engine:
-    """An engine for ``url`` with the house settings for its dialect."""
+def make_engine(
+    url: str | URL, settings: Settings | None = None, *, sync_later: bool = False
+) -> Engine:
+    """An engine for ``url`` with the house settings for its dialect.
+
+    `sync_later`, for a writer that waits for durability in a thread of its own: on a SQLite
+    file at ``synchronous=FULL``, its commits return before the WAL is on disk, so the write
+    lock is free for the next transaction during the fsync, and `wal_sync` gives the call
+    that puts every commit returned from so far on disk. Anything that answers for a commit
+    must wait for that call. Elsewhere commits are durable when they return and it changes
+    nothing.
+    """
     settings = settings or get_settings()
     parsed = make_url(url)
     common: dict[str, Any] = {
@@ -53,7 +65,7 @@ def make_engine(url: str | URL, settings: Settings | None = None) -> Engine:
         "json_deserializer": types.loads,
     }
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, settings, common)
+        return _sqlite_engine(parsed, settings, common, sync_later=sync_later)
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -79,7 +91,9 @@ def sqlite_file(url: URL) -> str | None:
     return None if database.startswith("file::memory:") else database
 
 
-def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engine:
+def _sqlite_engine(
+    url: URL, settings: Settings, common: dict[str, Any], *, sync_later: bool
+) -> Engine:
     database = sqlite_file(url)
     in_memory = database is None
     if in_memory:
@@ -102,6 +116,12 @@ def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engi
     busy_timeout_ms = settings.sqlite_busy_timeout_ms
     synchronous = settings.sqlite_synchronous
     assert synchronous in ("FULL", "NORMAL", "EXTRA"), synchronous
+    if sync_later and database is not None and synchronous == "FULL":
+        # NORMAL syncs the WAL before each checkpoint, the database file after it, and the
+        # WAL's header when the WAL starts over; the fsync FULL adds to every commit is then
+        # `wal_sync`'s, made by the caller outside the write lock.
+        synchronous = "NORMAL"
+        _SYNCED_LATER[engine] = f"{database}-wal"
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -132,6 +152,31 @@ def _sqlite_engine(url: URL, settings: Settings, common: dict[str, Any]) -> Engi
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+_SYNCED_LATER: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()  # its WAL
+
+
+def wal_sync(engine: Engine) -> Callable[[], None] | None:
+    """For an engine made with `make_engine(sync_later=True)` whose commits return before
+    they are on disk: the call that makes all of them durable (an fsync of the WAL file, as
+    ``synchronous=FULL`` makes inside each commit). None when its commits are durable, or
+    as durable as configured, when they return."""
+    path = _SYNCED_LATER.get(engine)
+    if path is None:
+        return None
+
+    def sync() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # no WAL: its last checkpoint synced the database file
+            return
+        try:
+            os.fsync(fd)  # the file's pages, whoever wrote them
+        finally:
+            os.close(fd)
+
+    return sync
 
 
 _CHECKPOINTED: weakref.WeakSet[Engine] = weakref.WeakSet()

@@ -19,6 +19,12 @@ interpreter lock of its own (`services.metering.writer_process`).
 A batch is answered only after its round committed, so an answer still means "durably stored".
 A round that fails is retried one batch at a time, so one batch's failure is its own.
 
+Durability off the write lock (`durable`): a writer process's SQLite engine commits without
+syncing its WAL (`engine.make_engine(sync_later=True)`), and a thread of its own here syncs
+it once for every round committed since its last sync, and only then answers their batches.
+The writer meanwhile stores the next round, instead of holding the write lock through each
+fsync (an answer still waits for its fsync, as with ``synchronous=FULL``).
+
 Back-pressure: when more than `max_queued` events wait for the writer, `submit` refuses the
 batch with `IngestionBusy` (the API answers 503 with ``Retry-After``) instead of letting the
 queue, and the memory it holds, grow without bound; nothing of a refused batch is stored, so
@@ -30,7 +36,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +80,7 @@ class _Job:
     batch: Prepared
     future: Future[Any] = field(default_factory=Future)
     raw: bool = False  # the future takes the `Stored` outcome rather than the `IngestResult`
+    committed: bool = False  # its round committed: answered with its outcome, never failed
 
     def done(self, stored: Stored) -> None:
         self.future.set_result(stored if self.raw else self.batch.answered(stored))
@@ -89,8 +96,15 @@ class GroupCommitter:
         max_events: int = MAX_EVENTS,
         writers: int = 1,
         max_queued: int = MAX_QUEUED,
+        durable: Callable[[], None] | None = None,
     ) -> None:
+        """`durable`: when the commits return before they are on disk, the call that puts
+        every one returned so far there (`engine.wal_sync`); batches are answered after it."""
         self._ingestion = ingestion
+        self._durable = durable
+        # Rounds committed, waiting for `durable` before their batches are answered.
+        self._unsynced: queue.SimpleQueue[list[tuple[_Job, Stored]] | None] = queue.SimpleQueue()
+        self._syncer: threading.Thread | None = None
         self._max_events = max_events
         self._max_queued = max_queued
         self._queued = 0  # events submitted and not yet taken into a round
@@ -136,6 +150,11 @@ class GroupCommitter:
             ]
             for thread in self._threads:
                 thread.start()
+            if self._durable is not None:
+                self._syncer = threading.Thread(
+                    target=self._sync, name="ratecard-writer-sync", daemon=True
+                )
+                self._syncer.start()
 
     def close(self) -> None:
         """Store what is queued, then stop the writers."""
@@ -146,6 +165,9 @@ class GroupCommitter:
                 self._queue.put(None)
         for thread in threads:
             thread.join()
+        if self._syncer is not None:  # after the writers: their last rounds are answered
+            self._unsynced.put(None)
+            self._syncer.join()
 
     def _run(self) -> None:
         stopping = False
@@ -172,7 +194,7 @@ class GroupCommitter:
             except Exception as exc:  # a bug here must not stop the writer and hang every caller
                 log.exception("a group commit round failed")
                 for job in round_:
-                    if not job.future.done():
+                    if not job.committed and not job.future.done():
                         job.future.set_exception(exc)
 
     def _store_round(self, jobs: Sequence[_Job]) -> None:
@@ -193,8 +215,53 @@ class GroupCommitter:
                     except Exception as alone:
                         job.future.set_exception(alone)
                     else:
-                        job.done(stored)
+                        self._committed([(job, stored)])
                 continue
             self.rounds += 1
-            for job, stored in zip(group, outcomes, strict=True):
-                job.done(stored)
+            self._committed(list(zip(group, outcomes, strict=True)))
+
+    def _committed(self, stored: list[tuple[_Job, Stored]]) -> None:
+        """Answer batches whose commit returned: now, or once `durable` has run after it."""
+        for job, _ in stored:
+            job.committed = True
+        if self._durable is not None:
+            self._unsynced.put(stored)
+            return
+        for job, outcome in stored:
+            job.done(outcome)
+
+    def _sync(self) -> None:
+        """One `durable` call for every round committed since the last, then their answers,
+        in commit order."""
+        stopping = False
+        while not stopping:
+            first = self._unsynced.get()
+            if first is None:
+                return
+            waiting = [first]
+            while True:
+                try:
+                    more = self._unsynced.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                waiting.append(more)
+            assert self._durable is not None
+            try:
+                self._durable()
+            except Exception as exc:  # not known to be on disk: not acknowledged
+                log.exception("the committed rounds could not be synced to disk")
+                for stored in waiting:
+                    for job, _ in stored:
+                        job.future.set_exception(exc)
+                continue
+            for stored in waiting:
+                for job, outcome in stored:
+                    try:
+                        job.done(outcome)
+                    except Exception as exc:  # a bug here must not hang the others
+                        log.exception("a batch's answer could not be made")
+                        if not job.future.done():
+                            job.future.set_exception(exc)

@@ -289,7 +289,12 @@ class ProcessCommitter:
 
 def serve(database_url: str, clock: Clock, connection: Connection) -> None:
     """The writer process: store the batches the pipe brings until an end mark or EOF."""
-    from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
+    from ratecard.adapters.db.engine import (
+        Checkpointer,
+        make_engine,
+        make_session_factory,
+        wal_sync,
+    )
     from ratecard.config import get_settings
     from ratecard.runtime import tune_gc
     from ratecard.services.metering.group_commit import GroupCommitter, writers_for
@@ -297,13 +302,16 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the API process, which closes us
     _name_process(b"ratecard-writer")
-    engine = make_engine(database_url, get_settings())
+    # Its commits hold SQLite's write lock without an fsync each; the committer syncs the WAL
+    # in a thread of its own and answers after it (`group_commit`, "Durability").
+    engine = make_engine(database_url, get_settings(), sync_later=True)
     checkpointer = Checkpointer(engine)
     checkpointer.start()
     committer = GroupCommitter(
         IngestionService(make_session_factory(engine), clock),
         writers=writers_for(engine.dialect.name, own_process=True),
         max_queued=sys.maxsize,  # the API process bounds what it sends
+        durable=wal_sync(engine),
     )
     tune_gc()  # as the API process: a young collection per 700 allocations walks the batches
     sending = threading.Lock()
