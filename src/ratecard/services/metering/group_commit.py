@@ -39,13 +39,14 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared, Stored
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_EVENTS = 20_000  # per round: a bound on one transaction's size and on the wait behind it
 MAX_QUEUED = 200_000  # events waiting for the writer: a few seconds of work at full rate
@@ -175,18 +176,10 @@ class GroupCommitter:
             first = self._queue.get()
             if first is None:
                 return
-            round_ = [first]
-            size = first.batch.size
-            while size < self._max_events:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                round_.append(job)
-                size += job.batch.size
+            round_, stopping = _take_waiting(
+                self._queue, first, lambda jobs: sum(j.batch.size for j in jobs) >= self._max_events
+            )
+            size = sum(job.batch.size for job in round_)
             with self._lock:
                 self._queued -= size
             try:
@@ -238,16 +231,7 @@ class GroupCommitter:
             first = self._unsynced.get()
             if first is None:
                 return
-            waiting = [first]
-            while True:
-                try:
-                    more = self._unsynced.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                waiting.append(more)
+            waiting, stopping = _take_waiting(self._unsynced, first)
             assert self._durable is not None
             try:
                 self._durable()
@@ -265,3 +249,22 @@ class GroupCommitter:
                         log.exception("a batch's answer could not be made")
                         if not job.future.done():
                             job.future.set_exception(exc)
+
+
+def _take_waiting(
+    waiting: queue.SimpleQueue[T | None],
+    first: T,
+    full: Callable[[list[T]], bool] = lambda _: False,
+) -> tuple[list[T], bool]:
+    """`first` and what waits behind it in `waiting`, until it is empty or `full`; and whether
+    a None (stop) was met."""
+    taken = [first]
+    while not full(taken):
+        try:
+            item = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return taken, True
+        taken.append(item)
+    return taken, False
