@@ -273,7 +273,9 @@ def test_with_durable_a_batch_is_answered_after_the_sync_that_follows_its_commit
         committer.close()
 
 
-def test_with_durable_a_failed_sync_fails_its_batches(sessions):
+def test_with_durable_a_failed_sync_fails_its_batches_and_stores_nothing_after_it(sessions):
+    """After a failed fsync the kernel may have dropped pages it will not report again: the
+    batches waiting for it fail, and so does every later one, unstored."""
     m = setup(sessions)
     sync = Sync(fails=True)
     sync.release.set()
@@ -282,8 +284,32 @@ def test_with_durable_a_failed_sync_fails_its_batches(sessions):
         failed = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
         with pytest.raises(OSError, match="EIO"):
             failed.result(30)
-        sync.fails = False  # sent again: the store had it, the answer says so
-        again = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
-        assert _statuses(again) == ["duplicate"]
+        later = committer.submit(m.scope, "test", m.ingestion.prepare([event("b")]))
+        with pytest.raises(RuntimeError, match="could not be synced to disk: EIO"):
+            later.result(30)
+        assert sync.calls == 1
+    finally:
+        committer.close()
+    with sessions() as session:
+        assert event_store.existing_ids(session, m.scope, ["evt_a", "evt_b"]) == {"evt_a"}
+
+
+def test_a_batch_whose_caller_went_away_is_stored_and_its_round_mates_answered(sessions):
+    """`asyncio.wrap_future` cancels the future when the request is cancelled: a batch once
+    taken cannot be, and the batches after it in its round are answered."""
+    m = setup(sessions)
+    gate = Gate()
+    m.ingestion.listeners.append(gate)
+    committer = GroupCommitter(m.ingestion)
+    try:
+        first = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
+        assert gate.entered.wait(30)
+        second = committer.submit(m.scope, "test", m.ingestion.prepare([event("b")]))
+        third = committer.submit(m.scope, "test", m.ingestion.prepare([event("c")]))
+        assert not second.cancel()
+        gate.release.set()
+        assert _statuses(first) == ["accepted"]
+        assert _statuses(second) == ["accepted"]
+        assert _statuses(third) == ["accepted"]
     finally:
         committer.close()

@@ -241,3 +241,16 @@ def test_auto_puts_the_writer_in_a_process_of_its_own_unless_the_store_is_in_mem
     finally:
         for engine in (on_file, in_memory, postgres):
             engine.dispose()
+
+
+def test_a_batch_whose_caller_went_away_is_stored_and_later_ones_are_answered(
+    metering: Metering, committer: ProcessCommitter
+) -> None:
+    """A request cancelled while its batch is with the writer cannot cancel the batch: its
+    answer still comes (and the answers' reader goes on with the others)."""
+    m = metering
+    gone = committer.submit(m.scope, "t", m.ingestion.prepare([event(1)]))
+    assert not gone.cancel()
+    after = committer.submit(m.scope, "t", m.ingestion.prepare([event(2)]))
+    assert _statuses(after) == ["accepted"]
+    assert _statuses(gone) == ["accepted"]

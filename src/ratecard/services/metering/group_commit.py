@@ -84,7 +84,16 @@ class _Job:
     committed: bool = False  # its round committed: answered with its outcome, never failed
 
     def done(self, stored: Stored) -> None:
-        self.future.set_result(stored if self.raw else self.batch.answered(stored))
+        """Answer with the batch's outcome; a bug in making the answer fails this batch alone."""
+        try:
+            self.future.set_result(stored if self.raw else self.batch.answered(stored))
+        except Exception as exc:
+            log.exception("a batch's answer could not be made")
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
 
 
 class GroupCommitter:
@@ -114,6 +123,7 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closed = False
+        self._unsafe: BaseException | None = None  # a failed `durable`: nothing is stored after it
         self.rounds = 0  # committed rounds, for tests and metrics
 
     def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
@@ -134,6 +144,9 @@ class GroupCommitter:
                 raise IngestionBusy(self._queued)
             self._queued += size
             self._start_threads()
+            # Taken: from here the batch may be stored whatever becomes of the request (a client
+            # that goes away cancels its asyncio future, not this one), and it is answered.
+            job.future.set_running_or_notify_cancel()
             self._queue.put(job)
         return job.future
 
@@ -182,13 +195,17 @@ class GroupCommitter:
             size = sum(job.batch.size for job in round_)
             with self._lock:
                 self._queued -= size
+            if self._unsafe is not None:
+                for job in round_:
+                    job.fail(RuntimeError(f"the store could not be synced to disk: {self._unsafe}"))
+                continue
             try:
                 self._store_round(round_)
             except Exception as exc:  # a bug here must not stop the writer and hang every caller
                 log.exception("a group commit round failed")
                 for job in round_:
-                    if not job.committed and not job.future.done():
-                        job.future.set_exception(exc)
+                    if not job.committed:
+                        job.fail(exc)
 
     def _store_round(self, jobs: Sequence[_Job]) -> None:
         by_scope: dict[tuple[TenantScope, str], list[_Job]] = {}
@@ -199,14 +216,14 @@ class GroupCommitter:
                 outcomes = self._ingestion.store_valid(scope, [j.batch for j in group], actor=actor)
             except Exception as exc:
                 if len(group) == 1:
-                    group[0].future.set_exception(exc)
+                    group[0].fail(exc)
                     continue
                 log.warning("a group commit failed (%s); storing its batches one by one", exc)
                 for job in group:  # every stored slot is written again: nothing stale remains
                     try:
                         (stored,) = self._ingestion.store_valid(scope, [job.batch], actor=actor)
                     except Exception as alone:
-                        job.future.set_exception(alone)
+                        job.fail(alone)
                     else:
                         self._committed([(job, stored)])
                 continue
@@ -221,7 +238,7 @@ class GroupCommitter:
             self._unsynced.put(stored)
             return
         for job, outcome in stored:
-            job.done(outcome)
+            job.done(outcome)  # fails this job alone if its answer cannot be made
 
     def _sync(self) -> None:
         """One `durable` call for every round committed since the last, then their answers,
@@ -234,21 +251,20 @@ class GroupCommitter:
             waiting, stopping = _take_waiting(self._unsynced, first)
             assert self._durable is not None
             try:
-                self._durable()
-            except Exception as exc:  # not known to be on disk: not acknowledged
-                log.exception("the committed rounds could not be synced to disk")
-                for stored in waiting:
-                    for job, _ in stored:
-                        job.future.set_exception(exc)
-                continue
+                if self._unsafe is None:
+                    self._durable()
+            except Exception as exc:
+                # Not known to be on disk, and after a failed fsync the kernel may have
+                # dropped pages it reports no more: nothing is acknowledged or stored from
+                # here on (a writer process exits instead, and its successor reads the disk).
+                log.critical("the committed rounds could not be synced to disk", exc_info=True)
+                self._unsafe = exc
             for stored in waiting:
                 for job, outcome in stored:
-                    try:
+                    if self._unsafe is None:
                         job.done(outcome)
-                    except Exception as exc:  # a bug here must not hang the others
-                        log.exception("a batch's answer could not be made")
-                        if not job.future.done():
-                            job.future.set_exception(exc)
+                    else:
+                        job.fail(self._unsafe)
 
 
 def _take_waiting(

@@ -163,6 +163,9 @@ class ProcessCommitter:
     def submit(self, scope: TenantScope, actor: str, batch: Prepared) -> Future[IngestResult]:
         """Send a prepared batch to the writer; the future resolves after its commit."""
         future: Future[IngestResult] = Future()
+        # Running from the start: a client that goes away cancels its asyncio future, and this
+        # one is answered all the same (a cancelled one would stop the answers' reader).
+        future.set_running_or_notify_cancel()
         size = batch.size
         if not size:  # every event was refused in validation: nothing to store
             future.set_result(IngestResult(batch.filled(), frozenset()))
