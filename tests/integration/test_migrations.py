@@ -176,10 +176,19 @@ def test_sqlite_synchronous_is_a_setting(tmp_path):
     engine.dispose()
 
 
-def test_a_writer_engine_syncs_its_wal_later_and_wal_sync_puts_it_on_disk(tmp_path, monkeypatch):
+@pytest.mark.parametrize("uri", [False, True])
+def test_a_writer_engine_syncs_its_wal_later_and_wal_sync_puts_it_on_disk(
+    tmp_path, monkeypatch, uri
+):
     """`sync_later`: commits at NORMAL (no fsync under the write lock); `wal_sync` is the fsync
-    of the WAL file that FULL would have made in each commit."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}", Settings(), sync_later=True)
+    of the WAL file that FULL would have made in each commit, found however the URL names the
+    database, and followed when a new WAL replaces the old one."""
+    path = tmp_path / "w.db"
+    url = f"sqlite:///file:{path}?uri=true" if uri else f"sqlite:///{path}"
+    engine = make_engine(url, Settings(), sync_later=True)
+    sync = wal_sync(engine)
+    assert sync is not None
+    sync()  # before any connection: nothing committed, nothing to sync
     synced: list[str] = []
     real_fsync = os.fsync
 
@@ -187,21 +196,31 @@ def test_a_writer_engine_syncs_its_wal_later_and_wal_sync_puts_it_on_disk(tmp_pa
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
+    monkeypatch.setattr(os, "fsync", fsync)
     try:
         with engine.begin() as connection:
             assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
             connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
-        sync = wal_sync(engine)
-        assert sync is not None
-        monkeypatch.setattr(os, "fsync", fsync)
         sync()
-        assert synced == [str(tmp_path / "w.db-wal")]
+        assert synced == [f"{path}-wal"]
+        engine.dispose()  # the last connection closes: checkpointed, the WAL removed
+        synced.clear()
+        sync()
+        assert synced == []
+        with engine.begin() as connection:  # a new WAL file
+            connection.exec_driver_sql("INSERT INTO t VALUES (1)")
+        sync()
+        assert synced == [f"{path}-wal"]
+        assert os.readlink(f"/proc/self/fd/{wal_fd(engine)}") == f"{path}-wal"
     finally:
         engine.dispose()
-    # the file is gone once the last connection closed (after a checkpoint): nothing to sync
-    synced.clear()
-    sync()
-    assert synced == []
+
+
+def wal_fd(engine):
+    """The descriptor `wal_sync` keeps open on the engine's WAL."""
+    from ratecard.adapters.db.engine import _SYNCED_LATER
+
+    return _SYNCED_LATER[engine]._fd
 
 
 @pytest.mark.parametrize("synchronous", ["NORMAL", "EXTRA"])

@@ -19,7 +19,13 @@ from ratecard.config import Settings
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy
 from ratecard.services.metering.ingestion import IngestResult, Prepared
-from ratecard.services.metering.writer_process import ProcessCommitter, WriterGone, _Failure
+from ratecard.services.metering.writer_process import (
+    SYNC_FAILED,
+    ProcessCommitter,
+    WriterGone,
+    _Failure,
+    sync_or_exit,
+)
 from tests.e2e.live import gone, wait_until
 from tests.integration.metering_setup import Metering, event, setup
 
@@ -254,3 +260,17 @@ def test_a_batch_whose_caller_went_away_is_stored_and_later_ones_are_answered(
     after = committer.submit(m.scope, "t", m.ingestion.prepare([event(2)]))
     assert _statuses(after) == ["accepted"]
     assert _statuses(gone) == ["accepted"]
+
+
+def test_the_writer_process_stops_when_its_commits_cannot_be_synced() -> None:
+    """A failed fsync ends the child (the API process then fails what it had not been
+    answered and starts a new one); a good one returns."""
+    exits: list[int] = []
+    sync_or_exit(lambda: None, exits.append)
+    assert exits == []
+
+    def failing() -> None:
+        raise OSError(5, "Input/output error")
+
+    sync_or_exit(failing, exits.append)
+    assert exits == [SYNC_FAILED]

@@ -116,12 +116,13 @@ def _sqlite_engine(
     busy_timeout_ms = settings.sqlite_busy_timeout_ms
     synchronous = settings.sqlite_synchronous
     assert synchronous in ("FULL", "NORMAL", "EXTRA"), synchronous
+    wal: _Wal | None = None
     if sync_later and database is not None and synchronous == "FULL":
         # NORMAL syncs the WAL before each checkpoint, the database file after it, and the
         # WAL's header when the WAL starts over; the fsync FULL adds to every commit is then
         # `wal_sync`'s, made by the caller outside the write lock.
         synchronous = "NORMAL"
-        _SYNCED_LATER[engine] = f"{database}-wal"
+        wal = _SYNCED_LATER[engine] = _Wal()
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -134,6 +135,11 @@ def _sqlite_engine(
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute(f"PRAGMA synchronous = {synchronous}")
+                if wal is not None:  # the file SQLite opened, whatever form the URL named it in
+                    cursor.execute("PRAGMA database_list")
+                    wal.path = (
+                        next(f for _, name, f in cursor.fetchall() if name == "main") + "-wal"
+                    )
                 # Random event ids land on random index pages: a page cache that holds the
                 # hot part of the indexes, and checkpoints every ~40 MB of WAL rather than
                 # 4 MB (a page rewritten by many commits is copied back to the file once).
@@ -154,29 +160,45 @@ def _sqlite_engine(
     return engine
 
 
-_SYNCED_LATER: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()  # its WAL
+class _Wal:
+    """The WAL file of an engine whose commits return before they are on disk, and a
+    descriptor kept open on it: an error of a failed write-back is reported to the descriptors
+    open when it happened, so one opened afresh for each fsync could miss it."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None  # set by the first connection (`PRAGMA database_list`)
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def sync(self) -> None:
+        with self._lock:
+            if self.path is None:  # no connection yet: nothing was committed
+                return
+            try:
+                inode = os.stat(self.path).st_ino
+            except FileNotFoundError:  # the last connection closed: its checkpoint synced all
+                return
+            if self._fd is not None:
+                kept = os.fstat(self._fd)
+                if kept.st_nlink == 0 or kept.st_ino != inode:  # removed and made anew
+                    os.close(self._fd)
+                    self._fd = None
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            os.fsync(self._fd)  # the file's pages, whoever wrote them
+
+
+_SYNCED_LATER: weakref.WeakKeyDictionary[Engine, _Wal] = weakref.WeakKeyDictionary()
 
 
 def wal_sync(engine: Engine) -> Callable[[], None] | None:
     """For an engine made with `make_engine(sync_later=True)` whose commits return before
     they are on disk: the call that makes all of them durable (an fsync of the WAL file, as
-    ``synchronous=FULL`` makes inside each commit). None when its commits are durable, or
-    as durable as configured, when they return."""
-    path = _SYNCED_LATER.get(engine)
-    if path is None:
-        return None
-
-    def sync() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # no WAL: its last checkpoint synced the database file
-            return
-        try:
-            os.fsync(fd)  # the file's pages, whoever wrote them
-        finally:
-            os.close(fd)
-
-    return sync
+    ``synchronous=FULL`` makes inside each commit). It raises `OSError` if the disk failed:
+    the caller must then acknowledge nothing more. None when the engine's commits are durable,
+    or as durable as configured, when they return."""
+    wal = _SYNCED_LATER.get(engine)
+    return None if wal is None else wal.sync
 
 
 _CHECKPOINTED: weakref.WeakSet[Engine] = weakref.WeakSet()

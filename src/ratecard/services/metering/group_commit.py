@@ -23,7 +23,12 @@ Durability off the write lock (`durable`): a writer process's SQLite engine comm
 syncing its WAL (`engine.make_engine(sync_later=True)`), and a thread of its own here syncs
 it once for every round committed since its last sync, and only then answers their batches.
 The writer meanwhile stores the next round, instead of holding the write lock through each
-fsync (an answer still waits for its fsync, as with ``synchronous=FULL``).
+fsync (an answer still waits for its fsync, as with ``synchronous=FULL``). A failed sync fails
+the batches waiting for it and every later one, unstored: the kernel may have dropped pages it
+will not report again (a writer process exits instead, `writer_process.sync_or_exit`).
+
+A batch once taken (`submit`) cannot be cancelled: it may be stored whatever its caller does,
+and it is answered, so a caller that went away never stops the answers of the others.
 
 Back-pressure: when more than `max_queued` events wait for the writer, `submit` refuses the
 batch with `IngestionBusy` (the API answers 503 with ``Retry-After``) instead of letting the

@@ -33,11 +33,12 @@ import ctypes
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,6 +61,7 @@ from ratecard.services.metering.ingestion import (
 log = logging.getLogger(__name__)
 
 READY = -1  # the job number of the child's first message: it can store
+SYNC_FAILED = 75  # the child's exit code when the disk failed to sync its commits
 
 #: A batch's valid events as they cross the pipe: its `Columns` but the positions in the batch
 #: (the API process keeps those), as they are: plain values pickle fast.
@@ -314,7 +316,7 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
         IngestionService(make_session_factory(engine), clock),
         writers=writers_for(engine.dialect.name, own_process=True),
         max_queued=sys.maxsize,  # the API process bounds what it sends
-        durable=wal_sync(engine),
+        durable=None if (sync := wal_sync(engine)) is None else partial(sync_or_exit, sync),
     )
     tune_gc()  # as the API process: a young collection per 700 allocations walks the batches
     sending = threading.Lock()
@@ -359,6 +361,18 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
         checkpointer.stop()
         engine.dispose()
         connection.close()
+
+
+def sync_or_exit(sync: Callable[[], None], exit_: Callable[[int], object] = os._exit) -> None:
+    """`sync`, or the end of this process. After a failed fsync the kernel may have dropped
+    pages of the WAL that it will not report again, so this writer must acknowledge nothing
+    more: the API process fails what was not answered (503, to send again) and starts a new
+    writer, which reads the store from disk."""
+    try:
+        sync()
+    except OSError:
+        log.critical("the WAL could not be synced to disk: the writer process stops", exc_info=True)
+        exit_(SYNC_FAILED)
 
 
 def _name_process(name: bytes) -> None:
