@@ -31,6 +31,37 @@ def _count(m, scope=None) -> int:
         )
 
 
+def test_a_repeat_of_a_rejected_event_is_judged_on_its_own(sessions):
+    """An id is taken by its first admitted event: a repeat after a rejected one (here an
+    unknown customer, then a value that is not a number) is stored, and a repeat after that is
+    a duplicate; in one batch and across the batches of one round alike."""
+    m = setup(sessions)
+    in_batch = m.ingest(
+        event(1, customer="nobody"),
+        event(1),
+        event(1),
+        event(2, meter="tokens", tokens="many", model="m"),
+        event(2, meter="tokens", tokens="7", model="m"),
+    )
+    assert in_batch == ["rejected", "accepted", "duplicate", "rejected", "accepted"]
+    rounds = m.ingestion.store(
+        m.scope,
+        [
+            m.ingestion.prepare([event(3, customer="nobody")]),
+            m.ingestion.prepare([event(3), event(1)]),
+            m.ingestion.prepare([event(3)]),
+        ],
+    )
+    assert [[str(r.status) for r in batch.results] for batch in rounds] == [
+        ["rejected"],
+        ["accepted", "duplicate"],
+        ["duplicate"],
+    ]
+    assert _count(m) == 3
+    usage = m.usage.meter_usage(m.scope, m.customer_id, "tokens", Period(PERIOD_START, PERIOD_END))
+    assert usage.total.value == 7
+
+
 def test_batch_reports_each_event_and_dedups(sessions):
     m = setup(sessions)
     first = m.ingest(event(1), event(2), event(1), event(3, meter="nope"), {"id": "x"})

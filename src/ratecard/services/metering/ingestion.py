@@ -7,13 +7,14 @@
 
 What happens to a batch (at most 10,000 events):
 1. `prepare`: each event is validated on its own (`core.events.parse_event`) and its stored
-   forms are made (`event_store.encode`); a repeat of an id within the batch is a duplicate.
-   Pure CPU, in the caller's thread;
-2. `store`, for one batch or a round of them (`group_commit`; an id repeated across the round
-   counts once, for the first batch), in one transaction: the tenant's past/future limits are
-   applied; customers (by external id, or through a subscription id) and meters (by code) are
-   resolved; unknown ones are rejected or held per tenant policy; an event for a period
-   already invoiced is late, and kept (billed as an adjustment) or rejected per policy;
+   forms are made (`event_store.encode`). Pure CPU, in the caller's thread;
+2. `store`, for one batch or a round of them (`group_commit`), in one transaction: the
+   tenant's past/future limits are applied; customers (by external id, or through a
+   subscription id) and meters (by code) are resolved; unknown ones are rejected or held per
+   tenant policy; an event for a period already invoiced is late, and kept (billed as an
+   adjustment) or rejected per policy. An id repeated in the batch or the round counts once:
+   its first occurrence that is admitted, the later ones are duplicates (one rejected does not
+   take the id);
 3. the events are written with the store's dedup (`adapters.db.event_store`); the ids the store
    already held are duplicates, counted nothing;
 4. the new events' hourly rollup partials are merged into the rollups in the same
@@ -208,7 +209,6 @@ class IngestionService:
         received_at = self._clock.now()
         results: list[EventResult | None] = [None] * len(items)
         valid: list[tuple[Any, ...]] = []
-        seen: set[str] = set()
         encode = event_store.encode
         for index, raw in enumerate(items):
             if isinstance(raw, Problem):  # a format adapter could not map this item
@@ -225,18 +225,13 @@ class IngestionService:
                     exc.problems,
                 )
                 continue
-            event_id = event.event_id
-            if event_id in seen:
-                results[index] = EventResult(index, event_id, EventStatus.DUPLICATE)
-                continue
-            seen.add(event_id)
             stamp = raw.get("timestamp") if type(raw) is dict else None
             stored = encode(event.occurred_at, event.properties, stamp)
             customer = event.customer_ref
             valid.append(
                 (
                     index,
-                    event_id,
+                    event.event_id,
                     event.meter_code,
                     customer if customer is not None else event.subscription_ref,
                     customer is None,
@@ -261,7 +256,7 @@ class IngestionService:
         """Store prepared batches of one scope in one transaction with one commit (group
         commit); a result per batch, as if they had been stored one after the other.
 
-        An id repeated across the batches is stored once: the first batch's event.
+        An id repeated in or across the batches is stored once: its first admitted event.
         """
         outcomes = self.store_valid(scope, batches, actor=actor)
         return [batch.answered(stored) for batch, stored in zip(batches, outcomes, strict=True)]
@@ -281,16 +276,8 @@ class IngestionService:
                     for column in zip(*(b.valid for b in batches), strict=True)
                 )
             )
-        ids = columns.ids
-        statuses: list[str] = [_DUPLICATE] * len(ids)
-        positions: Sequence[int] = range(len(ids))
-        if len(set(ids)) != len(ids):  # an id repeated across the round: the first counts
-            seen: set[str] = set()
-            positions = []
-            for position, event_id in enumerate(ids):
-                if event_id not in seen:
-                    seen.add(event_id)
-                    positions.append(position)
+        statuses: list[str] = [_DUPLICATE] * len(columns.ids)
+        positions = range(len(columns.ids))
         received_at = max((b.received_at for b in batches), default=self._clock.now())
         for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
             problems: dict[int, tuple[Problem, ...]] = {}
@@ -400,7 +387,8 @@ class IngestionService:
         """Resolve customers and meters and apply the policy: the positions to store, their
         customers in `customer_ids` (None: held); the others rejected in `statuses`.
 
-        Instants are compared by their hour numbers, and read only in the hour of a bound."""
+        Instants are compared by their hour numbers, and read only in the hour of a bound. An
+        id already admitted at an earlier position is a duplicate."""
         refs, via_subscription = columns.refs, columns.by_subscription
         if any(via_subscription):
             wanted = {r for r, s in zip(refs, via_subscription, strict=True) if not s}
@@ -425,7 +413,12 @@ class IngestionService:
         meters, hours, occurred = columns.meters, columns.hours, columns.occurred
         properties = columns.properties
         admitted: list[int] = []
+        ids = columns.ids
+        taken: set[str] = set()  # the ids admitted so far
         for k in positions:
+            if ids[k] in taken:
+                statuses[k] = _DUPLICATE
+                continue
             hour = hours[k]
             if hour <= oldest_hour and (hour < oldest_hour or instant(occurred[k]) < oldest):
                 statuses[k] = _REJECTED
@@ -466,6 +459,7 @@ class IngestionService:
                     continue
                 customer_ids[k] = customer_id
             admitted.append(k)
+            taken.add(ids[k])
         return admitted
 
 
