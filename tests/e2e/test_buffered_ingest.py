@@ -118,9 +118,10 @@ def test_events_through_the_buffer_are_stored_exactly_once(buffered: Buffered) -
     first = api.client.post("/v1/events", json=batch, headers=ingest)
     assert first.status_code == 202, first.text
     body = first.json()
+    # the repeat of b-5 is queued too: the consumer's store counts one of them
     assert (body["queued"], body["duplicates"], body["rejected"], body["accepted"]) == (
-        300,
-        1,
+        301,
+        0,
         1,
         0,
     )

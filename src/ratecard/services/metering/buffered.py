@@ -1,18 +1,18 @@
 """Ingestion through the JetStream buffer: screen the events, publish them, answer "queued".
 
     >>> queue = BufferedIngestion(LazyNatsBuffer(url), clock)              # doctest: +SKIP
-    >>> result = await queue.ingest(scope, [ok, {"id": "e2"}, ok])          # doctest: +SKIP
+    >>> result = await queue.ingest(scope, [ok, {"id": "e2"}])               # doctest: +SKIP
     >>> [r.status for r in result.results]                                  # doctest: +SKIP
-    ['queued', 'rejected', 'duplicate']
+    ['queued', 'rejected']
 
 With ``RATECARD_EVENT_BUFFER=nats`` the ingestion routes do not write to the store. Each event
 is checked on its own here (`core.events.parse_event`: fields, id, meter code, timestamp,
-property values), so what can never be stored is ``rejected`` at once, and a repeat of an id
-within the request is a ``duplicate``; the rest are normalized (the timestamp made explicit: an
+property values), so what can never be stored is ``rejected`` at once; the rest, a repeat of
+an id within the request included, are normalized (the timestamp made explicit: an
 event without one occurred when the API received it, not when the worker got to it) and
 published. The answer, ``queued``, is sent only after JetStream's PubAck: the events are stored
-in the stream and will reach the store. Whether each one is then accepted, a duplicate of an
-event already stored, held, or rejected by what only the store knows (unknown customer or meter,
+in the stream and will reach the store. Whether each one is then accepted, a duplicate (of an
+event already stored, or of an earlier one of the request), held, or rejected by what only the store knows (unknown customer or meter,
 the tenant's age limits, a closed period) is decided by ``ratecard worker --consume nats``, which
 applies exactly the rules of direct ingestion (`IngestionService.ingest`) and its dedup.
 
@@ -77,10 +77,11 @@ def _text(value: Any) -> Any:
 def screen(
     items: Sequence[Any], received_at: datetime
 ) -> tuple[list[EventResult], list[dict[str, Any]]]:
-    """A result per item (queued, rejected or duplicate) and the events to publish."""
+    """A result per item (queued or rejected) and the events to publish. A repeated id is
+    published too: the consumer's store decides which occurrence takes it (the first it
+    admits), as direct ingestion does."""
     results: list[EventResult] = []
     publish: list[dict[str, Any]] = []
-    seen: set[str] = set()
     for index, raw in enumerate(items):
         if isinstance(raw, Problem):  # a format adapter could not map this item
             results.append(EventResult(index, None, EventStatus.REJECTED, (raw,)))
@@ -98,10 +99,6 @@ def screen(
                 )
             )
             continue
-        if event.event_id in seen:
-            results.append(EventResult(index, event.event_id, EventStatus.DUPLICATE))
-            continue
-        seen.add(event.event_id)
         results.append(EventResult(index, event.event_id, EventStatus.QUEUED))
         publish.append(native(event))
     return results, publish
