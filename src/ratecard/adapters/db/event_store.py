@@ -207,7 +207,7 @@ def insert_rows(
     """Store the events whose ids are new, all received at `received_at`: the ``seq`` of each
     row, None for an id the store already held.
 
-    Ids within `rows` must be distinct (the caller reports in-batch repeats).
+    Ids within `rows` must be distinct (the caller admits one event per id).
     """
     assert len(set(rows.ids)) == len(rows.ids), "ids within a batch are distinct"
     if not rows.ids:

@@ -12,9 +12,10 @@ an id within the request included, are normalized (the timestamp made explicit: 
 event without one occurred when the API received it, not when the worker got to it) and
 published. The answer, ``queued``, is sent only after JetStream's PubAck: the events are stored
 in the stream and will reach the store. Whether each one is then accepted, a duplicate (of an
-event already stored, or of an earlier one of the request), held, or rejected by what only the store knows (unknown customer or meter,
-the tenant's age limits, a closed period) is decided by ``ratecard worker --consume nats``, which
-applies exactly the rules of direct ingestion (`IngestionService.ingest`) and its dedup.
+event already stored, or of an earlier one of the request), held, or rejected by what only the
+store knows (unknown customer or meter, the tenant's age limits, a closed period) is decided
+by ``ratecard worker --consume nats``, which applies exactly the rules of direct ingestion
+(`IngestionService.ingest`) and its dedup.
 
 The ``Nats-Msg-Id`` of a request is a hash of its tenant, mode and events as sent, so a retried
 request publishes the same message ids and JetStream stores it once.

@@ -144,7 +144,7 @@ class Prepared:
     """A batch validated on its own (`IngestionService.prepare`), waiting for the store."""
 
     received_at: datetime
-    results: list[EventResult | None]  # filled: rejected and in-batch repeats; None: to store
+    results: list[EventResult | None]  # filled: refused in validation; None: to store
     valid: Columns
 
     @property
