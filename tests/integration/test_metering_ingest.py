@@ -34,7 +34,8 @@ def _count(m, scope=None) -> int:
 def test_a_repeat_of_a_rejected_event_is_judged_on_its_own(sessions):
     """An id is taken by its first admitted event: a repeat after a rejected one (here an
     unknown customer, then a value that is not a number) is stored, and a repeat after that is
-    a duplicate; in one batch and across the batches of one round alike."""
+    a duplicate, or rejected if it would be alone; in one batch and across the batches of one
+    round alike."""
     m = setup(sessions)
     in_batch = m.ingest(
         event(1, customer="nobody"),
@@ -42,8 +43,10 @@ def test_a_repeat_of_a_rejected_event_is_judged_on_its_own(sessions):
         event(1),
         event(2, meter="tokens", tokens="many", model="m"),
         event(2, meter="tokens", tokens="7", model="m"),
+        event(2, meter="tokens", tokens="many", model="m"),
     )
-    assert in_batch == ["rejected", "accepted", "duplicate", "rejected", "accepted"]
+    # each judged as if sent after the ones before it: the last is rejected, as it would be alone
+    assert in_batch == ["rejected", "accepted", "duplicate", "rejected", "accepted", "rejected"]
     rounds = m.ingestion.store(
         m.scope,
         [

@@ -13,8 +13,8 @@ What happens to a batch (at most 10,000 events):
    subscription id) and meters (by code) are resolved; unknown ones are rejected or held per
    tenant policy; an event for a period already invoiced is late, and kept (billed as an
    adjustment) or rejected per policy. An id repeated in the batch or the round counts once:
-   its first occurrence that is admitted, the later ones are duplicates (one rejected does not
-   take the id);
+   its first occurrence that is admitted. Each is judged as if sent after those before it (one
+   rejected does not take the id; a repeat that passes is a duplicate);
 3. the events are written with the store's dedup (`adapters.db.event_store`); the ids the store
    already held are duplicates, counted nothing;
 4. the new events' hourly rollup partials are merged into the rollups in the same
@@ -388,7 +388,7 @@ class IngestionService:
         customers in `customer_ids` (None: held); the others rejected in `statuses`.
 
         Instants are compared by their hour numbers, and read only in the hour of a bound. An
-        id already admitted at an earlier position is a duplicate."""
+        event that passes and whose id was admitted at an earlier position is a duplicate."""
         refs, via_subscription = columns.refs, columns.by_subscription
         if any(via_subscription):
             wanted = {r for r, s in zip(refs, via_subscription, strict=True) if not s}
@@ -416,9 +416,6 @@ class IngestionService:
         ids = columns.ids
         taken: set[str] = set()  # the ids admitted so far
         for k in positions:
-            if ids[k] in taken:
-                statuses[k] = _DUPLICATE
-                continue
             hour = hours[k]
             if hour <= oldest_hour and (hour < oldest_hour or instant(occurred[k]) < oldest):
                 statuses[k] = _REJECTED
@@ -457,7 +454,12 @@ class IngestionService:
                     statuses[k] = _REJECTED
                     problems[k] = _LATE
                     continue
-                customer_ids[k] = customer_id
+            # Judged on its own first, as if stored after the events before it: a repeat that
+            # would be rejected alone is rejected, one that would be stored is a duplicate.
+            if ids[k] in taken:
+                statuses[k] = _DUPLICATE
+                continue
+            customer_ids[k] = customer_id
             admitted.append(k)
             taken.add(ids[k])
         return admitted
