@@ -279,7 +279,10 @@ def test_with_durable_a_failed_sync_fails_its_batches_and_stores_nothing_after_i
     m = setup(sessions)
     sync = Sync(fails=True)
     sync.release.set()
-    committer = GroupCommitter(m.ingestion, durable=sync)
+    told: list[bool] = []  # whether the failed batch was answered when `on_unsafe` ran
+    committer = GroupCommitter(
+        m.ingestion, durable=sync, on_unsafe=lambda: told.append(failed.done())
+    )
     try:
         failed = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
         with pytest.raises(OSError, match="EIO"):
@@ -288,6 +291,7 @@ def test_with_durable_a_failed_sync_fails_its_batches_and_stores_nothing_after_i
         with pytest.raises(RuntimeError, match="could not be synced to disk: EIO"):
             later.result(30)
         assert sync.calls == 1
+        assert told == [True]  # once, after the batches waiting for the sync were failed
     finally:
         committer.close()
     with sessions() as session:

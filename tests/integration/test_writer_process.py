@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,10 +24,11 @@ from ratecard.services.metering.group_commit import GroupCommitter, IngestionBus
 from ratecard.services.metering.ingestion import IngestResult, Prepared
 from ratecard.services.metering.writer_process import (
     SYNC_FAILED,
+    DiskFailed,
     ProcessCommitter,
     WriterGone,
     _Failure,
-    sync_or_exit,
+    stop_writer,
 )
 from tests.e2e.live import gone, wait_until
 from tests.integration.metering_setup import Metering, event, setup
@@ -262,15 +266,53 @@ def test_a_batch_whose_caller_went_away_is_stored_and_later_ones_are_answered(
     assert _statuses(gone) == ["accepted"]
 
 
-def test_the_writer_process_stops_when_its_commits_cannot_be_synced() -> None:
-    """A failed fsync ends the child (the API process then fails what it had not been
-    answered and starts a new one); a good one returns."""
+def test_the_writer_process_stops_after_sending_the_answers_it_made() -> None:
+    """After a failed fsync the child sends the answers already made, then exits with its
+    own code."""
+    answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    sent: list[Any] = []
+
+    def answer_all() -> None:
+        while (item := answers.get()) is not None:
+            sent.append(item)
+
+    answering = threading.Thread(target=answer_all)
+    answering.start()
+    answers.put("failed batch 7")
     exits: list[int] = []
-    sync_or_exit(lambda: None, exits.append)
-    assert exits == []
-
-    def failing() -> None:
-        raise OSError(5, "Input/output error")
-
-    sync_or_exit(failing, exits.append)
+    stop_writer(answers, answering, exits.append)
+    assert sent == ["failed batch 7"]
+    assert not answering.is_alive()
     assert exits == [SYNC_FAILED]
+
+
+class _Exited:
+    """A child process that exited with `exitcode`."""
+
+    def __init__(self, exitcode: int) -> None:
+        self.exitcode = exitcode
+        self.pid = 1
+
+    def is_alive(self) -> bool:
+        return False
+
+
+def test_after_the_disk_failed_no_writer_is_started_and_nothing_is_taken(
+    metering: Metering,
+) -> None:
+    m = metering
+    committer = ProcessCommitter(_url(m.sessions), m.clock)
+    committer._process = _Exited(SYNC_FAILED)
+    try:
+        with pytest.raises(DiskFailed) as refused:
+            committer.submit(m.scope, "t", m.ingestion.prepare([event(1)]))
+        assert refused.value.code is ErrorCode.STORE_DISK_FAILED
+        assert "restart Ratecard" in refused.value.message
+        assert committer.starts == 0
+        committer._process = _Exited(-9)  # killed: a new writer starts, as before
+        assert _statuses(committer.submit(m.scope, "t", m.ingestion.prepare([event(1)]))) == [
+            "accepted"
+        ]
+        assert committer.starts == 1
+    finally:
+        committer.close()

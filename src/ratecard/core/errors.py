@@ -79,6 +79,7 @@ class ErrorCode(StrEnum):
     ENTITLEMENT_STORE_UNAVAILABLE = "entitlement_store_unavailable"
     EVENT_BUFFER_UNAVAILABLE = "event_buffer_unavailable"
     INGESTION_BUSY = "ingestion_busy"  # the writer's queue is full: retry after a moment
+    STORE_DISK_FAILED = "store_disk_failed"  # an fsync failed: ingestion stops until a restart
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ _STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.MALFORMED_BODY: 400,
     ErrorCode.EVENT_BUFFER_UNAVAILABLE: 503,
     ErrorCode.INGESTION_BUSY: 503,
+    ErrorCode.STORE_DISK_FAILED: 503,
 }
 
 _STATUS_BY_CLASS: tuple[tuple[type[RatecardError], int], ...] = (

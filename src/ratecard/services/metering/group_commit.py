@@ -24,8 +24,9 @@ syncing its WAL (`engine.make_engine(sync_later=True)`), and a thread of its own
 it once for every round committed since its last sync, and only then answers their batches.
 The writer meanwhile stores the next round, instead of holding the write lock through each
 fsync (an answer still waits for its fsync, as with ``synchronous=FULL``). A failed sync fails
-the batches waiting for it and every later one, unstored: the kernel may have dropped pages it
-will not report again (a writer process exits instead, `writer_process.sync_or_exit`).
+the batches waiting for it and every later one: the kernel may have dropped pages it will not
+report again (a writer process then exits, and ingestion stops until Ratecard is restarted:
+`writer_process.DiskFailed`).
 
 A batch once taken (`submit`) cannot be cancelled: it may be stored whatever its caller does,
 and it is answered, so a caller that went away never stops the answers of the others.
@@ -112,11 +113,15 @@ class GroupCommitter:
         writers: int = 1,
         max_queued: int = MAX_QUEUED,
         durable: Callable[[], None] | None = None,
+        on_unsafe: Callable[[], None] | None = None,
     ) -> None:
         """`durable`: when the commits return before they are on disk, the call that puts
-        every one returned so far there (`engine.wal_sync`); batches are answered after it."""
+        every one returned so far there (`engine.wal_sync`); batches are answered after it.
+        `on_unsafe`: called once when `durable` failed, after the batches waiting for it
+        were failed (a writer process stops there)."""
         self._ingestion = ingestion
         self._durable = durable
+        self._on_unsafe = on_unsafe
         # Rounds committed, waiting for `durable` before their batches are answered.
         self._unsynced: queue.SimpleQueue[list[tuple[_Job, Stored]] | None] = queue.SimpleQueue()
         self._syncer: threading.Thread | None = None
@@ -270,6 +275,9 @@ class GroupCommitter:
                         job.done(outcome)
                     else:
                         job.fail(self._unsafe)
+            if self._unsafe is not None and self._on_unsafe is not None:
+                on_unsafe, self._on_unsafe = self._on_unsafe, None
+                on_unsafe()
 
 
 def _take_waiting(

@@ -101,6 +101,18 @@ class WriterGone(RatecardError):
         )
 
 
+class DiskFailed(RatecardError):
+    """The writer process stopped because the disk failed to sync a commit: nothing more is
+    taken until Ratecard is restarted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the store's disk failed to sync a commit, so ingestion has stopped: restart "
+            "Ratecard once the disk is sound, then send again what was not answered",
+            code=ErrorCode.STORE_DISK_FAILED,
+        )
+
+
 class _Ready(threading.Event):
     """Set when the child said it is ready (`ok`), or when it is gone without saying so."""
 
@@ -220,6 +232,8 @@ class ProcessCommitter:
         """The pipe to a live child, starting one if there is none (holding the lock)."""
         if self._connection is not None and self._process.is_alive():
             return self._connection
+        if self._process is not None and self._process.exitcode == SYNC_FAILED:
+            raise DiskFailed()
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
         process = context.Process(
@@ -316,7 +330,8 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
         IngestionService(make_session_factory(engine), clock),
         writers=writers_for(engine.dialect.name, own_process=True),
         max_queued=sys.maxsize,  # the API process bounds what it sends
-        durable=None if (sync := wal_sync(engine)) is None else partial(sync_or_exit, sync),
+        durable=wal_sync(engine),
+        on_unsafe=lambda: stop_writer(answers, answering),
     )
     tune_gc()  # as the API process: a young collection per 700 allocations walks the batches
     sending = threading.Lock()
@@ -363,16 +378,19 @@ def serve(database_url: str, clock: Clock, connection: Connection) -> None:
         connection.close()
 
 
-def sync_or_exit(sync: Callable[[], None], exit_: Callable[[int], object] = os._exit) -> None:
-    """`sync`, or the end of this process. After a failed fsync the kernel may have dropped
-    pages of the WAL that it will not report again, so this writer must acknowledge nothing
-    more: the API process fails what was not answered (503, to send again) and starts a new
-    writer, which reads the store from disk."""
-    try:
-        sync()
-    except OSError:
-        log.critical("the WAL could not be synced to disk: the writer process stops", exc_info=True)
-        exit_(SYNC_FAILED)
+def stop_writer(
+    answers: queue.SimpleQueue[Any],
+    answering: threading.Thread,
+    exit_: Callable[[int], object] = os._exit,
+) -> None:
+    """End this process after a failed fsync, once the answers already made are sent (those
+    of the batches that failed with it included). After a failed fsync the kernel may have
+    dropped pages of the WAL that it will not report again: this writer must acknowledge
+    nothing more, and the API process, seeing the exit code, takes no more events
+    (`DiskFailed`)."""
+    answers.put(None)
+    answering.join(10)
+    exit_(SYNC_FAILED)
 
 
 def _name_process(name: bytes) -> None:
