@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from ratecard.adapters.db import event_store
-from ratecard.adapters.db.engine import make_engine, make_session_factory, wal_sync
+from ratecard.adapters.db.engine import make_engine, make_session_factory, sqlite_file, wal_sync
 from ratecard.adapters.db.models import Base, EventRow
 from ratecard.adapters.db.schema import alembic_config, current_revision, head_revision, migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
@@ -357,3 +357,20 @@ def test_0007_adds_meter_rounding_keeping_existing_meters_unrounded(fresh_databa
     command.downgrade(alembic_config(engine), "0006")
     columns = {c["name"] for c in sa.inspect(engine).get_columns("meters")}
     assert "rounding_mode" not in columns and "rounding_precision" not in columns
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:////var/lib/rc.db", "/var/lib/rc.db"),
+        ("sqlite:///./var/rc.db", "./var/rc.db"),
+        ("sqlite:///file:/var/lib/rc%20x.db?uri=true", "/var/lib/rc x.db"),
+        ("sqlite:///file:/var/lib/rc.db?mode=memory&uri=true", None),
+        ("sqlite:///file::memory:?cache=shared&uri=true", None),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("postgresql+psycopg://u@h/db", None),
+    ],
+)
+def test_sqlite_file_is_the_path_of_the_database_file(url, path):
+    assert sqlite_file(sa.engine.make_url(url)) == path

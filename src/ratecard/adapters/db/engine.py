@@ -29,6 +29,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
@@ -83,12 +84,17 @@ def make_engine(
 
 
 def sqlite_file(url: URL) -> str | None:
-    """The path of the SQLite database file `url` names; None for an in-memory SQLite
-    database, and for any other engine."""
+    """The path of the SQLite database file `url` names (a ``file:`` URI's path too); None
+    for an in-memory SQLite database, and for any other engine."""
     database = url.database or ""
     if url.get_backend_name() != "sqlite" or database in {"", ":memory:"}:
         return None
-    return None if database.startswith("file::memory:") else database
+    if database.startswith("file:"):  # sqlite:///file:/path/db?uri=true
+        if database.startswith("file::memory:") or url.query.get("mode") == "memory":
+            return None
+        path = unquote(urlsplit(database).path)
+        return path or None
+    return database
 
 
 def _sqlite_engine(
