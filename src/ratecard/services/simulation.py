@@ -7,7 +7,8 @@ invoices by `core.finalize` — only the store is a list in memory and the clock
 
 Usage attribution: an event that names a subscription counts for it; one that does not counts
 for the first subscription (in document order) whose plans meter it. Events with the same id
-are counted once, as ingestion does.
+are counted once: the first in time order (ingestion takes the first one it admits; a scenario
+has no admission to fail).
 """
 
 from __future__ import annotations
