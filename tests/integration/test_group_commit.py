@@ -39,14 +39,21 @@ def _statuses(future: Future[IngestResult]) -> list[str]:
     return [str(r.status) for r in future.result(30).results]
 
 
-def test_waiting_batches_share_one_commit_and_a_repeated_id_counts_once(sessions):
+def _writer_held_in_first_round(sessions):
+    """A committer whose writer stores batch ``evt_a`` and waits inside that round (`Gate`):
+    what is submitted next goes into the next round."""
     m = setup(sessions)
     gate = Gate()
     m.ingestion.listeners.append(gate)
     committer = GroupCommitter(m.ingestion)
+    first = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
+    assert gate.entered.wait(30)
+    return m, gate, committer, first
+
+
+def test_waiting_batches_share_one_commit_and_a_repeated_id_counts_once(sessions):
+    m, gate, committer, first = _writer_held_in_first_round(sessions)
     try:
-        first = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
-        assert gate.entered.wait(30)
         # queued while the writer is busy: both go into the next round, in this order
         second = committer.submit(m.scope, "test", m.ingestion.prepare([event("b"), event("c")]))
         third = committer.submit(m.scope, "test", m.ingestion.prepare([event("c"), event("a")]))
@@ -301,13 +308,8 @@ def test_with_durable_a_failed_sync_fails_its_batches_and_stores_nothing_after_i
 def test_a_batch_whose_caller_went_away_is_stored_and_its_round_mates_answered(sessions):
     """`asyncio.wrap_future` cancels the future when the request is cancelled: a batch once
     taken cannot be, and the batches after it in its round are answered."""
-    m = setup(sessions)
-    gate = Gate()
-    m.ingestion.listeners.append(gate)
-    committer = GroupCommitter(m.ingestion)
+    m, gate, committer, first = _writer_held_in_first_round(sessions)
     try:
-        first = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
-        assert gate.entered.wait(30)
         second = committer.submit(m.scope, "test", m.ingestion.prepare([event("b")]))
         third = committer.submit(m.scope, "test", m.ingestion.prepare([event("c")]))
         assert not second.cancel()
