@@ -297,3 +297,23 @@ def test_min_latest_and_average_from_merged_rollups_equal_raw_aggregation(sessio
         assert m.usage.meter_usage(m.scope, m.customer_id, code, period) == _raw(m, code, period), (
             code
         )
+
+
+def test_group_values_with_copy_escapes_round_trip_through_rollups(sessions):
+    """PostgreSQL's rollups go through ``COPY`` text: a tab, a newline, a backslash or a
+    ``\\N`` in a group value comes back as sent, in its own group."""
+    m = setup(sessions)
+    at = PERIOD_START + timedelta(days=1, minutes=5)
+    models = ["tab\there", "line\nbreak", "back\\slash", "\\N", "cr\rhere", "plain"]
+    events = [
+        event(f"esc-{i}", meter="tokens", at=at + timedelta(minutes=i))
+        | {"properties": {"tokens": str(i + 1), "model": model}}
+        for i, model in enumerate(models)
+    ]
+    assert m.ingest(*events).count("accepted") == len(models)
+    with m.sessions() as session:
+        rows = event_store.read_rollups(
+            session, m.scope, m.customer_id, "tokens", from_hour=None, to_hour=PERIOD_END
+        )
+    sums = {group: partial.value_sum for _, group, partial in rows}
+    assert sums == {(model,): Decimal(i + 1) for i, model in enumerate(models)}
