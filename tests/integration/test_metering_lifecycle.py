@@ -254,3 +254,28 @@ def test_a_held_event_released_after_its_period_was_invoiced_is_billed_as_an_adj
         work.commit()
     # 1.5 % of 100 plus 0.10 for the event
     assert [(line.charge_code, line.amount.format()) for line in lines] == [("payments", "1.60")]
+
+
+def test_a_purge_of_the_newest_events_by_another_process_never_lets_a_repeat_in(sessions):
+    """Two processes write one store (an API process and the writer process): the second
+    purges every event, the newest included, and stores new ones, which SQLite numbers with
+    the purged events' seqs. The first, which had read the store up to the old newest seq
+    (`id_filter`), still finds the new ids: a repeat of them is a duplicate."""
+    from ratecard.adapters.db.engine import make_engine, make_session_factory
+    from ratecard.services.metering.ingestion import IngestionService
+
+    m = setup(sessions)
+    assert m.ingest(*(event(i) for i in range(8))) == ["accepted"] * 8
+    assert m.ingest(event(0)) == ["duplicate"]  # the first writer has read the store
+    other_engine = make_engine(sessions.kw["bind"].url.render_as_string(hide_password=False))
+    try:
+        other = IngestionService(make_session_factory(other_engine), m.clock)
+        m.clock.advance(timedelta(days=40))
+        with uow(m.sessions, m.scope, m.clock) as work:
+            assert purge_events(work, m.clock.now() - timedelta(days=36)) == 8
+            work.commit()
+        fresh = [event(f"new-{i}", at=m.clock.now()) for i in range(3)]
+        assert other.ingest(m.scope, fresh).count("accepted") == 3
+        assert m.ingest(*fresh, event(0, at=m.clock.now())) == ["duplicate"] * 3 + ["accepted"]
+    finally:
+        other_engine.dispose()

@@ -41,6 +41,7 @@ from functools import lru_cache
 from hashlib import blake2b
 from itertools import compress
 from typing import Any, NamedTuple, cast
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     ColumnElement,
@@ -54,6 +55,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from ratecard.adapters.db import id_filter
+from ratecard.adapters.db.id_filter import IdFilter
 from ratecard.adapters.db.models import (
     EVENT_IDS,
     RECENT_EVENT_IDS,
@@ -395,9 +398,12 @@ def _insert_sqlite(
     hashes = _hashes(prefix, rows.ids)
     cursor: Any = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        existing = _existing_sqlite(cursor, scope, hashes)
         cursor.execute("SELECT coalesce(max(seq), 0) FROM events")
-        first = int(cursor.fetchone()[0]) + 1
+        top = int(cursor.fetchone()[0])
+        first = top + 1
+        stored = _id_filter(session, top)
+        stored.catch_up(cursor, top)
+        existing = _existing_sqlite(cursor, scope, stored.candidates(hashes))
         columns: tuple[Sequence[Any], ...] = (rows.ids, hashes, *rows[1:])
         if existing:  # the new ones only, each column filtered in C
             new = [event_id not in existing for event_id in rows.ids]
@@ -415,6 +421,31 @@ def _insert_sqlite(
         return list(numbers)
     seqs = iter(numbers)
     return [next(seqs) if is_new else None for is_new in new]
+
+
+# A filter of the ids each SQLite database holds, per engine (`id_filter`).
+_id_filters: WeakKeyDictionary[Any, IdFilter] = WeakKeyDictionary()
+
+
+def _id_filter(session: Session, top: int) -> IdFilter:
+    """The engine's id filter, made (or made again, larger, once full) as needed: under the
+    write lock, like its use."""
+    bind = session.get_bind()
+    found = _id_filters.get(bind)
+    if found is None or found.full:
+        found = _id_filters[bind] = IdFilter.sized_for(
+            max(top, found.count if found else 0), top=top
+        )
+    return found
+
+
+def count_deletion(session: Session) -> None:
+    """Record, in the transaction that deleted events, that events were deleted: SQLite's id
+    filters then read the store again (`id_filter.DELETIONS`)."""
+    if session.get_bind().dialect.name == "sqlite":
+        connection = session.connection()
+        count = int(connection.exec_driver_sql(id_filter.DELETIONS).scalar_one())
+        connection.exec_driver_sql(f"{id_filter.DELETIONS} = {count + 1}")
 
 
 def drop_id_keys(session: Session, where: ColumnElement[bool], *, chunk: int = 10_000) -> None:

@@ -257,5 +257,6 @@ def purge_events(uow: UnitOfWork, received_before: datetime) -> int:
     )
     event_store.drop_id_keys(uow.session, purged)
     result = uow.session.execute(delete(EventRow).where(purged))
+    event_store.count_deletion(uow.session)
     save_policy(uow.session, scope, replace(policy, purged_before_at=received_before))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,116 @@
+"""Which event ids SQLite's store may hold, answered from memory: most new ids need no lookup.
+
+    >>> ids = IdFilter.sized_for(0, top=0)
+    >>> ids.add([0x1234_5678_9ABC])
+    >>> ids.candidates([0x1234_5678_9ABC, 0x0FED_CBA9_8765])
+    [20015998343868]
+
+SQLite's dedup looks every id of a round up in two B-trees (`event_store._existing_sqlite`), and
+that lookup grows with the store: 2.0 µs an event at the start of a run, 3.5 µs by 2.3 million
+events. Nine ids in ten are new. This Bloom filter sets two bits for the hash of every stored id
+(`event_store.id_hash`), 16 bits an id; an id with either bit clear is not stored, and is not
+looked up. The others (repeats, and about one new id in seventy) are looked up as before.
+
+Exact by construction: a bit once set is never cleared, so the filter never says "not stored" of
+a stored id, whatever else it holds (ids purged since, rounds rolled back). It is brought up to
+date from the events table itself, under the write lock the lookup runs under (`catch_up`): the
+rows above the highest ``seq`` it has read, whoever wrote them. SQLite gives a new event the
+highest ``seq`` plus one, so a ``seq`` is given again only after the newest events were
+deleted: a deletion of events counts itself in the database (`DELETIONS`, by the purge, in the
+same transaction), and a filter that sees a new count reads the whole store again. It covers
+the store once it has also read every older row, `BACKFILL` rows a round, so a writer starting
+on a large store is not held up reading all of it; until then every id is looked up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+BITS_PER_ID = 16  # two bits an id: about one new id in seventy is looked up needlessly
+BACKFILL = 50_000  # older rows read per round until the filter covers the store
+_HASH_BITS = 48  # `event_store.id_hash`
+_MIN_LOG2 = 23  # 1 MiB
+_MAX_LOG2 = 32  # 512 MiB: past 268 million ids, more of the new ones are looked up
+_RANGE = "SELECT id_hash FROM events WHERE seq > ? AND seq <= ?"
+# SQLite's user version (a number in the database header, written transactionally): how many
+# times events were deleted. Ratecard's schema version lives in Alembic's table, not there.
+DELETIONS = "PRAGMA user_version"
+
+
+class IdFilter:
+    """A Bloom filter of stored id hashes, and the range of ``seq`` it has read."""
+
+    def __init__(self, log2: int, *, top: int) -> None:
+        """`log2`: the filter's size in bits, as a power of two; `top`: the store's highest
+        ``seq`` now, where reading starts (newer rows first, then the older ones)."""
+        assert _MIN_LOG2 <= log2 <= _MAX_LOG2
+        self._bits = bytearray(1 << (log2 - 3))
+        self._shift = _HASH_BITS - log2  # the first position: the hash's top bits
+        self._mask = (1 << log2) - 1  # the second: its low bits
+        self.capacity = (1 << log2) // BITS_PER_ID
+        self.count = 0  # ids added
+        self.high = top  # every row with `low < seq <= high` has been read
+        self.low = top
+        self.deletions: int | None = None  # `DELETIONS` when last caught up
+
+    @classmethod
+    def sized_for(cls, count: int, *, top: int) -> IdFilter:
+        """A filter with room for twice `count` ids."""
+        wanted = max(1, 2 * count * BITS_PER_ID)
+        return cls(max(_MIN_LOG2, min(_MAX_LOG2, (wanted - 1).bit_length())), top=top)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every stored row has been read: only then can the filter say "not stored"."""
+        return self.low <= 0
+
+    @property
+    def full(self) -> bool:
+        """Past its capacity: more new ids than planned are looked up needlessly."""
+        return self.count > self.capacity
+
+    def add(self, hashes: Iterable[int]) -> None:
+        bits, shift, mask = self._bits, self._shift, self._mask
+        added = 0
+        for h in hashes:
+            p = h >> shift
+            bits[p >> 3] |= 1 << (p & 7)
+            q = h & mask
+            bits[q >> 3] |= 1 << (q & 7)
+            added += 1
+        self.count += added
+
+    def candidates(self, hashes: Sequence[int]) -> list[int]:
+        """The hashes of `hashes` the store may hold: all of them until `complete`."""
+        if not self.complete:
+            return list(hashes)
+        bits, shift, mask = self._bits, self._shift, self._mask
+        return [
+            h
+            for h in hashes
+            if bits[(p := h >> shift) >> 3] >> (p & 7) & 1
+            and bits[(q := h & mask) >> 3] >> (q & 7) & 1
+        ]
+
+    def catch_up(self, cursor: Any, top: int) -> None:
+        """Read what was stored since the last call and the next `BACKFILL` older rows, through
+        `cursor`, whose transaction holds the write lock; `top` is the highest ``seq`` now."""
+        cursor.execute(DELETIONS)
+        deletions = int(cursor.fetchall()[0][0])
+        if deletions != self.deletions:
+            # Events were deleted, the newest ones perhaps, and their seqs given again to other
+            # events since: read every row again (the bits already set can stay).
+            self.deletions, self.high, self.low = deletions, top, top
+        if top > self.high:
+            self._read(cursor, self.high, top)
+        self.high = top
+        self.low = min(self.low, top)
+        if self.low > 0:
+            low = max(0, self.low - BACKFILL)
+            self._read(cursor, low, self.low)
+            self.low = low
+
+    def _read(self, cursor: Any, low: int, high: int) -> None:
+        cursor.execute(_RANGE, (low, high))
+        self.add(h for (h,) in cursor.fetchall() if h is not None)

@@ -1,0 +1,117 @@
+"""The id filter never says "not stored" of a stored id, whatever happened to the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ratecard.adapters.db import id_filter
+from ratecard.adapters.db.id_filter import IdFilter
+
+HASHES = st.integers(min_value=0, max_value=(1 << 48) - 1)
+
+
+class _Events:
+    """SQLite's events table as the filter reads it: ``seq -> id_hash``, a new row at the
+    highest seq plus one."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, int | None] = {}
+        self.deletions = 0  # `id_filter.DELETIONS`: the purge counts itself
+        self._found: list[tuple[int | None]] = []
+
+    @property
+    def top(self) -> int:
+        return max(self.rows, default=0)
+
+    def insert(self, hashes: list[int | None]) -> None:
+        first = self.top + 1
+        self.rows.update(zip(range(first, first + len(hashes)), hashes, strict=True))
+
+    def delete_newest(self, count: int) -> None:
+        for seq in sorted(self.rows)[-count:] if count else []:
+            del self.rows[seq]
+        self.deletions += 1
+
+    def execute(self, sql: str, params: tuple[int, int] = (0, 0)) -> None:  # the cursor
+        if sql == id_filter.DELETIONS:
+            self._found = [(self.deletions,)]  # type: ignore[list-item]
+            return
+        assert sql == id_filter._RANGE
+        low, high = params
+        self._found = [(h,) for seq, h in sorted(self.rows.items()) if low < seq <= high]
+
+    def fetchall(self) -> list[tuple[int | None]]:
+        return self._found
+
+
+@given(st.lists(HASHES, max_size=200), st.lists(HASHES, max_size=200))
+def test_every_added_hash_is_a_candidate(added, others):
+    ids = IdFilter.sized_for(len(added), top=0)
+    ids.add(added)
+    assert ids.complete
+    candidates = ids.candidates(added + others)
+    assert set(added) <= set(candidates)
+    assert set(candidates) <= set(added + others)
+
+
+def test_an_incomplete_filter_looks_every_id_up():
+    ids = IdFilter.sized_for(10, top=5)
+    assert not ids.complete
+    assert ids.candidates([1, 2, 3]) == [1, 2, 3]
+
+
+def test_new_ids_are_mostly_not_candidates():
+    ids = IdFilter.sized_for(10_000, top=0)
+    ids.add(range(0, 10_000 * 7919, 7919))
+    fresh = [(n * 2654435761) % (1 << 48) for n in range(1, 10_001)]
+    assert len(ids.candidates(fresh)) < 100  # sized for twice as many ids: well under 1 %
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), st.lists(st.one_of(HASHES, st.none()), max_size=20)),
+        st.tuples(st.just("delete"), st.integers(0, 15)),
+        st.tuples(st.just("catch_up"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200)
+@given(st.lists(HASHES, max_size=30), _STEPS, st.integers(1, 7))
+def test_caught_up_it_holds_every_stored_hash(before, steps, backfill):
+    """Started on a store holding `before`, read a few rows a round, through inserts and
+    deletions of the newest rows (whose seqs are then given again, perhaps before the next
+    round): each time it is caught up, every hash stored is a candidate."""
+    events = _Events()
+    events.insert(list(before))
+    ids = IdFilter.sized_for(0, top=events.top)
+    original, id_filter.BACKFILL = id_filter.BACKFILL, backfill
+    try:
+        for action, arg in steps:
+            if action == "insert":
+                events.insert(arg)
+            elif action == "delete":
+                events.delete_newest(arg)
+            else:
+                ids.catch_up(events, events.top)
+                stored = [h for h in events.rows.values() if h is not None]
+                assert set(stored) <= set(ids.candidates(stored))
+        for _ in range(events.top // backfill + 2):
+            ids.catch_up(events, events.top)
+        assert ids.complete
+        stored = [h for h in events.rows.values() if h is not None]
+        assert set(stored) <= set(ids.candidates(stored))
+    finally:
+        id_filter.BACKFILL = original
+
+
+def test_a_full_filter_says_so():
+    ids: Any = IdFilter.sized_for(0, top=0)
+    ids.add(range(ids.capacity))
+    assert not ids.full
+    ids.add([1])
+    assert ids.full
