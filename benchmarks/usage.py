@@ -76,7 +76,7 @@ def _hours(
             meter = "calls" if seq % 2 else "tokens"
             props = {"model": "abc"[rng.randrange(3)], "tokens": str(rng.randrange(1, 5000))}
             new = event_store.NewEvent(
-                f"{prefix}{seq:012d}", meter, f"c{index}", customers[index], at, at, props
+                f"{prefix}{seq:012d}", meter, f"c{index}", customers[index], at, props
             )
             text = sqlite_instant_text(at)
             events.append(
