@@ -80,16 +80,18 @@ _STEPS = st.lists(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(st.lists(HASHES, max_size=30), _STEPS, st.integers(1, 7))
 def test_caught_up_it_holds_every_stored_hash(before, steps, backfill):
     """Started on a store holding `before`, read a few rows a round, through inserts and
     deletions of the newest rows (whose seqs are then given again, perhaps before the next
-    round): each time it is caught up, every hash stored is a candidate."""
+    round), growing as it fills (here from 64 bits, room for 4 ids): each time it is caught
+    up, every hash stored is a candidate."""
     events = _Events()
     events.insert(list(before))
+    saved = id_filter.BACKFILL, id_filter._MIN_LOG2
+    id_filter.BACKFILL, id_filter._MIN_LOG2 = backfill, 6
     ids = IdFilter.sized_for(0, top=events.top)
-    original, id_filter.BACKFILL = id_filter.BACKFILL, backfill
     try:
         for action, arg in steps:
             if action == "insert":
@@ -106,12 +108,20 @@ def test_caught_up_it_holds_every_stored_hash(before, steps, backfill):
         stored = [h for h in events.rows.values() if h is not None]
         assert set(stored) <= set(ids.candidates(stored))
     finally:
-        id_filter.BACKFILL = original
+        id_filter.BACKFILL, id_filter._MIN_LOG2 = saved
 
 
-def test_a_full_filter_says_so():
+def test_a_full_filter_fills_a_larger_one_and_takes_it_over(monkeypatch):
+    monkeypatch.setattr(id_filter, "_MIN_LOG2", 6)  # 64 bits: room for 4 ids
+    monkeypatch.setattr(id_filter, "BACKFILL", 10)
+    events = _Events()
     ids: Any = IdFilter.sized_for(0, top=0)
-    ids.add(range(ids.capacity))
-    assert not ids.full
-    ids.add([1])
-    assert ids.full
+    hashes = [(n * 2654435761) % (1 << 48) for n in range(1, 41)]
+    capacities = []
+    for start in range(0, 40, 4):
+        events.insert(hashes[start : start + 4])
+        ids.catch_up(events, events.top)
+        capacities.append(ids.capacity)
+        assert ids.complete  # the smaller one answers while the larger one fills
+        assert set(hashes[: start + 4]) <= set(ids.candidates(hashes))
+    assert capacities[0] == 4 and capacities[-1] >= 40 and not ids.full

@@ -428,14 +428,11 @@ _id_filters: WeakKeyDictionary[Any, IdFilter] = WeakKeyDictionary()
 
 
 def _id_filter(session: Session, top: int) -> IdFilter:
-    """The engine's id filter, made (or made again, larger, once full) as needed: under the
-    write lock, like its use."""
+    """The engine's id filter, made on first use (under the write lock, like its use)."""
     bind = session.get_bind()
     found = _id_filters.get(bind)
-    if found is None or found.full:
-        found = _id_filters[bind] = IdFilter.sized_for(
-            max(top, found.count if found else 0), top=top
-        )
+    if found is None:
+        found = _id_filters[bind] = IdFilter.sized_for(top, top=top)
     return found
 
 

@@ -8,8 +8,9 @@
 SQLite's dedup looks every id of a round up in two B-trees (`event_store._existing_sqlite`), and
 that lookup grows with the store: 2.0 µs an event at the start of a run, 3.5 µs by 2.3 million
 events. Nine ids in ten are new. This Bloom filter sets two bits for the hash of every stored id
-(`event_store.id_hash`), 16 bits an id; an id with either bit clear is not stored, and is not
-looked up. The others (repeats, and about one new id in seventy) are looked up as before.
+(`event_store.id_hash`), in 16 to 64 bits of room an id (made anew, twice as large, when it
+fills); an id with either bit clear is not stored, and is not looked up. The others (repeats,
+and one new id in a thousand to one in seventy) are looked up as before.
 
 Exact by construction: a bit once set is never cleared, so the filter never says "not stored" of
 a stored id, whatever else it holds (ids purged since, rounds rolled back). It is brought up to
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-BITS_PER_ID = 16  # two bits an id: about one new id in seventy is looked up needlessly
+BITS_PER_ID = 16  # room an id when full: one new id in seventy is then looked up needlessly
 BACKFILL = 50_000  # older rows read per round until the filter covers the store
 _HASH_BITS = 48  # `event_store.id_hash`
 _MIN_LOG2 = 23  # 1 MiB
@@ -53,6 +54,7 @@ class IdFilter:
         self.high = top  # every row with `low < seq <= high` has been read
         self.low = top
         self.deletions: int | None = None  # `DELETIONS` when last caught up
+        self._larger: IdFilter | None = None  # filling, to take over once complete
 
     @classmethod
     def sized_for(cls, count: int, *, top: int) -> IdFilter:
@@ -67,7 +69,7 @@ class IdFilter:
 
     @property
     def full(self) -> bool:
-        """Past its capacity: more new ids than planned are looked up needlessly."""
+        """Past its capacity: a larger filter is filled, and takes over once complete."""
         return self.count > self.capacity
 
     def add(self, hashes: Iterable[int]) -> None:
@@ -99,9 +101,11 @@ class IdFilter:
         cursor.execute(DELETIONS)
         deletions = int(cursor.fetchall()[0][0])
         if deletions != self.deletions:
-            # Events were deleted, the newest ones perhaps, and their seqs given again to other
-            # events since: read every row again (the bits already set can stay).
-            self.deletions, self.high, self.low = deletions, top, top
+            if self.deletions is not None:
+                # Events were deleted since the last call, the newest ones perhaps, and their
+                # seqs given again: read every row again (the bits already set can stay).
+                self.high, self.low = top, top
+            self.deletions = deletions
         if top > self.high:
             self._read(cursor, self.high, top)
         self.high = top
@@ -110,6 +114,20 @@ class IdFilter:
             low = max(0, self.low - BACKFILL)
             self._read(cursor, low, self.low)
             self.low = low
+        elif self.full or self._larger is not None:
+            self._grow(cursor, top)
+
+    def _grow(self, cursor: Any, top: int) -> None:
+        """Fill a filter twice the size a round at a time, this one answering meanwhile; then
+        take its bits."""
+        if self._larger is None:
+            self._larger = IdFilter.sized_for(self.count, top=top)
+        larger = self._larger
+        larger.catch_up(cursor, top)
+        if larger.complete:
+            self._bits, self._shift, self._mask = larger._bits, larger._shift, larger._mask
+            self.capacity, self.count = larger.capacity, larger.count
+            self._larger = None
 
     def _read(self, cursor: Any, low: int, high: int) -> None:
         cursor.execute(_RANGE, (low, high))
