@@ -195,12 +195,15 @@ def _existing(url: str) -> tuple[Any, TenantScope, FixedClock, list[str]] | None
     """A store seeded by an earlier run (kept with `keep`), or None."""
     engine = make_engine(url)
     if not sa.inspect(engine).has_table("events"):
+        engine.dispose()
         return None
     sessions = make_session_factory(engine)
     with sessions() as session:
         tenant_id = session.scalar(sa.text("SELECT tenant_id FROM events LIMIT 1"))
-        if tenant_id is None:
-            return None
+    if tenant_id is None:
+        engine.dispose()
+        return None
+    with sessions() as session:
         ids = list(
             session.scalars(sa.select(CustomerRow.id).where(CustomerRow.tenant_id == tenant_id))
         )
@@ -246,6 +249,7 @@ def bench_usage(name: str, url: str, total: int, customers: int, rounds: int = 1
         f"{name}: {n_events:,} events, {n_rollups:,} rollup rows, {len(ids):,} customers"
         f"{seeded}; current-period usage of one customer: {figures}"
     )
+    sessions.kw["bind"].dispose()
 
 
 def main(total: int, customers: int, which: str, keep: str | None) -> None:
