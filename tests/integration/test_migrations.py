@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory, sqlite_file, wal_sync
-from ratecard.adapters.db.models import Base, EventRow
+from ratecard.adapters.db.models import ROLLUP_KEY, ROLLUP_VALUES, Base, EventRow
 from ratecard.adapters.db.schema import alembic_config, current_revision, head_revision, migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.config import Settings
@@ -154,6 +154,22 @@ def test_the_event_log_pages_through_an_index_of_its_scope(database):
                 )
             )
         assert "ix_events_tenant_id_mode_seq" in plan and "TEMP B-TREE" not in plan
+
+
+def test_rollups_have_one_index_their_key_carrying_the_values_on_postgresql(database):
+    """A merged rollup row updates one index; usage queries still read it alone (0015)."""
+    inspector = sa.inspect(database.engine)
+    assert inspector.get_pk_constraint("usage_rollups")["constrained_columns"] == list(ROLLUP_KEY)
+    assert inspector.get_indexes("usage_rollups") == []
+    if database.kind != "sqlite":
+        with database.engine.connect() as connection:
+            (definition,) = connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'usage_rollups' "
+                "AND schemaname = current_schema()"
+            ).one()
+        assert definition.endswith(
+            f"({', '.join(ROLLUP_KEY)}) INCLUDE ({', '.join(ROLLUP_VALUES)})"
+        )
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(database):
