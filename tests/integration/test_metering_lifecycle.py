@@ -279,3 +279,27 @@ def test_a_purge_of_the_newest_events_by_another_process_never_lets_a_repeat_in(
         assert m.ingest(*fresh, event(0, at=m.clock.now())) == ["duplicate"] * 3 + ["accepted"]
     finally:
         other_engine.dispose()
+
+
+def test_rows_of_a_rolled_back_round_never_count_as_read(sessions):
+    """A round stores rows and rolls back; another process then stores other events under the
+    same seqs. The first process still finds their ids (`id_filter.IdFilter.stored` counts a
+    round's rows as read only after its commit)."""
+    from ratecard.adapters.db import event_store
+    from ratecard.adapters.db.engine import make_engine, make_session_factory
+    from ratecard.services.metering.ingestion import IngestionService
+
+    m = setup(sessions)
+    assert m.ingest(event("first")) == ["accepted"]
+    with uow(m.sessions, m.scope, m.clock) as work:  # never committed
+        new = event_store.NewEvent(
+            "evt_gone", "api_calls", "acme", m.customer_id, m.clock.now(), {}
+        )
+        event_store.insert_events(work.session, m.scope, [new], m.clock.now())
+    other_engine = make_engine(sessions.kw["bind"].url.render_as_string(hide_password=False))
+    try:
+        other = IngestionService(make_session_factory(other_engine), m.clock)
+        assert other.ingest(m.scope, [event("theirs")]).count("accepted") == 1
+        assert m.ingest(event("theirs"), event("gone")) == ["duplicate", "accepted"]
+    finally:
+        other_engine.dispose()

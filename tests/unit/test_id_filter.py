@@ -125,3 +125,21 @@ def test_a_full_filter_fills_a_larger_one_and_takes_it_over(monkeypatch):
         assert ids.complete  # the smaller one answers while the larger one fills
         assert set(hashes[: start + 4]) <= set(ids.candidates(hashes))
     assert capacities[0] == 4 and capacities[-1] >= 40 and not ids.full
+
+
+def test_rows_a_writer_stored_count_as_read_only_once_committed():
+    events = _Events()
+    ids = IdFilter.sized_for(0, top=0)
+    ids.catch_up(events, events.top)
+    events.insert([11, 12])
+    committed = ids.stored(1, [11, 12])
+    assert set(ids.candidates([11, 12])) == {11, 12}  # at once, whatever comes of it
+    assert ids.high == 0  # not yet: the transaction may roll back
+    committed()
+    assert ids.high == 2
+    # Rolled back: its seqs go to other rows, which the next catch-up reads.
+    rolled_back = ids.stored(3, [13])
+    events.insert([14])
+    ids.catch_up(events, events.top)
+    rolled_back()  # too late to count: a later catch-up read seq 3 already
+    assert ids.high == 3 and 14 in ids.candidates([14])

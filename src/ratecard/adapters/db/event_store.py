@@ -53,6 +53,7 @@ from sqlalchemy import (
     select,
     union_all,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from ratecard.adapters.db import id_filter
@@ -415,6 +416,7 @@ def _insert_sqlite(
                 sqlite_insert(scope, received_text), zip(numbers, *columns, strict=True)
             )
             _add_id_keys(cursor, list(zip(columns[1], numbers, strict=True)))
+            _when_committed(session, stored.stored(first, columns[1]))
     finally:
         cursor.close()
     if not existing:
@@ -425,6 +427,18 @@ def _insert_sqlite(
 
 # A filter of the ids each SQLite database holds, per engine (`id_filter`).
 _id_filters: WeakKeyDictionary[Any, IdFilter] = WeakKeyDictionary()
+
+
+def _when_committed(session: Session, call: Callable[[], None]) -> None:
+    """`call` once the session's current transaction committed; never for a rollback, nor
+    for a later transaction of the same session."""
+    current = session.get_transaction()
+
+    def after_commit(committed: Session) -> None:
+        if committed.get_transaction() is current:
+            call()
+
+    sa_event.listen(session, "after_commit", after_commit)
 
 
 def _id_filter(session: Session, top: int) -> IdFilter:

@@ -15,7 +15,8 @@ and one new id in a thousand to one in seventy) are looked up as before.
 Exact by construction: a bit once set is never cleared, so the filter never says "not stored" of
 a stored id, whatever else it holds (ids purged since, rounds rolled back). It is brought up to
 date from the events table itself, under the write lock the lookup runs under (`catch_up`): the
-rows above the highest ``seq`` it has read, whoever wrote them. SQLite gives a new event the
+rows above the highest ``seq`` it has read, whoever wrote them (a writer's own rows count as
+read once their commit returned: `stored`). SQLite gives a new event the
 highest ``seq`` plus one, so a ``seq`` is given again only after the newest events were
 deleted: a deletion of events counts itself in the database (`DELETIONS`, by the purge, in the
 same transaction), and a filter that sees a new count reads the whole store again. It covers
@@ -25,13 +26,13 @@ on a large store is not held up reading all of it; until then every id is looked
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 BITS_PER_ID = 16  # room an id when full: one new id in seventy is then looked up needlessly
 BACKFILL = 50_000  # older rows read per round until the filter covers the store
 _HASH_BITS = 48  # `event_store.id_hash`
-_MIN_LOG2 = 23  # 1 MiB
+_MIN_LOG2 = 26  # 8 MiB: room for 4 million ids before it first grows
 _MAX_LOG2 = 32  # 512 MiB: past 268 million ids, more of the new ones are looked up
 _RANGE = "SELECT id_hash FROM events WHERE seq > ? AND seq <= ?"
 # SQLite's user version (a number in the database header, written transactionally): how many
@@ -94,6 +95,19 @@ class IdFilter:
             if bits[(p := h >> shift) >> 3] >> (p & 7) & 1
             and bits[(q := h & mask) >> 3] >> (q & 7) & 1
         ]
+
+    def stored(self, first: int, hashes: Sequence[int]) -> Callable[[], None]:
+        """Add the hashes of the rows a transaction is storing, ``seq`` `first` onwards, and
+        give the call that counts them as read once that transaction committed (the next
+        `catch_up` then does not read them back; a rollback leaves bits that cost nothing)."""
+        self.add(hashes)
+        last = first + len(hashes) - 1
+
+        def committed() -> None:
+            if self.high == first - 1:  # else another call read them, or reads them again
+                self.high = last
+
+        return committed
 
     def catch_up(self, cursor: Any, top: int) -> None:
         """Read what was stored since the last call and the next `BACKFILL` older rows, through
