@@ -303,3 +303,28 @@ def test_rows_of_a_rolled_back_round_never_count_as_read(sessions):
         assert m.ingest(event("theirs"), event("gone")) == ["duplicate", "accepted"]
     finally:
         other_engine.dispose()
+
+
+def test_a_process_starting_on_a_stored_store_finds_every_older_id(sessions, monkeypatch):
+    """A new process reads the ids stored before it started through their dedup keys, a slice
+    of the hash range a round (here a tenth of them), and looks every id up until it has read
+    them all: each older id sent again is a duplicate, before and after."""
+    from ratecard.adapters.db import event_store, id_filter
+    from ratecard.adapters.db.engine import make_engine, make_session_factory
+    from ratecard.services.metering.ingestion import IngestionService
+
+    m = setup(sessions)
+    assert m.ingest(*(event(f"old-{i}") for i in range(30))) == ["accepted"] * 30
+    with m.sessions() as session:  # the store holds other tests' events too
+        stored = session.scalar(sa.select(sa.func.count()).select_from(EventRow))
+    monkeypatch.setattr(id_filter, "BACKFILL", max(1, stored // 10))
+    new_engine = make_engine(sessions.kw["bind"].url.render_as_string(hide_password=False))
+    try:
+        later = IngestionService(make_session_factory(new_engine), m.clock)
+        for i in range(30):
+            result = later.ingest(m.scope, [event(f"old-{i}"), event(f"new-{i}")])
+            assert [str(r.status) for r in result.results] == ["duplicate", "accepted"], i
+        if new_engine.dialect.name == "sqlite":
+            assert event_store._id_filters[new_engine].complete
+    finally:
+        new_engine.dispose()

@@ -14,14 +14,16 @@ and one new id in a thousand to one in seventy) are looked up as before.
 
 Exact by construction: a bit once set is never cleared, so the filter never says "not stored" of
 a stored id, whatever else it holds (ids purged since, rounds rolled back). It is brought up to
-date from the events table itself, under the write lock the lookup runs under (`catch_up`): the
-rows above the highest ``seq`` it has read, whoever wrote them (a writer's own rows count as
-read once their commit returned: `stored`). SQLite gives a new event the
-highest ``seq`` plus one, so a ``seq`` is given again only after the newest events were
-deleted: a deletion of events counts itself in the database (`DELETIONS`, by the purge, in the
-same transaction), and a filter that sees a new count reads the whole store again. It covers
-the store once it has also read every older row, `BACKFILL` rows a round, so a writer starting
-on a large store is not held up reading all of it; until then every id is looked up.
+date from the store itself, under the write lock the lookup runs under (`catch_up`):
+- the events above the highest ``seq`` it has read, whoever wrote them (a writer's own rows
+  count as read once their commit returned: `stored`);
+- the events stored before it was made, through their dedup keys (`event_store._ID_TABLES`,
+  where each event's key is written with it): a slice of the hash range a round, about
+  `BACKFILL` keys, so that a writer starting on a large store is not held up reading all of
+  it. Until the whole range is read, every id is looked up.
+SQLite gives a new event the highest ``seq`` plus one, so a ``seq`` is given again only after the
+newest events were deleted: a deletion of events counts itself in the database (`DELETIONS`, by
+the purge, in the same transaction), and a filter that sees a new count reads the store again.
 """
 
 from __future__ import annotations
@@ -30,30 +32,36 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 BITS_PER_ID = 16  # room an id when full: one new id in seventy is then looked up needlessly
-BACKFILL = 50_000  # older rows read per round until the filter covers the store
+BACKFILL = 10_000  # older keys read per round (about 10 ms) until the filter covers the store
 _HASH_BITS = 48  # `event_store.id_hash`
-_MIN_LOG2 = 26  # 8 MiB: room for 4 million ids before it first grows
+_MIN_LOG2 = 27  # 16 MiB: room for 8 million ids before it first grows
 _MAX_LOG2 = 32  # 512 MiB: past 268 million ids, more of the new ones are looked up
+_HASHES = 1 << _HASH_BITS
 _RANGE = "SELECT id_hash FROM events WHERE seq > ? AND seq <= ?"
+# The dedup keys of a slice of the hash range, both tiers (`event_store._add_id_keys`).
+_KEYS = tuple(
+    f"SELECT id_hash FROM {tier} WHERE id_hash >= ? AND id_hash < ?"
+    for tier in ("event_ids_recent", "event_ids")
+)
 # SQLite's user version (a number in the database header, written transactionally): how many
 # times events were deleted. Ratecard's schema version lives in Alembic's table, not there.
 DELETIONS = "PRAGMA user_version"
 
 
 class IdFilter:
-    """A Bloom filter of stored id hashes, and the range of ``seq`` it has read."""
+    """A Bloom filter of stored id hashes, and how much of the store it has read."""
 
     def __init__(self, log2: int, *, top: int) -> None:
         """`log2`: the filter's size in bits, as a power of two; `top`: the store's highest
-        ``seq`` now, where reading starts (newer rows first, then the older ones)."""
+        ``seq`` now (the newer events are read by ``seq``, the older ones by their keys)."""
         assert _MIN_LOG2 <= log2 <= _MAX_LOG2
         self._bits = bytearray(1 << (log2 - 3))
         self._shift = _HASH_BITS - log2  # the first position: the hash's top bits
         self._mask = (1 << log2) - 1  # the second: its low bits
         self.capacity = (1 << log2) // BITS_PER_ID
         self.count = 0  # ids added
-        self.high = top  # every row with `low < seq <= high` has been read
-        self.low = top
+        self.high = top  # every event above `top` and up to `high` has been read
+        self.scanned = 0 if top else _HASHES  # and every key stored by then, below this hash
         self.deletions: int | None = None  # `DELETIONS` when last caught up
         self._larger: IdFilter | None = None  # filling, to take over once complete
 
@@ -66,7 +74,7 @@ class IdFilter:
     @property
     def complete(self) -> bool:
         """Whether every stored row has been read: only then can the filter say "not stored"."""
-        return self.low <= 0
+        return self.scanned >= _HASHES
 
     @property
     def full(self) -> bool:
@@ -110,24 +118,27 @@ class IdFilter:
         return committed
 
     def catch_up(self, cursor: Any, top: int) -> None:
-        """Read what was stored since the last call and the next `BACKFILL` older rows, through
-        `cursor`, whose transaction holds the write lock; `top` is the highest ``seq`` now."""
+        """Read what was stored since the last call and the next slice of the older keys,
+        through `cursor`, whose transaction holds the write lock; `top` is the highest ``seq``
+        now."""
         cursor.execute(DELETIONS)
         deletions = int(cursor.fetchall()[0][0])
-        if deletions != self.deletions:
-            if self.deletions is not None:
-                # Events were deleted since the last call, the newest ones perhaps, and their
-                # seqs given again: read every row again (the bits already set can stay).
-                self.high, self.low = top, top
-            self.deletions = deletions
+        if (deletions != self.deletions and self.deletions is not None) or top < self.high:
+            # Events were deleted since the last call, the newest ones perhaps, and their seqs
+            # given again: read the store again (the bits already set can stay).
+            self.high, self.scanned = top, 0
+        self.deletions = deletions
         if top > self.high:
-            self._read(cursor, self.high, top)
-        self.high = top
-        self.low = min(self.low, top)
-        if self.low > 0:
-            low = max(0, self.low - BACKFILL)
-            self._read(cursor, low, self.low)
-            self.low = low
+            cursor.execute(_RANGE, (self.high, top))
+            self.add(h for (h,) in cursor.fetchall() if h is not None)
+            self.high = top
+        if not self.complete:
+            # About `BACKFILL` keys: the hashes are uniform, and there are at most `top` keys.
+            end = min(_HASHES, self.scanned + max(1, _HASHES * BACKFILL // max(top, 1)))
+            for keys in _KEYS:
+                cursor.execute(keys, (self.scanned, end))
+                self.add(h for (h,) in cursor.fetchall())
+            self.scanned = end
         elif self.full or self._larger is not None:
             self._grow(cursor, top)
 
@@ -142,7 +153,3 @@ class IdFilter:
             self._bits, self._shift, self._mask = larger._bits, larger._shift, larger._mask
             self.capacity, self.count = larger.capacity, larger.count
             self._larger = None
-
-    def _read(self, cursor: Any, low: int, high: int) -> None:
-        cursor.execute(_RANGE, (low, high))
-        self.add(h for (h,) in cursor.fetchall() if h is not None)
