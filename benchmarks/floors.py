@@ -158,7 +158,6 @@ def bench_postgres(total: int) -> float | None:
                 marks.append(time.perf_counter())
                 cursor.execute(event_store._MERGE, (scope.tenant_id, scope.mode.value, received))
                 cursor.fetchall()
-                cursor.execute(event_store._TRUNCATE)
                 marks.append(time.perf_counter())
                 connection.commit()
                 marks.append(time.perf_counter())
