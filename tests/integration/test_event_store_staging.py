@@ -1,6 +1,6 @@
-"""PostgreSQL stages events and rollup rows in session-local tables, created once a connection
-and emptied by each commit: two uses in one transaction, and a transaction rolled back, leave
-nothing behind (SQLite writes straight, and runs the same checks)."""
+"""PostgreSQL stages events and rollup rows in session-local tables, made if need be in each
+transaction and emptied by each commit: two uses in one transaction, and a transaction rolled
+back, leave nothing behind (SQLite writes straight, and runs the same checks)."""
 
 from __future__ import annotations
 

@@ -260,15 +260,14 @@ def _insert_postgres(
 
 def _stage(session: Session, cursor: Any, table: str, create: str) -> None:
     """Make a staging table (session-local, ``ON COMMIT DELETE ROWS``) ready, and empty, for a
-    ``COPY``. Created once a connection: ``CREATE ... IF NOT EXISTS`` runs until a transaction
-    that ran it has committed (a rollback takes the table away). Emptied only when this
-    transaction filled it already: a commit empties it in place, and a rollback takes its rows
-    away. Each statement saved is a round trip of about half a millisecond a round."""
+    ``COPY``. ``CREATE ... IF NOT EXISTS`` runs in every transaction, which may be on another
+    server connection than the last behind a transaction-pooling proxy (PgBouncer). The table
+    is emptied only when this transaction filled it already: a commit empties it in place, and
+    a rollback takes its rows away. (A ``TRUNCATE`` each round gave the table a new file and a
+    new catalog row every time.)"""
+    cursor.execute(create)
     info = session.connection().connection.info
     transaction = session.get_transaction()
-    if not info.get(table):
-        cursor.execute(create)
-        _when_committed(session, lambda: info.__setitem__(table, True))
     filled = info.get(f"{table}:filled")
     if filled is not None and filled() is transaction:
         cursor.execute(f"TRUNCATE {table}")
