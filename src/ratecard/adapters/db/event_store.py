@@ -18,7 +18,8 @@ transaction, one commit per batch; `services.metering.group_commit` makes one ba
   themselves (80 bytes an entry): random ids rewrite random index pages at every commit, and
   a small key has fewer of them (migration 0005). The hashes are kept in two tiers, a small
   one that takes each commit's keys and a large one that takes them a slice of the hash range
-  at a time, in key order (`_add_id_keys`, migration 0013).
+  at a time, in key order (`_add_id_keys`, migration 0013). Most new ids skip the lookup: a
+  Bloom filter of the stored ids, per engine, says they are not stored (`id_filter`).
 
 Group commit is the caller's batch: the index pages a commit rewrites are shared by every event in
 it. ``seq`` is the arrival order (it breaks ties between events at one instant).
@@ -42,7 +43,6 @@ from functools import lru_cache
 from hashlib import blake2b
 from itertools import compress
 from typing import Any, NamedTuple, cast
-from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     ColumnElement,
@@ -441,7 +441,7 @@ def _insert_sqlite(
 
 
 # A filter of the ids each SQLite database holds, per engine (`id_filter`).
-_id_filters: WeakKeyDictionary[Any, IdFilter] = WeakKeyDictionary()
+_id_filters: weakref.WeakKeyDictionary[Any, IdFilter] = weakref.WeakKeyDictionary()
 
 
 def _when_committed(session: Session, call: Callable[[], None]) -> None:
