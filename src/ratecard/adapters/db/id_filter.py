@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ratecard.adapters.db.models import EVENT_IDS, RECENT_EVENT_IDS
+
 BITS_PER_ID = 16  # room an id when full: one new id in seventy is then looked up needlessly
 BACKFILL = 10_000  # older keys read per round (about 10 ms) until the filter covers the store
 _HASH_BITS = 48  # `event_store.id_hash`
@@ -40,8 +42,8 @@ _HASHES = 1 << _HASH_BITS
 _RANGE = "SELECT id_hash FROM events WHERE seq > ? AND seq <= ?"
 # The dedup keys of a slice of the hash range, both tiers (`event_store._add_id_keys`).
 _KEYS = tuple(
-    f"SELECT id_hash FROM {tier} WHERE id_hash >= ? AND id_hash < ?"
-    for tier in ("event_ids_recent", "event_ids")
+    f"SELECT id_hash FROM {tier.name} WHERE id_hash >= ? AND id_hash < ?"
+    for tier in (RECENT_EVENT_IDS, EVENT_IDS)
 )
 # SQLite's user version (a number in the database header, written transactionally): how many
 # times events were deleted. Ratecard's schema version lives in Alembic's table, not there.
