@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ratecard.core.money import Money, RoundingMode, currency
@@ -109,7 +109,22 @@ offsets = st.integers(min_value=0, max_value=3 * 365 * 86400)
 lengths = st.integers(min_value=86400, max_value=3 * 365 * 86400)
 
 
+def test_ends_rounded_up_never_take_more_than_the_amount():
+    """1 cent over 60 days from a second past midnight: January is nearly whole and March one
+    second long; rounded up, both ends would take a cent, and February -1."""
+    start = START + timedelta(seconds=1)
+    schedule = recognition_schedule(
+        usd(1),
+        start,
+        start + timedelta(days=60),
+        RecognitionConvention.MONTH_EVEN_PRORATED_ENDS,
+        RoundingMode.UP,
+    )
+    assert [e.amount.amount_minor for e in schedule.entries] == [1, 0, 0]
+
+
 @given(amounts, offsets, lengths, conventions, st.sampled_from(list(RoundingMode)))
+@example(1, 1, 60 * 86400, RecognitionConvention.MONTH_EVEN_PRORATED_ENDS, RoundingMode.UP)
 def test_schedules_sum_to_the_amount(
     minor: int, offset: int, length: int, convention: RecognitionConvention, mode: RoundingMode
 ) -> None:

@@ -174,8 +174,15 @@ def _month_even(
         i for i, m in enumerate(months) if weights[i] != int((_next_month(m) - m).total_seconds())
     ]
     parts = [0] * len(months)
+    taken = 0
     for i in partial:
-        parts[i] = round_minor(Fraction(total * weights[i], whole), mode)
+        share = round_minor(Fraction(total * weights[i], whole), mode)
+        # Ends rounded away from zero could add up to more than the amount (1 cent over a 1
+        # second end and a nearly whole one, rounded up: 2 cents), leaving a month negative:
+        # an end takes no more than is left.
+        left = total - taken
+        parts[i] = min(share, left) if total >= 0 else max(share, left)
+        taken += parts[i]
     full = [i for i in range(len(months)) if i not in partial]
     rest = total - sum(parts)
     if full:
