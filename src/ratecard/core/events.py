@@ -40,13 +40,14 @@ from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 
 MAX_BATCH = 10_000
 MAX_ID = 255
+MAX_METER = 100  # a meter code (`type`)
 MAX_PROPERTIES = 100
 MAX_TEXT = 1000
 MAX_EXPONENT = 100  # a number property lies within 1e-100 .. 1e100 (magnitude)
 FIELDS = frozenset({"id", "type", "customer", "subscription", "timestamp", "properties"})
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 # UTC with at most microseconds, as live traffic sends it: `datetime.fromisoformat` reads it as is
-_UTC_AS_IS = re.compile(
+UTC_AS_IS = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|\+00:00)"
 ).fullmatch
 
@@ -68,7 +69,7 @@ class IncomingEvent(NamedTuple):
 
 def parse_timestamp(text: str) -> datetime:
     """An RFC 3339 instant in aware UTC; ValueError for anything else."""
-    if _UTC_AS_IS(text) is not None:
+    if UTC_AS_IS(text) is not None:
         return datetime.fromisoformat(text)
     match = _RFC3339.match(text)
     if match is None:
@@ -154,7 +155,7 @@ def _short_text(value: Any, limit: int) -> TypeGuard[str]:
     return type(value) is str and 0 < len(value) <= limit and value.isprintable()
 
 
-def _fast_properties(raw: Any) -> dict[str, str] | None:
+def plain_properties(raw: Any) -> dict[str, str] | None:
     """`_properties` of a map with nothing to complain about; None when there is (or may be)."""
     if raw is None:
         return {}
@@ -190,7 +191,7 @@ def _parse_fast(raw: Any, received_at: datetime) -> IncomingEvent | None:
         return None
     event_id, meter = raw.get("id"), raw.get("type")
     customer, subscription = raw.get("customer"), raw.get("subscription")
-    if not _short_text(event_id, MAX_ID) or not _short_text(meter, 100):
+    if not _short_text(event_id, MAX_ID) or not _short_text(meter, MAX_METER):
         return None
     if customer is None:
         if not _short_text(subscription, MAX_ID):
@@ -208,7 +209,7 @@ def _parse_fast(raw: Any, received_at: datetime) -> IncomingEvent | None:
             occurred_at = parse_timestamp(stamp)
         except ValueError:
             return None
-    properties = _fast_properties(raw.get("properties"))
+    properties = plain_properties(raw.get("properties"))
     if properties is None:
         return None
     return IncomingEvent(event_id, meter, customer, subscription, occurred_at, properties)
@@ -232,7 +233,7 @@ def parse_event(raw: Any, received_at: datetime) -> IncomingEvent:
     if raw.get("id") is not None:
         event_id = _text(raw["id"], "id", problems)
     if raw.get("type") is not None:
-        meter = _text(raw["type"], "type", problems, limit=100)
+        meter = _text(raw["type"], "type", problems, limit=MAX_METER)
     if raw.get("customer") is not None:
         customer = _text(raw["customer"], "customer", problems)
     if raw.get("subscription") is not None:

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.models import ApiKeyRow, TenantRow
+from ratecard.adapters.db.repositories import key_state
 from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import AdminUnitOfWork
 from ratecard.core.errors import ErrorCode, Forbidden, NotFound, Problem, ValidationFailed
@@ -264,15 +265,11 @@ class TenancyService:
         now = self._clock.now()
         hashed = hash_secret(secret)
         # Read without the write lock; write `last_used_at` (at most once a minute) apart.
-        with AdminUnitOfWork(
-            self._sessions, actor="system:auth", clock=self._clock, read_only=True
-        ) as uow:
-            row = uow.keys.by_secret_hash(hashed)
-            if row is None or row.revoked_at is not None:
-                return None
-            principal = Principal(row.tenant_id, row.mode, row.role, row.id)
-            stale = row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION
-        if stale:
+        key = key_state(self._sessions.kw["bind"], hashed)
+        if key is None or key.revoked_at is not None:
+            return None
+        principal = Principal(key.tenant_id, key.mode, key.role, key.id)
+        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
             with self._uow("system:auth") as uow:
                 row = uow.keys.by_secret_hash(hashed)
                 if row is None or row.revoked_at is not None:

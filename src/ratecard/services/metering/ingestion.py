@@ -46,9 +46,10 @@ from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import Aggregation, GroupKey, MeterSpec
 from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
-from ratecard.core.events import MAX_BATCH, parse_event
+from ratecard.core.events import MAX_BATCH
 from ratecard.core.money import D
 from ratecard.core.rollups import Partial, decomposable, hour_of, keyed_partials
+from ratecard.services.metering.event_rows import Row, event_row, valid_rows
 from ratecard.services.metering.meters import meter_spec
 from ratecard.services.metering.policy import LateEvents, MeteringPolicy, Unknown, load_policy
 
@@ -208,39 +209,27 @@ class IngestionService:
             )
         received_at = self._clock.now()
         results: list[EventResult | None] = [None] * len(items)
-        valid: list[tuple[Any, ...]] = []
-        encode = event_store.encode
-        for index, raw in enumerate(items):
-            if isinstance(raw, Problem):  # a format adapter could not map this item
-                results[index] = EventResult(index, None, EventStatus.REJECTED, (raw,))
-                continue
-            try:
-                event = parse_event(raw, received_at)
-            except ValidationFailed as exc:
-                event_id = raw.get("id") if isinstance(raw, Mapping) else None
-                results[index] = EventResult(
-                    index,
-                    event_id if isinstance(event_id, str) else None,
-                    EventStatus.REJECTED,
-                    exc.problems,
-                )
-                continue
-            stamp = raw.get("timestamp") if type(raw) is dict else None
-            stored = encode(event.occurred_at, event.properties, stamp)
-            customer = event.customer_ref
-            valid.append(
-                (
-                    index,
-                    event.event_id,
-                    event.meter_code,
-                    customer if customer is not None else event.subscription_ref,
-                    customer is None,
-                    stored.occurred_text,
-                    stored.occurred_hour,
-                    event.properties,
-                    stored.properties_json,
-                )
-            )
+        valid: list[Row] = []
+        for index, (raw, fast) in enumerate(
+            zip(items, valid_rows(items, received_at), strict=True)
+        ):
+            row = fast
+            if row is None:  # not the common case: read thoroughly
+                if isinstance(raw, Problem):  # a format adapter could not map this item
+                    results[index] = EventResult(index, None, EventStatus.REJECTED, (raw,))
+                    continue
+                try:
+                    row = event_row(index, raw, received_at)
+                except ValidationFailed as exc:
+                    event_id = raw.get("id") if isinstance(raw, Mapping) else None
+                    results[index] = EventResult(
+                        index,
+                        event_id if isinstance(event_id, str) else None,
+                        EventStatus.REJECTED,
+                        exc.problems,
+                    )
+                    continue
+            valid.append(row)
         columns = Columns(*zip(*valid, strict=True)) if valid else NO_EVENTS
         return Prepared(received_at, results, columns)
 

@@ -16,7 +16,7 @@
       {"index": 2, "id": "e2", "status": "rejected", "code": "unknown_meter",
        "reason": "no such meter", "field": "type"}]}
 
-The body is read here with ``json.loads(parse_float=Decimal)``: numbers never pass through float.
+The body is read here as JSON with numbers as `Decimal` (`exact_json`): never through float.
 A body that is not JSON, not an event or list, or longer than 10,000 events is refused whole
 (a problem naming ``body``) and nothing is written. Otherwise every event gets a result, and the
 response is sent only after the batch is committed: an ``accepted`` event is stored, and a retry
@@ -51,6 +51,7 @@ from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFa
 from ratecard.core.events import MAX_BATCH, batch_items, format_timestamp
 from ratecard.services.metering.ingestion import EventResult, EventStatus, IngestResult
 from ratecard.services.tenancy import Action
+from ratecard.web import exact_json
 from ratecard.web.deps import Ctx, Ingester, authenticate, bearer, wiring
 from ratecard.web.formats import cloudevents, lago, segment
 
@@ -168,15 +169,11 @@ def _json(body: bytes) -> Any:
     if not body.strip():
         raise _malformed("the body is empty")
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_not_a_number)
+        return exact_json.loads(body)
     except RecursionError:
         raise _malformed("nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _malformed(f"not valid JSON: {exc}") from None
-
-
-def _not_a_number(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
 
 
 def _malformed(message: str) -> ValidationFailed:
