@@ -299,6 +299,23 @@ READ_ONLY = "ratecard_read_only"
 _READERS: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
 
 
+_STATEMENT_READERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def statement_reader(engine: Engine) -> Engine:
+    """The engine for reads of one statement each, outside any unit of work (the API key of
+    every request, the alerts after every ingestion round). On SQLite they read in a read-only
+    transaction (no write lock, as `read_only`); on PostgreSQL in no transaction at all, so a
+    read is one round trip where ``BEGIN``, the query and ``COMMIT`` took three."""
+    found = _STATEMENT_READERS.get(engine)
+    if found is None:
+        options: dict[str, Any] = {READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            options["isolation_level"] = "AUTOCOMMIT"
+        found = _STATEMENT_READERS[engine] = engine.execution_options(**options)
+    return found
+
+
 def read_only(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """Sessions of the same store for transactions that only read.
 

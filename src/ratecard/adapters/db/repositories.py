@@ -12,7 +12,6 @@ Repositories add and read; changes are made on the returned rows and saved by th
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
@@ -20,7 +19,7 @@ from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 from sqlalchemy import Engine, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db.engine import READ_ONLY
+from ratecard.adapters.db.engine import statement_reader
 from ratecard.adapters.db.models import (
     ApiKeyRow,
     CouponRow,
@@ -320,20 +319,12 @@ _KEY_STATE = select(
     ApiKeyRow.revoked_at,
     ApiKeyRow.last_used_at,
 ).where(ApiKeyRow.secret_hash == bindparam("secret_hash"))
-_KEY_READERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 def key_state(engine: Engine, secret_hash: str) -> KeyState | None:
     """The key whose secret hashes to `secret_hash`, read in one statement outside any unit of
-    work: every request of the API does this. On SQLite in a read-only transaction (it takes no
-    write lock); on PostgreSQL with no transaction at all, one round trip where a unit of work
-    took three (``BEGIN``, the query, ``COMMIT``) and an ORM session besides."""
-    reader = _KEY_READERS.get(engine)
-    if reader is None:
-        options: dict[str, Any] = {READ_ONLY: True}
-        if engine.dialect.name == "postgresql":
-            options["isolation_level"] = "AUTOCOMMIT"
-        reader = _KEY_READERS[engine] = engine.execution_options(**options)
+    work (`statement_reader`): every request of the API does this."""
+    reader = statement_reader(engine)
     with reader.connect() as connection:
         row = connection.execute(_KEY_STATE, {"secret_hash": secret_hash}).first()
     return None if row is None else KeyState(*row)

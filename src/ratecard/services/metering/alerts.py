@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.engine import statement_reader
 from ratecard.adapters.db.models import (
     SubscriptionRow,
     TenantRow,
@@ -138,20 +139,18 @@ class AlertService:
     def evaluate(self, scope: TenantScope, pairs: Iterable[tuple[str, str]] | None) -> int:
         """Check alerts (of `pairs`, or all); return how many webhook events were written."""
         wanted = None if pairs is None else set(pairs)
-        statement = select(UsageAlertRow).where(
-            UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode
-        )
+        where = [UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode]
         if wanted is not None:
-            customers = sorted({c for c, _ in wanted})
-            statement = statement.where(UsageAlertRow.customer_id.in_(customers))
+            where.append(UsageAlertRow.customer_id.in_(sorted({c for c, _ in wanted})))
+        statement = select(UsageAlertRow).where(*where)
         # Ingestion calls this after every commit: most often there is no alert to check, and
-        # finding that out takes no write lock.
-        with UnitOfWork(
-            self._sessions, scope, actor="alerts", clock=self._clock, read_only=True
-        ) as reader:
+        # finding that out takes one statement and no write lock.
+        with statement_reader(self._sessions.kw["bind"]).connect() as reader:
             if not any(
-                wanted is None or (a.customer_id, a.meter_code) in wanted
-                for a in reader.session.scalars(statement)
+                wanted is None or (customer, meter) in wanted
+                for customer, meter in reader.execute(
+                    select(UsageAlertRow.customer_id, UsageAlertRow.meter_code).where(*where)
+                )
             ):
                 return 0
         with self._uow(scope) as uow:
