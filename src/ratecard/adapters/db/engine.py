@@ -317,19 +317,21 @@ def statement_reader(engine: Engine) -> Engine:
 
 
 def read_only(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
-    """Sessions of the same store for transactions that only read.
+    """Sessions of the same store for units of work that only read (`statement_reader`).
 
     On SQLite they begin deferred (plain ``BEGIN``) instead of ``BEGIN IMMEDIATE``: they take
-    no write lock, so usage queries, entitlement checks and API key lookups never queue behind
-    ingestion's commits (WAL readers read the last committed snapshot). Nothing may be written
-    in them. PostgreSQL's transactions are the same either way.
+    no write lock, so usage queries and entitlement checks never queue behind ingestion's
+    commits (WAL readers read the last committed snapshot). On PostgreSQL they run without a
+    transaction: under ``READ COMMITTED`` each statement reads a snapshot of its own anyway,
+    and a usage query saves the round trips of ``BEGIN`` and ``COMMIT`` (three statements in
+    five round trips before, three in three now). Nothing may be written in them.
     """
     engine = sessions.kw["bind"]
     assert isinstance(engine, Engine)
     found = _READERS.get(engine)
     if found is None:
         found = _READERS[engine] = sessionmaker(
-            bind=engine.execution_options(**{READ_ONLY: True}),
+            bind=statement_reader(engine),
             expire_on_commit=False,
             autoflush=True,
         )
