@@ -8,7 +8,9 @@ refused, at about half its cost: msgspec reads the body, handing each number wit
 an exponent to `Decimal` as its text, so no number passes through float. Where msgspec refuses a
 body, the standard library reads it, so that what it accepts that msgspec does not (a UTF-8 byte
 order mark, an escaped lone surrogate) is still accepted, and the reason given for a body that
-is not JSON is the standard library's (`tests/unit/test_exact_json.py` checks both agree).
+is not JSON is the standard library's (`tests/unit/test_exact_json.py` checks both agree). Both
+refuse a document nested about as deep as the interpreter's recursion limit (997 levels for
+msgspec, 993 for the standard library, at the default limit of 1,000).
 """
 
 from __future__ import annotations
