@@ -12,11 +12,13 @@ import sqlalchemy as sa
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
 from ratecard.adapters.db.models import CustomerRow
-from ratecard.adapters.db.scope import TenantScope
+from ratecard.adapters.db.repositories import key_state
+from ratecard.adapters.db.scope import Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode
 from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy, writers_for
 from ratecard.services.metering.ingestion import IngestionService, IngestResult
+from ratecard.services.tenancy import TenancyService, hash_secret
 from ratecard.web.problems import error_response
 from tests.integration.metering_setup import event, setup
 
@@ -167,6 +169,56 @@ def test_readers_do_not_wait_for_the_write_lock(sessions, database):
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_a_reader_on_postgresql_holds_no_transaction_open(sessions, database):
+    """A read-only unit of work on PostgreSQL runs each statement on its own (autocommit):
+    between its statements its connection is idle, not idle in a transaction, so it saves the
+    round trips of BEGIN and COMMIT. A writing unit of work still opens one."""
+    if database.kind != "postgres":
+        pytest.skip("PostgreSQL's transactions")
+    m = setup(sessions)
+
+    def state(uow: UnitOfWork) -> str:
+        pid = uow.session.scalar(sa.text("SELECT pg_backend_pid()"))
+        with database.engine.connect() as other:
+            return str(
+                other.scalar(
+                    sa.text("SELECT state FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+                )
+            )
+
+    factory = make_session_factory(database.engine)
+    with UnitOfWork(factory, m.scope, actor="t", clock=m.clock, read_only=True) as reader:
+        assert state(reader) == "idle"
+        found = reader.session.scalar(
+            sa.select(CustomerRow.external_id).where(CustomerRow.id == m.customer_id)
+        )
+        assert found == "acme"
+    with UnitOfWork(factory, m.scope, actor="t", clock=m.clock) as writer:
+        assert state(writer) == "idle in transaction"
+
+
+def test_an_api_key_is_read_in_one_statement_as_it_is_stored(sessions, database):
+    """`key_state`, what every request's authentication reads: the key's tenant, mode, role
+    and revocation as stored; None for a secret that no key has. A revocation shows at once."""
+    m = setup(sessions)
+    tenancy = TenancyService(sessions, m.clock)
+    key = tenancy.create_api_key(m.scope.tenant_id, m.scope.mode, Role.INGEST, actor="t")
+    found = key_state(database.engine, hash_secret(key.secret))
+    assert found is not None
+    assert (found.id, found.tenant_id, found.mode, found.role) == (
+        key.key_id,
+        m.scope.tenant_id,
+        m.scope.mode,
+        Role.INGEST,
+    )
+    assert found.revoked_at is None
+    assert key_state(database.engine, hash_secret(key.secret + "x")) is None
+    tenancy.revoke_api_key(m.scope.tenant_id, key.key_id, actor="t")
+    revoked = key_state(database.engine, hash_secret(key.secret))
+    assert revoked is not None and revoked.revoked_at == m.clock.now()
+    assert tenancy.authenticate(key.secret) is None
 
 
 def test_a_full_queue_refuses_a_batch_until_the_writer_catches_up(sessions):
