@@ -24,6 +24,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from datetime import timedelta
@@ -33,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -70,17 +72,48 @@ def make_engine(
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
-            pool_pre_ping=True,
             isolation_level="READ COMMITTED",
             **common,
         )
+        _ping_when_idle(engine)
+        return engine
     raise ValueError(
         f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
     )
+
+
+# A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+PING_IDLE_AFTER_NS = 1_000_000_000  # a second
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only if it sat idle for `PING_IDLE_AFTER_NS`.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: one more round trip for every
+    request's API key, every alerts check, every usage query (four round trips instead of three).
+    A connection used a moment ago is as alive as a ping would show; one that sat idle may have
+    been dropped (a restarted server, a proxy's idle timeout), so it is pinged, and replaced if
+    the ping fails. A server restarted within the second after a connection's last use fails
+    that connection's next statement instead; SQLAlchemy then discards every pooled connection.
+    """
+
+    @event.listens_for(engine.pool, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic_ns()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic_ns() - since < PING_IDLE_AFTER_NS:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise sa_exc.DisconnectionError(str(exc)) from exc  # the pool takes a new one
 
 
 def sqlite_file(url: URL) -> str | None:
