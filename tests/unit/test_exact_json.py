@@ -9,6 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from ratecard.core.events import refuse_constant
 from ratecard.web import exact_json
 
 _NUMBERS = st.from_regex(
@@ -55,7 +56,7 @@ def _read(read, body: bytes) -> str:
 
 
 def _standard(body: bytes) -> object:
-    return json.loads(body, parse_float=Decimal, parse_constant=exact_json._refuse_constant)
+    return json.loads(body, parse_float=Decimal, parse_constant=refuse_constant)
 
 
 @given(_document(), st.booleans())

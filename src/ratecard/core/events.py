@@ -256,7 +256,8 @@ def parse_event(raw: Any, received_at: datetime) -> IncomingEvent:
     return IncomingEvent(event_id, meter, customer, subscription, occurred_at, properties)
 
 
-def _refuse_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """``parse_constant`` for `json.loads`: ``NaN`` and ``Infinity`` are not numbers here."""
     raise ValueError(f"{name} is not a number")
 
 
@@ -267,7 +268,7 @@ def parse_batch(body: bytes | str) -> list[Any]:
     raises `ValidationFailed`: nothing of it is written.
     """
     try:
-        data = json.loads(body, parse_float=Decimal, parse_constant=_refuse_constant)
+        data = json.loads(body, parse_float=Decimal, parse_constant=refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed(
             [Problem(ErrorCode.MALFORMED_BODY, f"not valid JSON: {exc}")]

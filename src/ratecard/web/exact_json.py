@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from ratecard.core.events import refuse_constant
+
 _FAST = msgspec.json.Decoder(float_hook=Decimal).decode
 
 
@@ -30,8 +32,4 @@ def loads(body: bytes) -> Any:
     try:
         return _FAST(body)
     except msgspec.DecodeError:  # the standard library says why (or reads what it can)
-        return json.loads(body, parse_float=Decimal, parse_constant=_refuse_constant)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
+        return json.loads(body, parse_float=Decimal, parse_constant=refuse_constant)

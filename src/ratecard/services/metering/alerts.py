@@ -142,7 +142,6 @@ class AlertService:
         where = [UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode]
         if wanted is not None:
             where.append(UsageAlertRow.customer_id.in_(sorted({c for c, _ in wanted})))
-        statement = select(UsageAlertRow).where(*where)
         # Ingestion calls this after every commit: most often there is no alert to check, and
         # finding that out takes one statement and no write lock.
         with statement_reader(self._sessions.kw["bind"]).connect() as reader:
@@ -156,7 +155,7 @@ class AlertService:
         with self._uow(scope) as uow:
             alerts = [
                 a
-                for a in uow.session.scalars(statement)
+                for a in uow.session.scalars(select(UsageAlertRow).where(*where))
                 if wanted is None or (a.customer_id, a.meter_code) in wanted
             ]
             written = sum(self._check(uow, alert) for alert in alerts)
