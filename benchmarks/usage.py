@@ -22,22 +22,32 @@ import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from benchmarks.ingest import _pct, _prepare, postgres_schema
 from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
-from ratecard.adapters.db.models import CustomerRow, MeterRow
-from ratecard.adapters.db.scope import Mode, TenantScope
+from ratecard.adapters.db.models import (
+    CustomerRow,
+    MeterRow,
+    PlanRow,
+    PlanVersionRow,
+    SubscriptionRow,
+)
+from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.types import sqlite_instant_text
+from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import aggregate
 from ratecard.core.periods import Period
 from ratecard.runtime import tune_gc
 from ratecard.services.metering.ingestion import rollup_partials
 from ratecard.services.metering.usage import UsageReader, UsageService
+from ratecard.services.tenancy import TenancyService
 
 NOW = datetime(2024, 1, 20, tzinfo=UTC)
 HOURS = 60 * 24
@@ -210,6 +220,62 @@ def _existing(url: str) -> tuple[Any, TenantScope, FixedClock, list[str]] | None
     return sessions, TenantScope(tenant_id, Mode.LIVE), FixedClock(NOW), ids
 
 
+PLAN = {
+    "code": "usage",
+    "name": "Usage",
+    "currency": "USD",
+    "interval": "month",
+    "charges": [
+        {"code": "base", "model": "flat", "amount": "10.00"},
+        {
+            "code": "calls",
+            "model": "graduated",
+            "meter": "calls",
+            "tiers": [
+                {"up_to": "1000", "unit_price": "0"},
+                {"up_to": None, "unit_price": "0.0125"},
+            ],
+        },
+        {"code": "tokens", "model": "per_unit", "meter": "tokens", "unit_price": "0.000125"},
+    ],
+}
+
+
+def _subscribe(sessions: Any, scope: TenantScope, clock: FixedClock, ids: list[str]) -> None:
+    """Each customer on a plan pricing both meters, in its current period (`PERIOD`), once."""
+    with UnitOfWork(sessions, scope, actor="bench", clock=clock) as uow:
+        if uow.session.scalar(sa.select(sa.func.count()).select_from(SubscriptionRow)):
+            return
+        uow.plans.add(PlanRow(code="usage", name="Usage", created_at=NOW))
+        uow.plan_versions.add(
+            PlanVersionRow(
+                plan_code="usage",
+                version=1,
+                status="published",
+                currency="USD",
+                document=PLAN,
+                created_at=NOW,
+            )
+        )
+        uow.session.flush()
+        for customer_id in ids:
+            uow.subscriptions.add(
+                SubscriptionRow(
+                    customer_id=customer_id,
+                    plan_code="usage",
+                    plan_version=1,
+                    quantity=Decimal(1),
+                    status="active",
+                    anchor_at=PERIOD.start_at,
+                    timezone="UTC",
+                    current_period_start_at=PERIOD.start_at,
+                    current_period_end_at=PERIOD.start_at + timedelta(days=31),
+                    created_at=PERIOD.start_at,
+                )
+            )
+        uow.commit()
+
+
 def bench_usage(name: str, url: str, total: int, customers: int, rounds: int = 1_000) -> None:
     found = _existing(url)
     seeded = ""
@@ -241,15 +307,66 @@ def bench_usage(name: str, url: str, total: int, customers: int, rounds: int = 1
             t0 = time.perf_counter()
             usage.meter_usage(scope, customer, code, PERIOD)
             spent.append(time.perf_counter() - t0)
-    figures = ", ".join(
-        f"{code} p50 {_pct(v, 50) * 1000:.2f} ms p99 {_pct(v, 99) * 1000:.2f} ms"
-        for code, v in timings.items()
-    )
+    figures = ", ".join(f"{code} {_p50_p99(v)}" for code, v in timings.items())
     print(
         f"{name}: {n_events:,} events, {n_rollups:,} rollup rows, {len(ids):,} customers"
-        f"{seeded}; current-period usage of one customer: {figures}"
+        f"{seeded}; one meter's current-period usage of one customer: {figures}"
+    )
+    _subscribe(sessions, scope, clock, ids)
+    service, http = _customer_usage(url, sessions, scope, clock, ids, rounds=rounds)
+    print(
+        f"  a customer's usage report (both meters priced, as GET /v1/customers/{{id}}/usage "
+        f"answers it): service {_p50_p99(service)}; over HTTP {_p50_p99(http)}"
     )
     sessions.kw["bind"].dispose()
+
+
+def _p50_p99(timings: list[float]) -> str:
+    return f"p50 {_pct(timings, 50) * 1000:.2f} ms p99 {_pct(timings, 99) * 1000:.2f} ms"
+
+
+def _customer_usage(
+    url: str, sessions: Any, scope: TenantScope, clock: FixedClock, ids: list[str], *, rounds: int
+) -> tuple[list[float], list[float]]:
+    """Time `UsageService.customer_usage` in process, then the endpoint through a server (one
+    uvicorn worker, as `benchmarks.ingest_http` runs it), after checking both against
+    `meter_usage` for one customer."""
+    from benchmarks.ingest_http import _server
+
+    usage = UsageService(sessions, clock)
+    (report,) = usage.customer_usage(scope, ids[0])
+    expected = {
+        code: usage.meter_usage(scope, ids[0], code, report.period).total.value
+        for code in ("calls", "tokens")
+    }
+    assert {m.meter_code: m.quantity for m in report.meters} == expected
+    rng = random.Random(5)
+    service = []
+    for _ in range(rounds):
+        customer = ids[rng.randrange(len(ids))]
+        t0 = time.perf_counter()
+        usage.customer_usage(scope, customer)
+        service.append(time.perf_counter() - t0)
+    key = TenancyService(sessions, clock).create_api_key(
+        scope.tenant_id, Mode.LIVE, Role.READ_ONLY, actor="bench"
+    )
+    http = []
+    with (
+        _server(url, "thread") as base,
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key.secret}"}) as client,
+    ):
+        (sub,) = client.get(f"/v1/customers/{ids[0]}/usage").json()["subscriptions"]
+        got = {m["meter"]: Decimal(m["quantity"]) for m in sub["meters"]}
+        assert got == expected, (got, expected)
+        for _ in range(20):  # the server's first requests warm its caches
+            client.get(f"/v1/customers/{ids[0]}/usage")
+        for _ in range(rounds):
+            customer = ids[rng.randrange(len(ids))]
+            t0 = time.perf_counter()
+            response = client.get(f"/v1/customers/{customer}/usage")
+            http.append(time.perf_counter() - t0)
+            assert response.status_code == 200, response.text
+    return service, http
 
 
 def main(total: int, customers: int, which: str, keep: str | None) -> None:

@@ -6,9 +6,13 @@ import random
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
+
 from ratecard.adapters.db import event_store
+from ratecard.adapters.db.models import PriceOverrideRow, SubscriptionChangeRow, SubscriptionRow
 from ratecard.core.aggregation import MeterReset, aggregate
 from ratecard.core.billing import BillingConventions
+from ratecard.core.errors import NotFound
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
 from ratecard.core.proration import ProrationPolicy
@@ -16,7 +20,7 @@ from ratecard.core.subscriptions import PlanRef
 from ratecard.services.metering.meters import redefine_meter
 from ratecard.services.metering.usage import Granularity, UsageReader, plan_of
 from ratecard.services.rating import SubscriptionSpec, subscription_drafts
-from tests.integration.factories import uow
+from tests.integration.factories import customer, uow
 from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, setup
 
 METERS = ("api_calls", "tokens", "payments", "peak", "users", "storage")
@@ -317,3 +321,92 @@ def test_group_values_with_copy_escapes_round_trip_through_rollups(sessions):
         )
     sums = {group: partial.value_sum for _, group, partial in rows}
     assert sums == {(model,): Decimal(i + 1) for i, model in enumerate(models)}
+
+
+def _subscribe(m, work, status: str = "active", plan_code: str = "usage") -> str:
+    row = work.subscriptions.add(
+        SubscriptionRow(
+            customer_id=m.customer_id,
+            plan_code=plan_code,
+            plan_version=1,
+            quantity=Decimal(1),
+            status=status,
+            anchor_at=PERIOD_START,
+            timezone="UTC",
+            current_period_start_at=PERIOD_START,
+            current_period_end_at=PERIOD_END,
+            created_at=PERIOD_START,
+        )
+    )
+    return str(row.id)
+
+
+def test_customer_usage_reports_each_live_subscription_in_id_order(sessions):
+    m = setup(sessions)
+    _load(m)
+    with uow(sessions, m.scope, m.clock) as work:
+        second = _subscribe(m, work)
+        _subscribe(m, work, status="canceled")
+        lone = work.customers.add(customer("lone", m.clock.now()))
+        work.commit()
+        lone_id = lone.id
+    reports = m.usage.customer_usage(m.scope, m.customer_id)
+    assert [r.subscription_id for r in reports] == sorted([m.subscription_id, second])
+    for report in reports:
+        assert report == m.usage.subscription_usage(m.scope, report.subscription_id)
+        assert (report.plan_code, report.currency, report.period) == (
+            "usage",
+            "USD",
+            Period(PERIOD_START, PERIOD_END),
+        )
+        by_meter = {u.meter_code: u for u in report.meters}
+        assert by_meter["tokens"].group_by == ("model",)
+        assert by_meter["api_calls"].group_by == ()
+        for code, used in by_meter.items():
+            assert used.result == _raw(m, code, report.period), code
+    assert m.usage.customer_usage(m.scope, lone_id) == []
+
+
+def test_customer_usage_of_an_unknown_or_foreign_customer_is_not_found(sessions):
+    m = setup(sessions)
+    other = setup(sessions, "Other")
+    for scope, customer_id in ((m.scope, "cus_missing"), (m.scope, other.customer_id)):
+        with pytest.raises(NotFound, match="customer"):
+            m.usage.customer_usage(scope, customer_id)
+    with pytest.raises(NotFound, match="subscription"):
+        m.usage.subscription_usage(m.scope, other.subscription_id)
+
+
+def test_usage_amounts_apply_the_subscriptions_own_overrides_over_the_customers(sessions):
+    m = setup(sessions)
+    m.ingest(event("t1", "tokens", tokens="2000", model="a"), event("c1"))
+    own = {"plan_code": "usage", "charge_code": "tokens", "price": {"unit_price": "0.002"}}
+    with uow(sessions, m.scope, m.clock) as work:
+        for charge, price in (("tokens", "0.001"), ("calls", None)):
+            tiers = [{"up_to": None, "unit_price": "0.5"}] if price is None else None
+            work.price_overrides.add(
+                PriceOverrideRow(
+                    customer_id=m.customer_id,
+                    plan_code="usage",
+                    charge_code=charge,
+                    price={"unit_price": price} if tiers is None else {"tiers": tiers},
+                    created_at=m.clock.now(),
+                )
+            )
+        for seq, overrides in ((1, [own]), (2, [])):  # only the first change carries them
+            work.subscription_changes.add(
+                SubscriptionChangeRow(
+                    subscription_id=m.subscription_id,
+                    seq=seq,
+                    command="start" if seq == 1 else "change_quantity",
+                    payload={"price_overrides": overrides},
+                    effective_at=PERIOD_START,
+                    recorded_at=PERIOD_START,
+                    actor="user:test",
+                )
+            )
+        work.commit()
+    (report,) = m.usage.customer_usage(m.scope, m.customer_id)
+    amounts = {u.charge_code: u.line.amount.format() for u in report.meters}
+    assert amounts["tokens"] == "4.00"  # the subscription's 0.002, not the customer's 0.001
+    assert amounts["calls"] == "0.50"  # the customer's tiers: 1 call at 0.5

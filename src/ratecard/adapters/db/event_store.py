@@ -904,8 +904,9 @@ def merged_rollups(
 
 
 def _postgres_merged(row: Sequence[Any]) -> Partial:
-    _, events, values, total, low, high, latest, at, seq = row
-    return Partial(int(events), int(values), total, low, high, latest, at, int(seq or 0))
+    _, events, values, total, low, high, at, newest = row
+    latest, seq = (None, 0) if newest is None else (newest[2], int(newest[1]))
+    return Partial(int(events), int(values), total, low, high, latest, at, seq)
 
 
 def _sqlite_merged(row: Sequence[Any]) -> Partial:
@@ -922,11 +923,15 @@ def _sqlite_merged(row: Sequence[Any]) -> Partial:
     )
 
 
-_NEWEST_FIRST = "ORDER BY latest_at DESC NULLS LAST, latest_seq DESC"
+# A group's rows are one an hour, and each row's latest event lies in its hour: the newest of
+# them is the row of the last hour that has one. ``max`` of ``[hour, seq, value]`` arrays picks
+# it in one pass (two ``array_agg(... ORDER BY ...)`` sorted each group twice: a third of the
+# query). The hour's epoch is whole seconds, exact in any PostgreSQL's ``extract``.
 _MERGED_POSTGRES = (
     "SELECT group_key, sum(event_count), sum(value_count), sum(value_sum), min(value_min), "
-    f"max(value_max), (array_agg(latest_value {_NEWEST_FIRST}))[1], max(latest_at), "
-    f"(array_agg(latest_seq {_NEWEST_FIRST}))[1] FROM usage_rollups {{}} GROUP BY group_key"
+    "max(value_max), max(latest_at), max(ARRAY[extract(epoch FROM hour_at)::numeric, "
+    "latest_seq, latest_value]) FILTER (WHERE latest_at IS NOT NULL) "
+    "FROM usage_rollups {} GROUP BY group_key"
 )
 # The bare columns of an aggregate query with a single max() come from the row that has the
 # maximum (SQLite documents this): here, the row with the latest (latest_at, latest_seq).

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -39,7 +39,27 @@ from ratecard.core.rollups import decomposable, hour_of, partials
 _FLUSH_EVERY = 5_000
 
 
-def meter_spec(row: MeterRow) -> MeterSpec:
+class MeterFields(Protocol):
+    """What a meter's spec is made of: a `MeterRow`, or a row of just these columns
+    (`usage.UsageReader.checked` reads them without loading the ORM object)."""
+
+    @property
+    def aggregation(self) -> str: ...
+    @property
+    def value_field(self) -> str | None: ...
+    @property
+    def filters(self) -> dict[str, Any] | None: ...
+    @property
+    def group_by(self) -> list[Any] | None: ...
+    @property
+    def reset(self) -> str: ...
+    @property
+    def rounding_mode(self) -> str | None: ...
+    @property
+    def rounding_precision(self) -> int | None: ...
+
+
+def meter_spec(row: MeterFields) -> MeterSpec:
     try:
         kind = Aggregation(row.aggregation)
     except ValueError:
@@ -60,7 +80,7 @@ def meter_spec(row: MeterRow) -> MeterSpec:
     )
 
 
-def rounding_of(row: MeterRow) -> MeterRounding | None:
+def rounding_of(row: MeterFields) -> MeterRounding | None:
     """The meter's rounding of its period quantity (None: exact)."""
     if row.rounding_mode is None:
         return None

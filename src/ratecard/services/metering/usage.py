@@ -25,9 +25,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from itertools import pairwise
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
@@ -36,6 +37,9 @@ from ratecard.adapters.db.engine import read_only
 from ratecard.adapters.db.models import (
     CustomerRow,
     MeterRow,
+    PlanVersionRow,
+    PriceOverrideRow,
+    SubscriptionChangeRow,
     SubscriptionRow,
     TenantRow,
     UsageClosureRow,
@@ -44,8 +48,7 @@ from ratecard.adapters.db.repositories import (
     CustomerRepository,
     MeterRepository,
     PlanVersionRepository,
-    PriceOverrideRepository,
-    SubscriptionChangeRepository,
+    SubscriptionRepository,
 )
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
@@ -80,43 +83,82 @@ def _ceil_hour(at: datetime) -> datetime:
     return floor if floor == at else floor + _HOUR
 
 
+# The columns of a meter's spec (`meters.MeterFields`), read without loading the ORM object:
+# building and running an ORM query cost more than its round trip.
+_M, _C = MeterRow.__table__.c, CustomerRow.__table__.c
+_SPEC_COLUMNS = (
+    _M.aggregation,
+    _M.value_field,
+    _M.filters,
+    _M.group_by,
+    _M.reset,
+    _M.rounding_mode,
+    _M.rounding_precision,
+)
+_IN_SCOPE = (_M.tenant_id == bindparam("tenant"), _M.mode == bindparam("mode"))
+# `UsageReader.checked`: the meter's spec and whether the customer exists, in one statement.
+_CHECKED = select(
+    *_SPEC_COLUMNS,
+    select(_C.id)
+    .where(_C.tenant_id == bindparam("tenant"), _C.mode == bindparam("mode"))
+    .where(_C.id == bindparam("customer"))
+    .exists()
+    .label("customer_exists"),
+).where(*_IN_SCOPE, _M.code == bindparam("code"))
+# `UsageReader.load_specs`: several meters' specs.
+_SPECS = select(_M.code, *_SPEC_COLUMNS).where(
+    *_IN_SCOPE, _M.code.in_(bindparam("codes", expanding=True))
+)
+
+
 class UsageReader:
     """Exact meter values of one scope, inside an open session."""
 
     def __init__(self, session: Session, scope: TenantScope) -> None:
         self.session = session
         self.scope = scope
-        self._meters: dict[str, MeterRow] = {}
+        self._specs: dict[str, MeterSpec] = {}
 
     def meter(self, code: str) -> MeterRow:
-        row = self._meters.get(code)
-        if row is None:
-            row = self._meters[code] = MeterRepository(self.session, self.scope).get_by_code(code)
-        return row
+        return MeterRepository(self.session, self.scope).get_by_code(code)
 
     def spec(self, code: str) -> MeterSpec:
-        return meter_spec(self.meter(code))
+        found = self._specs.get(code)
+        if found is None:
+            found = self._specs[code] = meter_spec(self.meter(code))
+        return found
+
+    def load_specs(self, codes: list[str]) -> None:
+        """Read the specs of these meters in one statement (an unknown one is left for `spec`
+        to refuse)."""
+        wanted = sorted(set(codes) - self._specs.keys())
+        if wanted:
+            for row in self.session.connection().execute(
+                _SPECS, {"tenant": self.scope.tenant_id, "mode": self.scope.mode, "codes": wanted}
+            ):
+                self._specs[row.code] = meter_spec(row)
 
     def checked(self, customer_id: str, code: str) -> None:
-        """`NotFound` unless the customer and the meter exist; one query for both (a usage
-        read is a few round trips in all on PostgreSQL), the meter kept for `meter`."""
-        c, m = CustomerRow, MeterRow
-        exists = (
-            select(c.id)
-            .where(c.tenant_id == self.scope.tenant_id, c.mode == self.scope.mode)
-            .where(c.id == customer_id)
-            .exists()
-        )
-        found = self.session.execute(
-            select(m, exists).where(
-                m.tenant_id == self.scope.tenant_id, m.mode == self.scope.mode, m.code == code
+        """`NotFound` unless the customer and the meter exist; one statement for both (a usage
+        read is a few round trips in all on PostgreSQL), the meter's spec kept for `spec`."""
+        found = (
+            self.session.connection()
+            .execute(
+                _CHECKED,
+                {
+                    "tenant": self.scope.tenant_id,
+                    "mode": self.scope.mode,
+                    "customer": customer_id,
+                    "code": code,
+                },
             )
-        ).one_or_none()
-        if found is None or not found[1]:
+            .one_or_none()
+        )
+        if found is None or not found.customer_exists:
             CustomerRepository(self.session, self.scope).get(customer_id)  # the customer's 404
             self.meter(code)  # the meter's 404
             raise AssertionError("unreachable: one of them is missing")
-        self._meters[code] = found[0]
+        self._specs[code] = meter_spec(found)
 
     def _raw(
         self,
@@ -363,6 +405,7 @@ class MeterUsage:
     period: Period
     result: MeterResult
     line: InvoiceLine  # what the invoice would bill for this usage now
+    group_by: tuple[str, ...] = ()  # the meter's dimensions, as `result.groups` keys them
 
     @property
     def quantity(self) -> Decimal:
@@ -375,20 +418,78 @@ class SubscriptionUsage:
     customer_id: str
     period: Period
     meters: tuple[MeterUsage, ...]
+    plan_code: str = ""
+    currency: str = ""
 
 
-def plan_of(session: Session, scope: TenantScope, sub: SubscriptionRow) -> Plan:
+class Planned(Protocol):
+    """What a subscription's plan is looked up by (a `SubscriptionRow`, or `LiveSubscription`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def plan_code(self) -> str: ...
+    @property
+    def plan_version(self) -> int: ...
+
+
+# `plan_of`'s reads, built once: the version with the subscription's first change (where its own
+# price overrides are), then the customer's price overrides.
+_PV, _SC, _PO = (
+    PlanVersionRow.__table__.c,
+    SubscriptionChangeRow.__table__.c,
+    PriceOverrideRow.__table__.c,
+)
+_PLAN_VERSION = select(
+    _PV.version,
+    _PV.currency,
+    _PV.document,
+    select(_SC.payload)
+    .where(_SC.tenant_id == bindparam("tenant"), _SC.mode == bindparam("mode"))
+    .where(_SC.subscription_id == bindparam("subscription"))
+    .order_by(_SC.seq)
+    .limit(1)
+    .scalar_subquery()
+    .label("first_change"),
+).where(
+    _PV.tenant_id == bindparam("tenant"),
+    _PV.mode == bindparam("mode"),
+    _PV.plan_code == bindparam("plan"),
+    _PV.version == bindparam("version"),
+)
+_PRICE_OVERRIDES = (
+    select(_PO.plan_code, _PO.charge_code, _PO.price)
+    .where(_PO.tenant_id == bindparam("tenant"), _PO.mode == bindparam("mode"))
+    .where(_PO.customer_id == bindparam("customer"))
+    .order_by(_PO.id)
+)
+
+
+def plan_of(session: Session, scope: TenantScope, sub: Planned) -> Plan:
     """The plan `sub` is rated on: its version with the customer's price overrides, then the
     subscription's own (as the subscription's drafts apply them), so usage amounts and invoice
     lines agree."""
     from ratecard.services.customers import Override, SubscriptionOverride, apply_overrides
 
-    row = PlanVersionRepository(session, scope).get_version(sub.plan_code, sub.plan_version)
-    document = {"code": row.plan_code, "currency": row.currency, **row.document}
-    timeline = SubscriptionChangeRepository(session, scope).timeline(sub.id)
-    own = timeline[0].payload.get("price_overrides", []) if timeline else []
+    connection = session.connection()
+    params = {
+        "tenant": scope.tenant_id,
+        "mode": scope.mode,
+        "subscription": sub.id,
+        "customer": sub.customer_id,
+        "plan": sub.plan_code,
+        "version": sub.plan_version,
+    }
+    row = connection.execute(_PLAN_VERSION, params).one_or_none()
+    if row is None:  # the plan version's 404
+        PlanVersionRepository(session, scope).get_version(sub.plan_code, sub.plan_version)
+        raise AssertionError("unreachable: the version is missing")
+    document = {"code": sub.plan_code, "currency": row.currency, **row.document}
+    own = (row.first_change or {}).get("price_overrides", [])
     overrides: list[Override] = [
-        *PriceOverrideRepository(session, scope).for_customer(sub.customer_id),
+        *(SubscriptionOverride(*o) for o in connection.execute(_PRICE_OVERRIDES, params)),
         *(SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"])) for o in own),
     ]
     document = apply_overrides(document, overrides) or document
@@ -416,9 +517,13 @@ def usage_lines(
     for charge in plan.charges:
         if charge.meter_code is None:
             continue
-        with_values = charge.model is ChargeModel.PERCENTAGE
         result = reader.result(customer_id, charge.meter_code, period)
-        usage = reader.usage(customer_id, charge.meter_code, period, with_values)
+        usage = Usage(
+            result.total.value,
+            reader.event_values(customer_id, charge.meter_code, period)
+            if charge.model is ChargeModel.PERCENTAGE
+            else (),
+        )
         rating = rate(charge.model, charge.price, usage)
         line = make_line(
             kind=LineKind.USAGE,
@@ -432,13 +537,61 @@ def usage_lines(
             plan_code=plan.code,
             plan_version=plan.version,
         )
-        out.append(MeterUsage(charge.code, charge.meter_code, period, result, line))
+        group_by = reader.spec(charge.meter_code).group_by
+        out.append(MeterUsage(charge.code, charge.meter_code, period, result, line, group_by))
     return tuple(out)
+
+
+class LiveSubscription(NamedTuple):
+    id: str
+    customer_id: str
+    plan_code: str
+    plan_version: int
+    period: Period  # the current one
+
+
+LIVE = ("active", "trialing", "past_due")  # statuses whose current period accrues usage
+
+# `UsageService.customer_usage`: the customer (no row: unknown), with its tenant's rounding and
+# each live subscription (a row with NULLs: none), ordered by id.
+_T, _S = TenantRow.__table__.c, SubscriptionRow.__table__.c
+_LIVE_SUBSCRIPTIONS = (
+    select(
+        _T.rounding_mode,
+        _S.id,
+        _S.plan_code,
+        _S.plan_version,
+        _S.current_period_start_at,
+        _S.current_period_end_at,
+    )
+    .select_from(CustomerRow.__table__)
+    .join(TenantRow.__table__, _T.id == _C.tenant_id)
+    .outerjoin(
+        SubscriptionRow.__table__,
+        (_S.tenant_id == _C.tenant_id)
+        & (_S.mode == _C.mode)
+        & (_S.customer_id == _C.id)
+        & _S.status.in_(LIVE),
+    )
+    .where(_C.tenant_id == bindparam("tenant"), _C.mode == bindparam("mode"))
+    .where(_C.id == bindparam("customer"))
+    .order_by(_S.id)
+)
+
+
+def _subscription_usage(
+    reader: UsageReader, sub: LiveSubscription, rounding: RoundingMode
+) -> SubscriptionUsage:
+    plan = plan_of(reader.session, reader.scope, sub)
+    reader.load_specs([c.meter_code for c in plan.charges if c.meter_code is not None])
+    lines = usage_lines(reader, sub.customer_id, plan, sub.period, rounding)
+    return SubscriptionUsage(sub.id, sub.customer_id, sub.period, lines, plan.code, plan.currency)
 
 
 class UsageService:
     def __init__(self, sessions: sessionmaker[Session], clock: Clock) -> None:
         self._sessions = sessions
+        self._readers = read_only(sessions)
         self._clock = clock
 
     def _uow(self, scope: TenantScope) -> UnitOfWork:
@@ -447,8 +600,10 @@ class UsageService:
     def meter_usage(
         self, scope: TenantScope, customer_id: str, meter_code: str, period: Period
     ) -> MeterResult:
-        with self._uow(scope) as uow:
-            reader = UsageReader(uow.session, scope)
+        # A bare read-only session, not a unit of work: its listeners and repositories cost
+        # a fifth of a query; each statement here names the scope itself.
+        with self._readers() as session:
+            reader = UsageReader(session, scope)
             reader.checked(customer_id, meter_code)
             return reader.result(customer_id, meter_code, period)
 
@@ -469,25 +624,54 @@ class UsageService:
 
     def subscription_usage(self, scope: TenantScope, subscription_id: str) -> SubscriptionUsage:
         """Usage and cost so far of the subscription's current period."""
-        with self._uow(scope) as uow:
-            sub = uow.subscriptions.get(subscription_id)
-            plan = plan_of(uow.session, scope, sub)
-            tenant = uow.session.get(TenantRow, scope.tenant_id)
+        with self._readers() as session:
+            sub = SubscriptionRepository(session, scope).get(subscription_id)
+            tenant = session.get(TenantRow, scope.tenant_id)
             assert tenant is not None
-            period = Period(sub.current_period_start_at, sub.current_period_end_at)
-            reader = UsageReader(uow.session, scope)
-            lines = usage_lines(
-                reader, sub.customer_id, plan, period, RoundingMode(tenant.rounding_mode)
+            live = LiveSubscription(
+                sub.id,
+                sub.customer_id,
+                sub.plan_code,
+                sub.plan_version,
+                Period(sub.current_period_start_at, sub.current_period_end_at),
             )
-            return SubscriptionUsage(sub.id, sub.customer_id, period, lines)
+            reader = UsageReader(session, scope)
+            return _subscription_usage(reader, live, RoundingMode(tenant.rounding_mode))
 
     def customer_usage(self, scope: TenantScope, customer_id: str) -> list[SubscriptionUsage]:
-        """Current-period usage of each of the customer's live subscriptions."""
-        with self._uow(scope) as uow:
-            uow.customers.get(customer_id)
-            subs = uow.subscriptions.list(customer_id=customer_id, limit=1000)
-            ids = [s.id for s in subs if s.status in ("active", "trialing", "past_due")]
-        return [self.subscription_usage(scope, sub_id) for sub_id in ids]
+        """Current-period usage of each of the customer's live subscriptions.
+
+        One read-only session and a few statements for it all (a customer's usage is read at
+        every portal view and alert check): the customer, its live subscriptions and the
+        tenant's rounding in one, each plan in two, each meter's definition once, and each
+        meter's value from its rollups and the raw events at the period's edges in two.
+        """
+        with self._readers() as session:
+            found = session.connection().execute(
+                _LIVE_SUBSCRIPTIONS,
+                {"tenant": scope.tenant_id, "mode": scope.mode, "customer": customer_id},
+            )
+            rows = found.all()
+            if not rows:  # the customer's 404
+                CustomerRepository(session, scope).get(customer_id)
+                raise AssertionError("unreachable: the customer is missing")
+            rounding = RoundingMode(rows[0].rounding_mode)
+            reader = UsageReader(session, scope)
+            return [
+                _subscription_usage(
+                    reader,
+                    LiveSubscription(
+                        row.id,
+                        customer_id,
+                        row.plan_code,
+                        row.plan_version,
+                        Period(row.current_period_start_at, row.current_period_end_at),
+                    ),
+                    rounding,
+                )
+                for row in rows
+                if row.id is not None
+            ]
 
     def usage_source(self, scope: TenantScope, customer_id: str) -> StoreUsage:
         return StoreUsage(self._sessions, scope, customer_id)

@@ -96,7 +96,7 @@ def _unrounded(value: MeterValue) -> str:
     return format(to_decimal(exact), "f")
 
 
-def _meter(usage: MeterUsage, group_by: tuple[str, ...]) -> MeterUsageView:
+def _meter(usage: MeterUsage) -> MeterUsageView:
     return MeterUsageView(
         charge_code=usage.charge_code,
         meter=usage.meter_code,
@@ -104,21 +104,20 @@ def _meter(usage: MeterUsage, group_by: tuple[str, ...]) -> MeterUsageView:
         unrounded_quantity=_unrounded(usage.result.total),
         events=usage.result.total.event_count,
         amount=usage.line.amount.format(),
-        groups=_groups(group_by, usage.result),
+        groups=_groups(usage.group_by, usage.result),
     )
 
 
-def _subscription(
-    report: SubscriptionUsage, plan_code: str, code: str, group_by: dict[str, tuple[str, ...]]
-) -> SubscriptionUsageView:
+def _subscription(report: SubscriptionUsage) -> SubscriptionUsageView:
+    code = report.currency
     total = Money(sum((m.line.amount.amount_minor for m in report.meters), 0), currency(code))
     return SubscriptionUsageView(
         subscription_id=report.subscription_id,
-        plan_code=plan_code,
+        plan_code=report.plan_code,
         period=PeriodView(start_at=report.period.start_at, end_at=report.period.end_at),
         currency=code,
         amount=total.format(),
-        meters=[_meter(m, group_by.get(m.meter_code, ())) for m in report.meters],
+        meters=[_meter(m) for m in report.meters],
     )
 
 
@@ -128,14 +127,7 @@ def get_usage(customer_id: CustomerId, ctx: Reader) -> CustomerUsage:
     amount it would bill so far (the invoice line it would produce now)."""
     scope = ctx.principal.scope
     reports = ctx.metering.usage.customer_usage(scope, customer_id)
-    views = []
-    with ctx.uow() as uow:
-        meters = {m.code: tuple(m.group_by or ()) for m in uow.meters.list(limit=1000)}
-        for report in reports:
-            sub = uow.subscriptions.get(report.subscription_id)
-            version = uow.plan_versions.get_version(sub.plan_code, sub.plan_version)
-            views.append(_subscription(report, sub.plan_code, version.currency, meters))
-    return CustomerUsage(customer_id=customer_id, subscriptions=views)
+    return CustomerUsage(customer_id=customer_id, subscriptions=[_subscription(r) for r in reports])
 
 
 class SeriesPoint(BaseModel):
