@@ -10,10 +10,13 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import FixedClock
+from ratecard.adapters.db import event_store
 from ratecard.adapters.db.models import MeterRow, PlanRow, PlanVersionRow, SubscriptionRow
 from ratecard.adapters.db.scope import TenantScope
+from ratecard.core.aggregation import MeterReset, MeterResult, aggregate
+from ratecard.core.periods import Period
 from ratecard.services.metering.ingestion import IngestionService
-from ratecard.services.metering.usage import UsageService
+from ratecard.services.metering.usage import UsageReader, UsageService
 from tests.integration.factories import customer, tenant_scope, uow
 
 PERIOD_START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -158,3 +161,15 @@ def setup(sessions: sessionmaker[Session], name: str = "Metered") -> Metering:
         IngestionService(sessions, clock),
         UsageService(sessions, clock),
     )
+
+
+def raw_usage(m: Metering, meter: str, period: Period) -> MeterResult:
+    """The meter's value over `period` aggregated from the raw events, as the reference."""
+    with m.sessions() as session:
+        reader = UsageReader(session, m.scope)
+        spec = reader.spec(meter)
+        lower = None if spec.reset is MeterReset.NEVER else period.start_at
+        events = event_store.read_events(
+            session, m.scope, m.customer_id, meter, start_at=lower, end_at=period.end_at
+        )
+    return aggregate(spec, [e for e, _ in events], period.start_at, period.end_at)

@@ -10,7 +10,6 @@ import pytest
 
 from ratecard.adapters.db import event_store
 from ratecard.adapters.db.models import PriceOverrideRow, SubscriptionChangeRow, SubscriptionRow
-from ratecard.core.aggregation import MeterReset, aggregate
 from ratecard.core.billing import BillingConventions
 from ratecard.core.errors import NotFound
 from ratecard.core.money import RoundingMode
@@ -21,7 +20,7 @@ from ratecard.services.metering.meters import redefine_meter
 from ratecard.services.metering.usage import Granularity, UsageReader, plan_of
 from ratecard.services.rating import SubscriptionSpec, subscription_drafts
 from tests.integration.factories import customer, uow
-from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, setup
+from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, raw_usage, setup
 
 METERS = ("api_calls", "tokens", "payments", "peak", "users", "storage")
 
@@ -54,17 +53,6 @@ def _load(m, n: int = 300, seed: int = 7) -> None:
     assert result.count("accepted") == len(events)
 
 
-def _raw(m, meter, period):
-    with m.sessions() as session:
-        reader = UsageReader(session, m.scope)
-        spec = reader.spec(meter)
-        lower = None if spec.reset is MeterReset.NEVER else period.start_at
-        events = event_store.read_events(
-            session, m.scope, m.customer_id, meter, start_at=lower, end_at=period.end_at
-        )
-        return aggregate(spec, [e for e, _ in events], period.start_at, period.end_at)
-
-
 def test_rollup_reads_equal_raw_aggregation_on_odd_periods(sessions):
     m = setup(sessions)
     _load(m)
@@ -76,7 +64,7 @@ def test_rollup_reads_equal_raw_aggregation_on_odd_periods(sessions):
     periods.append(Period(PERIOD_START + timedelta(minutes=5), PERIOD_START + timedelta(minutes=7)))
     for period in periods:
         for meter in METERS:
-            assert m.usage.meter_usage(m.scope, m.customer_id, meter, period) == _raw(
+            assert m.usage.meter_usage(m.scope, m.customer_id, meter, period) == raw_usage(
                 m, meter, period
             ), (meter, period)
 
@@ -93,7 +81,7 @@ def test_rounded_meters_read_the_same_from_rollups_and_raw_events(sessions):
     period = Period(PERIOD_START + timedelta(hours=5, minutes=7), PERIOD_END)
     for code in METERS:
         read = m.usage.meter_usage(m.scope, m.customer_id, code, period)
-        assert read == _raw(m, code, period), code
+        assert read == raw_usage(m, code, period), code
         with m.sessions() as session:
             rounding = UsageReader(session, m.scope).spec(code).rounding
         assert rounding is not None and read.total.unrounded is not None
@@ -156,7 +144,7 @@ def test_redefining_a_meter_reaggregates_from_raw_events(sessions):
         redefine_meter(work, "tokens", aggregation="max", filters={"model": ["a"]}, group_by=[])
         work.commit()
     after = m.usage.meter_usage(m.scope, m.customer_id, "tokens", period)
-    assert after == _raw(m, "tokens", period)
+    assert after == raw_usage(m, "tokens", period)
     assert after.total.value != before.total.value and after.groups == ()
     assert after.total.value == max(
         Decimal(e.properties["tokens"])
@@ -227,7 +215,7 @@ def test_merged_rollup_reads_equal_merging_each_stored_partial(sessions):
                 assert sum(p.event_count for p in got.values()) >= 1
     for meter in meters:
         period = Period(PERIOD_START + timedelta(minutes=30), end)
-        assert m.usage.meter_usage(m.scope, m.customer_id, meter, period) == _raw(
+        assert m.usage.meter_usage(m.scope, m.customer_id, meter, period) == raw_usage(
             m, meter, period
         ), meter
 
@@ -258,7 +246,7 @@ def test_rollups_keep_one_merged_row_per_hour_and_group(sessions):
     assert by_group[("b",)].value_max == Decimal(35)
     assert by_group[("b",)].latest_value == Decimal(35)  # batch 3, minute 5: the latest
     period = Period(PERIOD_START, PERIOD_END)
-    assert m.usage.meter_usage(m.scope, m.customer_id, "tokens", period) == _raw(
+    assert m.usage.meter_usage(m.scope, m.customer_id, "tokens", period) == raw_usage(
         m, "tokens", period
     )
 
@@ -298,9 +286,9 @@ def test_min_latest_and_average_from_merged_rollups_equal_raw_aggregation(sessio
         m.ingest(*events)
     period = Period(PERIOD_START, PERIOD_END)
     for code in ("low", "last", "mean"):
-        assert m.usage.meter_usage(m.scope, m.customer_id, code, period) == _raw(m, code, period), (
-            code
-        )
+        assert m.usage.meter_usage(m.scope, m.customer_id, code, period) == raw_usage(
+            m, code, period
+        ), code
 
 
 def test_group_values_with_copy_escapes_round_trip_through_rollups(sessions):
@@ -363,7 +351,7 @@ def test_customer_usage_reports_each_live_subscription_in_id_order(sessions):
         assert by_meter["tokens"].group_by == ("model",)
         assert by_meter["api_calls"].group_by == ()
         for code, used in by_meter.items():
-            assert used.result == _raw(m, code, report.period), code
+            assert used.result == raw_usage(m, code, report.period), code
     assert m.usage.customer_usage(m.scope, lone_id) == []
 
 

@@ -53,6 +53,7 @@ from sqlalchemy import (
     literal_column,
     select,
     union_all,
+    update,
 )
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
@@ -62,7 +63,10 @@ from ratecard.adapters.db.id_filter import IdFilter
 from ratecard.adapters.db.models import (
     EVENT_IDS,
     RECENT_EVENT_IDS,
+    ROLLUP_VALUES,
+    DailyRollupRow,
     EventRow,
+    RollupSealRow,
     UsageRollupRow,
     event_scoped_id,
 )
@@ -91,30 +95,83 @@ _NEWER = (
     "excluded.latest_at IS NOT NULL AND (r.latest_at IS NULL OR "
     "(excluded.latest_at, excluded.latest_seq) > (r.latest_at, r.latest_seq))"
 )
-_ROLLUP_MERGE = f"""
-INSERT INTO usage_rollups AS r ({_ROLLUP_COLUMNS})
-SELECT {_ROLLUP_COLUMNS} FROM rollup_staging
-ORDER BY customer_id, meter_code, hour_at, group_key
-ON CONFLICT (tenant_id, mode, customer_id, meter_code, hour_at, group_key) DO UPDATE SET
-    event_count = r.event_count + excluded.event_count,
+_MERGE_SET = f"""event_count = r.event_count + excluded.event_count,
     value_count = r.value_count + excluded.value_count,
     value_sum = r.value_sum + excluded.value_sum,
     value_min = LEAST(r.value_min, excluded.value_min),
     value_max = GREATEST(r.value_max, excluded.value_max),
     latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE r.latest_value END,
     latest_at = CASE WHEN {_NEWER} THEN excluded.latest_at ELSE r.latest_at END,
-    latest_seq = CASE WHEN {_NEWER} THEN excluded.latest_seq ELSE r.latest_seq END
+    latest_seq = CASE WHEN {_NEWER} THEN excluded.latest_seq ELSE r.latest_seq END"""
+_ROLLUP_MERGE = f"""
+INSERT INTO usage_rollups AS r ({_ROLLUP_COLUMNS})
+SELECT {_ROLLUP_COLUMNS} FROM rollup_staging
+ORDER BY customer_id, meter_code, hour_at, group_key
+ON CONFLICT (tenant_id, mode, customer_id, meter_code, hour_at, group_key) DO UPDATE SET
+    {_MERGE_SET}
 """
-# The listed keys first (CROSS JOIN keeps that order), each looked up in the primary key;
-# ``(...) IN (VALUES ...)`` would scan the table.
-_ROLLUP_READ = (
-    "WITH k (tenant_id, mode, customer_id, meter_code, hour_at, group_key) AS (VALUES %s) "
-    "SELECT r.tenant_id, r.mode, r.customer_id, r.meter_code, r.hour_at, r.group_key, "
-    "r.event_count, r.value_count, r.value_sum, r.value_min, r.value_max, r.latest_value, "
-    "r.latest_at, r.latest_seq FROM k CROSS JOIN usage_rollups AS r "
-    "ON r.tenant_id = k.tenant_id AND r.mode = k.mode AND r.customer_id = k.customer_id "
-    "AND r.meter_code = k.meter_code AND r.hour_at = k.hour_at AND r.group_key = k.group_key"
+# The daily level (`models.DailyRollupRow`, migration 0016).
+_DAILY_COLUMNS = _ROLLUP_COLUMNS.replace("hour_at", "day_at")
+_DAY = timedelta(days=1)
+# A day is sealed this long after it ended: the late events of its last minutes mostly arrive
+# before, and are then written once rather than to their hour and their day.
+SEAL_LAG = timedelta(hours=1)
+_SEALED = "(SELECT sealed_before FROM rollup_seal WHERE id = 1)"
+# The merge of rollup rows ``r`` (hourly or daily, ``at`` their start) per key, as
+# `Partial.merge` does it: the newest row of a group is the one that starts last, since each
+# row's latest event lies within its own hour or day. ``max`` of ``[start, seq, value]`` arrays
+# picks it in one pass (``array_agg(... ORDER BY ...)`` sorted each group twice). The start's
+# epoch is whole seconds, exact in any PostgreSQL's ``extract``.
+_NEWEST = (
+    "max(ARRAY[extract(epoch FROM {at})::numeric, latest_seq, latest_value]) "
+    "FILTER (WHERE latest_at IS NOT NULL)"
 )
+_MERGED_VALUES_POSTGRES = (
+    "sum(event_count), sum(value_count), sum(value_sum), min(value_min), max(value_max), "
+    f"({_NEWEST})[3], max(latest_at), coalesce(({_NEWEST})[2], 0)::bigint"
+)
+_DAY_OF_HOUR = "date_trunc('day', hour_at, 'UTC')"
+# After a round's hourly merge, the round's rows of sealed days into their days' rows. The seal
+# is read after the hourly merge took its lock on the rollups, which `seal_rollups` waits for.
+_DAILY_MERGE = f"""
+INSERT INTO usage_rollups_daily AS r ({_DAILY_COLUMNS})
+SELECT tenant_id, mode, customer_id, meter_code, {_DAY_OF_HOUR}, group_key,
+    {_MERGED_VALUES_POSTGRES.format(at="hour_at")}
+FROM rollup_staging WHERE hour_at < {_SEALED}
+GROUP BY tenant_id, mode, customer_id, meter_code, {_DAY_OF_HOUR}, group_key
+ORDER BY customer_id, meter_code, {_DAY_OF_HOUR}, group_key
+ON CONFLICT (tenant_id, mode, customer_id, meter_code, day_at, group_key) DO UPDATE SET
+    {_MERGE_SET}
+"""
+
+
+class _Level(NamedTuple):
+    """SQLite's statements for one level of rollups (hourly or daily)."""
+
+    table: str
+    read: str  # the stored rows of listed keys (`_stored_rollups`)
+    write: str  # a row, merged already (``INSERT OR REPLACE``)
+
+
+def _level(table: str, at: str) -> _Level:
+    # The listed keys first (CROSS JOIN keeps that order), each looked up in the primary key;
+    # ``(...) IN (VALUES ...)`` would scan the table.
+    key = f"tenant_id, mode, customer_id, meter_code, {at}, group_key"
+    read = (
+        f"WITH k ({key}) AS (VALUES %s) "
+        f"SELECT r.tenant_id, r.mode, r.customer_id, r.meter_code, r.{at}, r.group_key, "
+        "r.event_count, r.value_count, r.value_sum, r.value_min, r.value_max, r.latest_value, "
+        f"r.latest_at, r.latest_seq FROM k CROSS JOIN {table} AS r "
+        "ON r.tenant_id = k.tenant_id AND r.mode = k.mode AND r.customer_id = k.customer_id "
+        f"AND r.meter_code = k.meter_code AND r.{at} = k.{at} AND r.group_key = k.group_key"
+    )
+    columns = _ROLLUP_COLUMNS.replace("hour_at", at)
+    write = f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({', '.join('?' * 14)})"
+    return _Level(table, read, write)
+
+
+_HOURLY = _level("usage_rollups", "hour_at")
+_DAILY = _level("usage_rollups_daily", "day_at")
 _ROLLUP_CHUNK = 150  # keys per read: 900 parameters
 _STAGING_TABLE = "event_staging_v3"
 _STAGING = f"""
@@ -303,6 +360,7 @@ def copy_text(columns: Sequence[Sequence[str]]) -> str:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
+_TICK = timedelta(microseconds=1)
 
 
 def hour_number(at: datetime) -> int:
@@ -666,12 +724,13 @@ def add_rollups(
     partials: Iterable[tuple[str, str, datetime, GroupKey, Partial]],
 ) -> int:
     """Merge partials ``(customer_id, meter_code, hour_at, group, partial)`` into the rollups
-    (one row per key, `Partial.merge` semantics); return how many keys were written.
+    (one row per key, `Partial.merge` semantics); return how many keys were written. Those of
+    sealed days merge into their days' rows too (`seal_rollups`).
 
     PostgreSQL: ``COPY`` into a staging table, then one ``INSERT ... ON CONFLICT DO UPDATE``
     doing the merge in SQL (NUMERIC sums are exact; keys in one order, so concurrent writers
-    do not deadlock). SQLite: the transaction holds the write lock, so the rows are read,
-    merged here and written back with one ``executemany``.
+    do not deadlock), and one more for the days. SQLite: the transaction holds the write lock,
+    so the rows are read, merged here and written back with one ``executemany``.
     """
     merged: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
     for customer_id, meter_code, hour_at, key, partial in partials:
@@ -684,8 +743,33 @@ def add_rollups(
     if session.get_bind().dialect.name == "postgresql":
         _merge_rollups_postgres(session, dbapi, scope, merged)
     else:
-        _merge_rollups_sqlite(dbapi, scope, merged)
+        _merge_rollups_sqlite(dbapi, scope, merged, _HOURLY)
+        sealed = _sealed_before(dbapi)
+        if sealed is not None and min(hour for _, _, hour, _ in merged) < sealed:
+            days: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
+            for (customer_id, meter_code, hour_at, key), partial in merged.items():
+                if hour_at < sealed:
+                    at = (customer_id, meter_code, day_of(hour_at), key)
+                    current = days.get(at)
+                    days[at] = partial if current is None else current.merge(partial)
+            _merge_rollups_sqlite(dbapi, scope, days, _DAILY)
     return len(merged)
+
+
+def day_of(at: datetime) -> datetime:
+    """The UTC midnight that starts `at`'s day: its daily rollup's key."""
+    return _EPOCH + (at - _EPOCH) // _DAY * _DAY
+
+
+def _sealed_before(dbapi: Any) -> datetime | None:
+    """SQLite: the seal (`seal_rollups`), read in the caller's transaction."""
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute("SELECT sealed_before FROM rollup_seal WHERE id = 1")
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return None if row is None or row[0] is None else stored_instant(row[0])
 
 
 def _rollup_row(
@@ -756,32 +840,32 @@ def _merge_rollups_postgres(
         with cursor.copy(f"COPY rollup_staging ({_ROLLUP_COLUMNS}) FROM STDIN") as copy:
             copy.write(copy_text(columns))
         cursor.execute(_ROLLUP_MERGE)
+        cursor.execute(_DAILY_MERGE)
 
 
 def _merge_rollups_sqlite(
-    dbapi: Any, scope: TenantScope, merged: dict[tuple[str, str, datetime, GroupKey], Partial]
+    dbapi: Any,
+    scope: TenantScope,
+    merged: dict[tuple[str, str, datetime, GroupKey], Partial],
+    level: _Level,
 ) -> None:
     instant = _instants()
     keys = [(_rollup_key(scope, key, instant), fresh) for key, fresh in merged.items()]
     cursor = dbapi.cursor()
     try:
-        stored = _stored_rollups(cursor, [key for key, _ in keys])
+        stored = _stored_rollups(cursor, level, [key for key, _ in keys])
         rows = []
         for key_columns, fresh in keys:
             row = stored.get(key_columns)
             partial = fresh if row is None else _stored_partial(row).merge(fresh)
             rows.append(key_columns + _rollup_values(partial, instant))
-        cursor.executemany(
-            f"INSERT OR REPLACE INTO usage_rollups ({_ROLLUP_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        cursor.executemany(level.write, rows)
     finally:
         cursor.close()
 
 
 def _stored_rollups(
-    cursor: Any, keys: Sequence[tuple[Any, ...]]
+    cursor: Any, level: _Level, keys: Sequence[tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """The stored value columns of the rollup rows with these keys (`_rollup_key`), by key:
     a query per `_ROLLUP_CHUNK` keys, each key found through the primary key."""
@@ -789,14 +873,14 @@ def _stored_rollups(
     for start in range(0, len(keys), _ROLLUP_CHUNK):
         chunk = keys[start : start + _ROLLUP_CHUNK]
         values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
-        cursor.execute(_ROLLUP_READ % values, [value for key in chunk for value in key])
+        cursor.execute(level.read % values, [value for key in chunk for value in key])
         for row in cursor.fetchall():
             found[tuple(row[:6])] = tuple(row[6:])
     return found
 
 
 def _stored_partial(row: Sequence[Any]) -> Partial:
-    """A partial from SQLite's stored text (the value columns `_ROLLUP_READ` gives)."""
+    """A partial from SQLite's stored text (the value columns `_Level.read` gives)."""
     events, values, total, low, high, latest, at, seq = row
     return Partial(
         int(events),
@@ -876,26 +960,60 @@ def merged_rollups(
 ) -> dict[GroupKey, Partial]:
     """`read_rollups` merged per group (`merge_groups`), aggregated by the database.
 
-    The usage hot path: one indexed range read that returns one row per group. PostgreSQL
-    merges in SQL (NUMERIC sums are exact). SQLite sums the counts and picks the latest row in
-    SQL (text instants compare in time order), and hands the decimal texts over joined, to be
-    added exactly here.
+    The usage hot path: one statement that returns one row per group. The whole sealed days
+    of the span are read from their daily rows, the hours around them from hourly rows (three
+    indexed ranges, the seal read in the same statement, so a sealing that commits meanwhile
+    is seen wholly or not at all). PostgreSQL merges in SQL (NUMERIC sums are exact). SQLite
+    sums the counts and picks the latest row in SQL (text instants compare in time order), and
+    hands the decimal texts over joined, to be added exactly here.
     """
     postgres = session.get_bind().dialect.name == "postgresql"
-    mark = "%s" if postgres else "?"
-    where = (
-        f"WHERE tenant_id = {mark} AND mode = {mark} AND customer_id = {mark} "
-        f"AND meter_code = {mark} AND hour_at < {mark}"
+    # Sealed days are read in [first_day, min(last_day, seal)); hours in [from_hour,
+    # first_day) and from the end of the days read to `to_hour`.
+    first_day = None if from_hour is None else day_of(from_hour + _DAY - _TICK)
+    last_day = day_of(to_hour)
+    if postgres:
+        bottom, seal = "'-infinity'::timestamptz", f"coalesce({_SEALED}, '-infinity')"
+        least, greatest = "least", "greatest"
+    else:
+        bottom, seal = "''", f"coalesce({_SEALED}, '')"
+        least, greatest = "min", "max"
+    mark = "%({})s" if postgres else ":{}"
+    days_to = f"{least}({mark.format('last_day')}, {seal})"
+    first = bottom if first_day is None else mark.format("first_day")
+    scope_where = (
+        f"tenant_id = {mark.format('tenant')} AND mode = {mark.format('mode')} "
+        f"AND customer_id = {mark.format('customer')} AND meter_code = {mark.format('meter')}"
     )
-    upper = to_hour if postgres else sqlite_instant_text(to_hour)
-    params: list[Any] = [scope.tenant_id, scope.mode.value, customer_id, meter_code, upper]
+    values = f"group_key, {', '.join(ROLLUP_VALUES)}"
+    parts = [
+        f"SELECT day_at AS at, {values} FROM usage_rollups_daily WHERE {scope_where} "
+        f"AND day_at >= {first} AND day_at < {days_to}",
+        f"SELECT hour_at, {values} FROM usage_rollups WHERE {scope_where} "
+        f"AND hour_at >= {greatest}({first}, {days_to}) AND hour_at < {mark.format('to')}",
+    ]
     if from_hour is not None:
-        where += f" AND hour_at >= {mark}"
-        params.append(from_hour if postgres else sqlite_instant_text(from_hour))
+        parts.append(
+            f"SELECT hour_at, {values} FROM usage_rollups WHERE {scope_where} "
+            f"AND hour_at >= {mark.format('from')} "
+            f"AND hour_at < {least}({mark.format('to')}, {first})"
+        )
+    instant = (lambda at: at) if postgres else sqlite_instant_text
+    params: dict[str, Any] = {
+        "tenant": scope.tenant_id,
+        "mode": scope.mode.value,
+        "customer": customer_id,
+        "meter": meter_code,
+        "last_day": instant(last_day),
+        "to": instant(to_hour),
+    }
+    if from_hour is not None and first_day is not None:
+        params |= {"from": instant(from_hour), "first_day": instant(first_day)}
+    union = " UNION ALL ".join(parts)
     dbapi: Any = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
-        cursor.execute((_MERGED_POSTGRES if postgres else _MERGED_SQLITE).format(where), params)
+        cursor.execute((_MERGED_POSTGRES if postgres else _MERGED_SQLITE).format(union), params)
         rows = cursor.fetchall()
     finally:
         cursor.close()
@@ -904,9 +1022,8 @@ def merged_rollups(
 
 
 def _postgres_merged(row: Sequence[Any]) -> Partial:
-    _, events, values, total, low, high, at, newest = row
-    latest, seq = (None, 0) if newest is None else (newest[2], int(newest[1]))
-    return Partial(int(events), int(values), total, low, high, latest, at, seq)
+    _, events, values, total, low, high, latest, at, seq = row
+    return Partial(int(events), int(values), total, low, high, latest, at, int(seq))
 
 
 def _sqlite_merged(row: Sequence[Any]) -> Partial:
@@ -923,15 +1040,9 @@ def _sqlite_merged(row: Sequence[Any]) -> Partial:
     )
 
 
-# A group's rows are one an hour, and each row's latest event lies in its hour: the newest of
-# them is the row of the last hour that has one. ``max`` of ``[hour, seq, value]`` arrays picks
-# it in one pass (two ``array_agg(... ORDER BY ...)`` sorted each group twice: a third of the
-# query). The hour's epoch is whole seconds, exact in any PostgreSQL's ``extract``.
 _MERGED_POSTGRES = (
-    "SELECT group_key, sum(event_count), sum(value_count), sum(value_sum), min(value_min), "
-    "max(value_max), max(latest_at), max(ARRAY[extract(epoch FROM hour_at)::numeric, "
-    "latest_seq, latest_value]) FILTER (WHERE latest_at IS NOT NULL) "
-    "FROM usage_rollups {} GROUP BY group_key"
+    f"SELECT group_key, {_MERGED_VALUES_POSTGRES.format(at='at')} FROM ({{}}) AS u "
+    "GROUP BY group_key"
 )
 # The bare columns of an aggregate query with a single max() come from the row that has the
 # maximum (SQLite documents this): here, the row with the latest (latest_at, latest_seq).
@@ -939,7 +1050,7 @@ _MERGED_SQLITE = (
     "SELECT group_key, sum(event_count), sum(value_count), group_concat(value_sum, ' '), "
     "group_concat(value_min, ' '), group_concat(value_max, ' '), latest_value, latest_at, "
     "latest_seq, max(latest_at || printf(' %020d', latest_seq)) "
-    "FROM usage_rollups {} GROUP BY group_key"
+    "FROM ({}) GROUP BY group_key"
 )
 
 
@@ -961,10 +1072,157 @@ def _most(texts: str | None) -> Decimal | None:
 def delete_rollups(
     session: Session, scope: TenantScope, meter_code: str | None, since: datetime | None
 ) -> None:
-    r = UsageRollupRow
-    statement = delete(r).where(r.tenant_id == scope.tenant_id, r.mode == scope.mode)
-    if meter_code is not None:
-        statement = statement.where(r.meter_code == meter_code)
-    if since is not None:
-        statement = statement.where(r.hour_at >= since)
-    session.execute(statement)
+    """Drop rollups (of one meter, from the UTC midnight `since`), hourly and daily alike."""
+    assert since is None or since == day_of(since), "whole days: a daily row is all or nothing"
+    for table, at in (
+        (UsageRollupRow, UsageRollupRow.hour_at),
+        (DailyRollupRow, DailyRollupRow.day_at),
+    ):
+        statement = delete(table).where(
+            table.tenant_id == scope.tenant_id, table.mode == scope.mode
+        )
+        if meter_code is not None:
+            statement = statement.where(table.meter_code == meter_code)
+        if since is not None:
+            statement = statement.where(at >= since)
+        session.execute(statement)
+
+
+def seal_rollups(session: Session, before: datetime, *, one_day: bool = False) -> datetime:
+    """Make the daily rollups of the UTC days that end by `before` and move the seal past
+    them; return the seal. With `one_day`, stop after the first day that has hourly rows (a
+    writer catching up a long history holds the lock a day's work at a time). The caller
+    commits.
+
+    A day's row is the merge of its hourly rows (`models.DailyRollupRow`). Once sealed, a day
+    is kept whole by `add_rollups`, which merges every later write to its hours into it. On
+    PostgreSQL the sealing locks the rollups against writers (``SHARE ROW EXCLUSIVE``: readers
+    go on): it waits for the rounds in flight, which then are in its sums, and a round after
+    it reads the new seal. On SQLite the write lock does the same. Hourly rows are found a
+    (customer, meter) at a time through the primary key, not by a scan of them all.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    connection = session.connection()
+    dbapi: Any = connection.connection.dbapi_connection
+    if postgres:
+        connection.exec_driver_sql("LOCK TABLE usage_rollups IN SHARE ROW EXCLUSIVE MODE")
+    sealed = session.scalar(select(RollupSealRow.sealed_before).where(RollupSealRow.id == 1))
+    end = day_of(before)
+    if sealed is not None and end <= sealed:
+        return sealed
+    first = _first_hour(dbapi, postgres, sealed)
+    if first is not None and first < end:
+        if one_day:
+            end = day_of(first) + _DAY
+        if postgres:
+            connection.exec_driver_sql(_SEAL_POSTGRES, {"start": first, "end": end})
+        else:
+            _seal_sqlite(dbapi, first, end)
+    session.execute(update(RollupSealRow).where(RollupSealRow.id == 1).values(sealed_before=end))
+    return end
+
+
+_PREFIX = "tenant_id, mode, customer_id, meter_code"
+# Each (customer, meter) of the rollups in turn: a recursive walk of the primary key, a seek a
+# step, then a seek into its hours. Not a scan of every hourly row.
+_PREFIXES_POSTGRES = f"""
+WITH RECURSIVE p AS (
+    (SELECT {_PREFIX} FROM usage_rollups ORDER BY {_PREFIX} LIMIT 1)
+    UNION ALL
+    SELECT n.* FROM p CROSS JOIN LATERAL (
+        SELECT {_PREFIX} FROM usage_rollups
+        WHERE ({_PREFIX}) > (p.tenant_id, p.mode, p.customer_id, p.meter_code)
+        ORDER BY {_PREFIX} LIMIT 1
+    ) AS n
+)"""
+_OWN_HOURS = (
+    "u.tenant_id = p.tenant_id AND u.mode = p.mode AND u.customer_id = p.customer_id "
+    "AND u.meter_code = p.meter_code AND u.hour_at >= %(start)s"
+)
+_FIRST_HOUR_POSTGRES = f"""{_PREFIXES_POSTGRES}
+SELECT min(f.hour_at) FROM p CROSS JOIN LATERAL (
+    SELECT hour_at FROM usage_rollups AS u WHERE {_OWN_HOURS} ORDER BY hour_at LIMIT 1
+) AS f"""
+_SEAL_POSTGRES = f"""{_PREFIXES_POSTGRES}
+INSERT INTO usage_rollups_daily AS r ({_DAILY_COLUMNS})
+SELECT h.tenant_id, h.mode, h.customer_id, h.meter_code, date_trunc('day', h.hour_at, 'UTC'),
+    h.group_key, {_MERGED_VALUES_POSTGRES.format(at="h.hour_at")}
+FROM p CROSS JOIN LATERAL (
+    SELECT * FROM usage_rollups AS u WHERE {_OWN_HOURS} AND u.hour_at < %(end)s
+) AS h
+GROUP BY h.tenant_id, h.mode, h.customer_id, h.meter_code, date_trunc('day', h.hour_at, 'UTC'),
+    h.group_key
+ON CONFLICT (tenant_id, mode, customer_id, meter_code, day_at, group_key) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in ROLLUP_VALUES)}
+"""
+_NEXT_PREFIX = (
+    f"SELECT {_PREFIX} FROM usage_rollups WHERE ({_PREFIX}) > (?, ?, ?, ?) "
+    f"ORDER BY {_PREFIX} LIMIT 1"
+)
+_FIRST_HOUR_SQLITE = (
+    "SELECT min(hour_at) FROM usage_rollups WHERE tenant_id = ? AND mode = ? "
+    "AND customer_id = ? AND meter_code = ? AND hour_at >= ?"
+)
+_PREFIX_HOURS = (
+    "SELECT hour_at, group_key, event_count, value_count, value_sum, value_min, value_max, "
+    "latest_value, latest_at, latest_seq FROM usage_rollups WHERE tenant_id = ? AND mode = ? "
+    "AND customer_id = ? AND meter_code = ? AND hour_at >= ? AND hour_at < ?"
+)
+
+
+def _first_hour(dbapi: Any, postgres: bool, start: datetime | None) -> datetime | None:
+    """The first hour at or after `start` (None: the first of all) that has a rollup row."""
+    cursor = dbapi.cursor()
+    try:
+        if postgres:
+            cursor.execute(
+                _FIRST_HOUR_POSTGRES, {"start": start or datetime.min.replace(tzinfo=UTC)}
+            )
+            found = cursor.fetchone()[0]
+            return None if found is None else _utc(found)
+        lowest = None
+        bound = "" if start is None else sqlite_instant_text(start)
+        for prefix in _prefixes_sqlite(cursor):
+            cursor.execute(_FIRST_HOUR_SQLITE, (*prefix, bound))
+            (hour,) = cursor.fetchone()
+            if hour is not None and (lowest is None or hour < lowest):
+                lowest = hour
+        return None if lowest is None else stored_instant(lowest)
+    finally:
+        cursor.close()
+
+
+def _prefixes_sqlite(cursor: Any) -> Iterator[tuple[Any, ...]]:
+    """SQLite: each (tenant, mode, customer, meter) of the rollups, a seek each."""
+    prefix: tuple[Any, ...] = ("", "", "", "")
+    while True:
+        cursor.execute(_NEXT_PREFIX, prefix)
+        found = cursor.fetchone()
+        if found is None:
+            return
+        prefix = tuple(found)
+        yield prefix
+
+
+def _seal_sqlite(dbapi: Any, start: datetime, end: datetime) -> None:
+    """SQLite: `seal_rollups`'s daily rows of ``[start, end)``, merged here (exact decimals)."""
+    bounds = (sqlite_instant_text(start), sqlite_instant_text(end))
+    instant = _instants()
+    cursor, reader = dbapi.cursor(), dbapi.cursor()
+    try:
+        for prefix in _prefixes_sqlite(cursor):
+            days: dict[tuple[str, str], Partial] = {}
+            reader.execute(_PREFIX_HOURS, (*prefix, *bounds))
+            for row in reader.fetchall():
+                key = (instant(day_of(stored_instant(row[0]))), row[1])
+                partial = _stored_partial(row[2:])
+                current = days.get(key)
+                days[key] = partial if current is None else current.merge(partial)
+            rows = [
+                (*prefix, day, group, *_rollup_values(p, instant))
+                for (day, group), p in days.items()
+            ]
+            reader.executemany(_DAILY.write, rows)
+    finally:
+        cursor.close()
+        reader.close()

@@ -427,6 +427,7 @@ RECENT_EVENT_IDS = _id_tier("event_ids_recent")
 
 
 ROLLUP_KEY = ("tenant_id", "mode", "customer_id", "meter_code", "hour_at", "group_key")
+DAILY_KEY = ("tenant_id", "mode", "customer_id", "meter_code", "day_at", "group_key")
 ROLLUP_VALUES = (
     "event_count",
     "value_count",
@@ -439,7 +440,20 @@ ROLLUP_VALUES = (
 )
 
 
-class UsageRollupRow(TenantScoped, Base):
+class RollupValues:
+    """Mixin: the merged partial a rollup row holds (`core.rollups.Partial`, `ROLLUP_VALUES`)."""
+
+    event_count: Mapped[int] = mapped_column(BigInteger)
+    value_count: Mapped[int] = mapped_column(BigInteger)
+    value_sum: Mapped[Decimal]
+    value_min: Mapped[Decimal | None]
+    value_max: Mapped[Decimal | None]
+    latest_value: Mapped[Decimal | None]
+    latest_at: Mapped[datetime | None]
+    latest_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageRollupRow(TenantScoped, RollupValues, Base):
     """The merged aggregate of one hour of one (customer, meter, group); partials merge exactly.
 
     One row per key: ingestion merges each commit's partials into it (`event_store.add_rollups`).
@@ -460,14 +474,37 @@ class UsageRollupRow(TenantScoped, Base):
     meter_code: Mapped[str] = mapped_column(CODE)
     hour_at: Mapped[datetime]
     group_key: Mapped[str] = mapped_column(String(1000))  # JSON array of the group values
-    event_count: Mapped[int] = mapped_column(BigInteger)
-    value_count: Mapped[int] = mapped_column(BigInteger)
-    value_sum: Mapped[Decimal]
-    value_min: Mapped[Decimal | None]
-    value_max: Mapped[Decimal | None]
-    latest_value: Mapped[Decimal | None]
-    latest_at: Mapped[datetime | None]
-    latest_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class DailyRollupRow(TenantScoped, RollupValues, Base):
+    """The merge of one sealed UTC day's hourly rollups of one (customer, meter, group).
+
+    A usage query reads a row a day for the whole days it covers instead of 24 (`event_store.
+    merged_rollups`). Days before `RollupSealRow.sealed_before` have them: `event_store.
+    seal_rollups` makes a day's once it is over, and every later write to an hour of a sealed
+    day (a late event, a rebuild) merges into its day's row in the same transaction
+    (`event_store.add_rollups`). The hourly rows stay: hourly series and partial days read them.
+    """
+
+    __tablename__ = "usage_rollups_daily"
+    __table_args__ = (
+        PrimaryKeyConstraint(*DAILY_KEY, postgresql_include=list(ROLLUP_VALUES)),
+        {"sqlite_with_rowid": False},
+    )
+
+    customer_id: Mapped[str] = mapped_column(ID)
+    meter_code: Mapped[str] = mapped_column(CODE)
+    day_at: Mapped[datetime]
+    group_key: Mapped[str] = mapped_column(String(1000))
+
+
+class RollupSealRow(Base):
+    """The one row (id 1) saying up to which instant the daily rollups are complete."""
+
+    __tablename__ = "rollup_seal"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    sealed_before: Mapped[datetime | None]  # a UTC midnight; None: no day sealed yet
 
 
 class MeteringPolicyRow(TenantScoped, Base):

@@ -239,6 +239,10 @@ class GroupCommitter:
                 continue
             self.rounds += 1
             self._committed(list(zip(group, outcomes, strict=True)))
+        try:  # between rounds, in the writer: sealing waits for rounds in flight anyway
+            self._ingestion.seal_due()
+        except Exception:  # the days stay unsealed (reads stay exact); the next round retries
+            log.exception("sealing the daily rollups failed")
 
     def _committed(self, stored: list[tuple[_Job, Stored]]) -> None:
         """Answer batches whose commit returned: now, or once `durable` has run after it."""

@@ -200,6 +200,20 @@ class IngestionService:
         self._sessions = sessions
         self._clock = clock
         self.listeners = list(listeners)
+        self._sealed: datetime | None = None  # the seal as this service last saw it
+
+    def seal_due(self) -> datetime:
+        """Seal the days of rollups that ended `SEAL_LAG` ago or more (`event_store.
+        seal_rollups`), in a transaction of its own: up to the first day with rollups per call,
+        so that a store with a long unsealed history catches up a day per writer round.
+        Returns the seal."""
+        due = event_store.day_of(self._clock.now() - event_store.SEAL_LAG)
+        if self._sealed is not None and self._sealed >= due:
+            return self._sealed
+        with self._sessions() as session:
+            self._sealed = event_store.seal_rollups(session, due, one_day=True)
+            session.commit()
+        return self._sealed
 
     def prepare(self, items: Sequence[Any]) -> Prepared:
         """Validate `items` (native events) one by one, without the store: pure CPU."""

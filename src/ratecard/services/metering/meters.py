@@ -118,8 +118,9 @@ def redefine_meter(
 def rebuild_rollups(
     session: Session, scope: TenantScope, meter: MeterRow, *, since: datetime | None = None
 ) -> int:
-    """Drop the meter's rollups (from the hour of `since`) and rebuild them from raw events."""
-    since_hour = hour_of(since) if since is not None else None
+    """Drop the meter's rollups (from the UTC day of `since`: a sealed day's row is rebuilt
+    whole) and rebuild them from raw events."""
+    since_hour = event_store.day_of(since) if since is not None else None
     event_store.delete_rollups(session, scope, meter.code, since_hour)
     spec = meter_spec(meter)
     if not decomposable(spec):
