@@ -199,6 +199,7 @@ def _seed(
             # marked all-visible yet, and every index-only scan of the rollups reads the heap.
             raw.driver_connection.autocommit = True  # type: ignore[union-attr]
             cursor.execute("VACUUM (ANALYZE) events, usage_rollups")
+            raw.driver_connection.autocommit = False  # type: ignore[union-attr]  # back to the pool
     finally:
         raw.close()
     return n_events, n_rollups
