@@ -1111,12 +1111,16 @@ def seal_rollups(session: Session, before: datetime, *, one_day: bool = False) -
     postgres = session.get_bind().dialect.name == "postgresql"
     connection = session.connection()
     dbapi: Any = connection.connection.dbapi_connection
+    seal = select(RollupSealRow.sealed_before).where(RollupSealRow.id == 1)
+    end = day_of(before)
+    sealed = session.scalar(seal)
+    if sealed is not None and end <= sealed:  # the seal only moves on: no lock to take
+        return sealed
     if postgres:
         connection.exec_driver_sql("LOCK TABLE usage_rollups IN SHARE ROW EXCLUSIVE MODE")
-    sealed = session.scalar(select(RollupSealRow.sealed_before).where(RollupSealRow.id == 1))
-    end = day_of(before)
-    if sealed is not None and end <= sealed:
-        return sealed
+        sealed = session.scalar(seal)  # again, under the lock: another writer may have sealed
+        if sealed is not None and end <= sealed:
+            return sealed
     first = _first_hour(dbapi, postgres, sealed)
     if first is not None and first < end:
         if one_day:
