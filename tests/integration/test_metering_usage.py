@@ -398,3 +398,12 @@ def test_usage_amounts_apply_the_subscriptions_own_overrides_over_the_customers(
     amounts = {u.charge_code: u.line.amount.format() for u in report.meters}
     assert amounts["tokens"] == "4.00"  # the subscription's 0.002, not the customer's 0.001
     assert amounts["calls"] == "0.50"  # the customer's tiers: 1 call at 0.5
+    # A changed override is read at once (plans are cached by their document, overrides in).
+    with uow(sessions, m.scope, m.clock) as work:
+        (calls,) = [
+            o for o in work.price_overrides.for_customer(m.customer_id) if o.charge_code == "calls"
+        ]
+        calls.price = {"tiers": [{"up_to": None, "unit_price": "0.25"}]}
+        work.commit()
+    (report,) = m.usage.customer_usage(m.scope, m.customer_id)
+    assert {u.charge_code: u.line.amount.format() for u in report.meters}["calls"] == "0.25"

@@ -19,11 +19,13 @@ invoice line agree to the cent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
@@ -435,34 +437,43 @@ class Planned(Protocol):
     def plan_version(self) -> int: ...
 
 
-# `plan_of`'s reads, built once: the version with the subscription's first change (where its own
-# price overrides are), then the customer's price overrides.
+# `plan_of`'s read, built once: the version with the subscription's first change (where its own
+# price overrides are), and a row for each of the customer's price overrides of the plan (one
+# row, with NULLs, when it has none).
 _PV, _SC, _PO = (
     PlanVersionRow.__table__.c,
     SubscriptionChangeRow.__table__.c,
     PriceOverrideRow.__table__.c,
 )
-_PLAN_VERSION = select(
-    _PV.version,
-    _PV.currency,
-    _PV.document,
-    select(_SC.payload)
-    .where(_SC.tenant_id == bindparam("tenant"), _SC.mode == bindparam("mode"))
-    .where(_SC.subscription_id == bindparam("subscription"))
-    .order_by(_SC.seq)
-    .limit(1)
-    .scalar_subquery()
-    .label("first_change"),
-).where(
-    _PV.tenant_id == bindparam("tenant"),
-    _PV.mode == bindparam("mode"),
-    _PV.plan_code == bindparam("plan"),
-    _PV.version == bindparam("version"),
-)
-_PRICE_OVERRIDES = (
-    select(_PO.plan_code, _PO.charge_code, _PO.price)
-    .where(_PO.tenant_id == bindparam("tenant"), _PO.mode == bindparam("mode"))
-    .where(_PO.customer_id == bindparam("customer"))
+_PLAN_VERSION = (
+    select(
+        _PV.version,
+        _PV.currency,
+        _PV.document,
+        select(_SC.payload)
+        .where(_SC.tenant_id == bindparam("tenant"), _SC.mode == bindparam("mode"))
+        .where(_SC.subscription_id == bindparam("subscription"))
+        .order_by(_SC.seq)
+        .limit(1)
+        .scalar_subquery()
+        .label("first_change"),
+        _PO.charge_code.label("override_charge"),
+        _PO.price.label("override_price"),
+    )
+    .select_from(PlanVersionRow.__table__)
+    .outerjoin(
+        PriceOverrideRow.__table__,
+        (_PO.tenant_id == _PV.tenant_id)
+        & (_PO.mode == _PV.mode)
+        & (_PO.customer_id == bindparam("customer"))
+        & (_PO.plan_code == _PV.plan_code),
+    )
+    .where(
+        _PV.tenant_id == bindparam("tenant"),
+        _PV.mode == bindparam("mode"),
+        _PV.plan_code == bindparam("plan"),
+        _PV.version == bindparam("version"),
+    )
     .order_by(_PO.id)
 )
 
@@ -473,39 +484,45 @@ def plan_of(session: Session, scope: TenantScope, sub: Planned) -> Plan:
     lines agree."""
     from ratecard.services.customers import Override, SubscriptionOverride, apply_overrides
 
-    connection = session.connection()
-    params = {
-        "tenant": scope.tenant_id,
-        "mode": scope.mode,
-        "subscription": sub.id,
-        "customer": sub.customer_id,
-        "plan": sub.plan_code,
-        "version": sub.plan_version,
-    }
-    row = connection.execute(_PLAN_VERSION, params).one_or_none()
-    if row is None:  # the plan version's 404
+    rows = (
+        session.connection()
+        .execute(
+            _PLAN_VERSION,
+            {
+                "tenant": scope.tenant_id,
+                "mode": scope.mode,
+                "subscription": sub.id,
+                "customer": sub.customer_id,
+                "plan": sub.plan_code,
+                "version": sub.plan_version,
+            },
+        )
+        .all()
+    )
+    if not rows:  # the plan version's 404
         PlanVersionRepository(session, scope).get_version(sub.plan_code, sub.plan_version)
         raise AssertionError("unreachable: the version is missing")
+    row = rows[0]
     document = {"code": sub.plan_code, "currency": row.currency, **row.document}
     own = (row.first_change or {}).get("price_overrides", [])
     overrides: list[Override] = [
-        *(SubscriptionOverride(*o) for o in connection.execute(_PRICE_OVERRIDES, params)),
+        *(
+            SubscriptionOverride(sub.plan_code, r.override_charge, r.override_price)
+            for r in rows
+            if r.override_charge is not None
+        ),
         *(SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"])) for o in own),
     ]
     document = apply_overrides(document, overrides) or document
-    plan = load_plan(document).plan
-    return Plan(
-        plan.code,
-        plan.currency,
-        plan.interval,
-        plan.charges,
-        plan.name,
-        row.version,
-        plan.trial_days,
-        plan.entitlements,
-        plan.commitments,
-        plan.metadata,
-    )
+    return _plan(json.dumps(document, sort_keys=True, separators=(",", ":")), row.version)
+
+
+@lru_cache(maxsize=256)
+def _plan(document: str, version: int) -> Plan:
+    """The plan a document (canonical JSON, overrides applied) describes, as `version`.
+    Cached: usage reports, alerts and entitlement checks rate on the same few documents again
+    and again, and validating one costs more than reading it. A `Plan` is immutable."""
+    return replace(load_plan(json.loads(document)).plan, version=version)
 
 
 def usage_lines(
