@@ -75,6 +75,9 @@ class Status(StrEnum):
 
 
 IN_EFFECT = frozenset({Status.TRIALING, Status.ACTIVE, Status.PAST_DUE, Status.PAUSED})
+# The statuses whose current period accrues usage (a paused subscription's does not), in the
+# order the store has always listed them.
+ACCRUING = (Status.ACTIVE, Status.TRIALING, Status.PAST_DUE)
 
 
 class Effective(StrEnum):

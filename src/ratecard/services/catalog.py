@@ -37,6 +37,7 @@ from ratecard.core.aggregation import MAX_ROUNDING_PRECISION
 from ratecard.core.catalog import Plan
 from ratecard.core.errors import Conflict, ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import CURRENCY_EXPONENTS, RoundingMode, currency
+from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.common import Code, Input, commit_unique, exists, refuse
 from ratecard.services.documents import ExactDecimal, problems_from
 from ratecard.services.metering.lifecycle import release_held
@@ -141,7 +142,7 @@ def _metered(uow: UnitOfWork, meter_code: str) -> set[str]:
     live = select(SubscriptionRow.customer_id).where(
         SubscriptionRow.tenant_id == scope.tenant_id,
         SubscriptionRow.mode == scope.mode,
-        SubscriptionRow.status.in_(("active", "trialing", "past_due")),
+        SubscriptionRow.status.in_(ACCRUING),
     )
     alerted = select(UsageAlertRow.customer_id).where(
         UsageAlertRow.tenant_id == scope.tenant_id,

@@ -36,6 +36,7 @@ from ratecard.adapters.db.models import (
 )
 from ratecard.adapters.db.scope import Mode, Role, TenantScope, new_id
 from ratecard.core.errors import NotFound
+from ratecard.core.subscriptions import ACCRUING
 
 RowT = TypeVar("RowT", bound=TenantScoped)
 
@@ -215,7 +216,7 @@ class SubscriptionRepository(Repository[SubscriptionRow]):
         statement = (
             self._select()
             .where(
-                SubscriptionRow.status.in_(("active", "trialing", "past_due")),
+                SubscriptionRow.status.in_(ACCRUING),
                 SubscriptionRow.current_period_end_at <= before,
             )
             .order_by(SubscriptionRow.current_period_end_at, SubscriptionRow.id)

@@ -40,10 +40,9 @@ from ratecard.core.errors import NotFound, invalid
 from ratecard.core.events import format_timestamp
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
+from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.common import exists
 from ratecard.services.metering.usage import UsageReader, plan_of, usage_lines
-
-LIVE_STATUSES = ("active", "trialing", "past_due")
 
 
 class AlertMetric(StrEnum):
@@ -174,7 +173,7 @@ class AlertService:
                 SubscriptionRow.tenant_id == scope.tenant_id,
                 SubscriptionRow.mode == scope.mode,
                 SubscriptionRow.customer_id == alert.customer_id,
-                SubscriptionRow.status.in_(LIVE_STATUSES),
+                SubscriptionRow.status.in_(ACCRUING),
             )
             .order_by(SubscriptionRow.created_at)
             .limit(1)

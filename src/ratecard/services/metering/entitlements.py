@@ -36,10 +36,10 @@ from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.catalog import EntitlementKind, ExceedAction
 from ratecard.core.periods import Period
+from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.metering.usage import UsageReader, plan_of
 
 log = logging.getLogger(__name__)
-LIVE_STATUSES = ("active", "trialing", "past_due")
 _ALL = "__all__"
 
 
@@ -188,7 +188,7 @@ class EntitlementService:
                     SubscriptionRow.tenant_id == scope.tenant_id,
                     SubscriptionRow.mode == scope.mode,
                     SubscriptionRow.customer_id == customer_id,
-                    SubscriptionRow.status.in_(LIVE_STATUSES),
+                    SubscriptionRow.status.in_(ACCRUING),
                 )
                 .order_by(SubscriptionRow.created_at)
                 .limit(1)

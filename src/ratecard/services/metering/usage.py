@@ -69,6 +69,7 @@ from ratecard.core.money import RoundingMode, currency
 from ratecard.core.periods import Period, local_date, local_midnight
 from ratecard.core.pricing import Usage, rate
 from ratecard.core.rollups import Partial, decomposable, finish, hour_of, merge_groups, partials
+from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.metering.meters import meter_spec
 from ratecard.services.plan_documents import load_plan
 
@@ -567,8 +568,6 @@ class LiveSubscription(NamedTuple):
     period: Period  # the current one
 
 
-LIVE = ("active", "trialing", "past_due")  # statuses whose current period accrues usage
-
 # `UsageService.customer_usage`: the customer (no row: unknown), with its tenant's rounding and
 # each live subscription (a row with NULLs: none), ordered by id.
 _T, _S = TenantRow.__table__.c, SubscriptionRow.__table__.c
@@ -588,7 +587,7 @@ _LIVE_SUBSCRIPTIONS = (
         (_S.tenant_id == _C.tenant_id)
         & (_S.mode == _C.mode)
         & (_S.customer_id == _C.id)
-        & _S.status.in_(LIVE),
+        & _S.status.in_(ACCRUING),
     )
     .where(_C.tenant_id == bindparam("tenant"), _C.mode == bindparam("mode"))
     .where(_C.id == bindparam("customer"))

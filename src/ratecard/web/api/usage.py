@@ -28,10 +28,11 @@ from ratecard.core.aggregation import MeterResult, MeterValue
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import Money, currency, to_decimal
 from ratecard.core.periods import Period
+from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.common import Input, exists
 from ratecard.services.documents import ExactDecimal
 from ratecard.services.metering.alerts import AlertMetric, outbox
-from ratecard.services.metering.entitlements import LIVE_STATUSES, EntitlementView
+from ratecard.services.metering.entitlements import EntitlementView
 from ratecard.services.metering.usage import Granularity, MeterUsage, SubscriptionUsage
 from ratecard.web.api.common import Limit, ListPage, PeriodView
 from ratecard.web.deps import BillingWriter, Reader
@@ -170,7 +171,7 @@ def get_usage_series(
     with ctx.uow() as uow:
         uow.customers.get(customer_id)
         subs = uow.subscriptions.list(customer_id=customer_id, limit=100)
-        live = [s for s in subs if s.status in LIVE_STATUSES]
+        live = [s for s in subs if s.status in ACCRUING]
         current = _current_period(live[0] if live else None, ctx.now())
     start, end = start_at or current.start_at, end_at or current.end_at
     if not start < end or end - start > MAX_SERIES_SPAN:
