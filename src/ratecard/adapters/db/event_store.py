@@ -107,6 +107,8 @@ _MERGE_SET = f"""event_count = r.event_count + excluded.event_count,
 # `_DAILY_MERGE` follows): the statement's snapshot is taken after its lock on the rollups, so
 # the seal it reads stays until the commit (`seal_rollups` waits for that lock). A second
 # statement in every round, for the rare late one, cost PostgreSQL 12 % of its throughput.
+_SEAL = "SELECT sealed_before FROM rollup_seal WHERE id = 1"  # `seal_rollups`
+_SEALED = f"({_SEAL})"
 _ROLLUP_MERGE = f"""
 WITH merged AS (
 INSERT INTO usage_rollups AS r ({_ROLLUP_COLUMNS})
@@ -115,7 +117,7 @@ ORDER BY customer_id, meter_code, hour_at, group_key
 ON CONFLICT (tenant_id, mode, customer_id, meter_code, hour_at, group_key) DO UPDATE SET
     {_MERGE_SET}
 )
-SELECT %s::timestamptz < (SELECT sealed_before FROM rollup_seal WHERE id = 1)
+SELECT %s::timestamptz < {_SEALED}
 """
 # The daily level (`models.DailyRollupRow`, migration 0016).
 _DAILY_COLUMNS = _ROLLUP_COLUMNS.replace("hour_at", "day_at")
@@ -123,7 +125,6 @@ _DAY = timedelta(days=1)
 # A day is sealed this long after it ended: the late events of its last minutes mostly arrive
 # before, and are then written once rather than to their hour and their day.
 SEAL_LAG = timedelta(hours=1)
-_SEALED = "(SELECT sealed_before FROM rollup_seal WHERE id = 1)"
 # The merge of rollup rows ``r`` (hourly or daily, ``at`` their start) per key, as
 # `Partial.merge` does it: the newest row of a group is the one that starts last, since each
 # row's latest event lies within its own hour or day. ``max`` of ``[start, seq, value]`` arrays
@@ -741,8 +742,7 @@ def add_rollups(
     merged: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
     for customer_id, meter_code, hour_at, key, partial in partials:
         at = (customer_id, meter_code, hour_at, key)
-        current = merged.get(at)
-        merged[at] = partial if current is None else current.merge(partial)
+        _merge_into(merged, at, partial)
     if not merged:
         return 0
     dbapi: Any = session.connection().connection.dbapi_connection
@@ -756,10 +756,15 @@ def add_rollups(
             for (customer_id, meter_code, hour_at, key), partial in merged.items():
                 if hour_at < sealed:
                     at = (customer_id, meter_code, day_of(hour_at), key)
-                    current = days.get(at)
-                    days[at] = partial if current is None else current.merge(partial)
+                    _merge_into(days, at, partial)
             _merge_rollups_sqlite(dbapi, scope, days, _DAILY)
     return len(merged)
+
+
+def _merge_into(merged: dict[Any, Partial], key: Any, partial: Partial) -> None:
+    """Merge `partial` into ``merged[key]`` (`Partial.merge`), or put it there."""
+    current = merged.get(key)
+    merged[key] = partial if current is None else current.merge(partial)
 
 
 def day_of(at: datetime) -> datetime:
@@ -771,7 +776,7 @@ def _sealed_before(dbapi: Any) -> datetime | None:
     """SQLite: the seal (`seal_rollups`), read in the caller's transaction."""
     cursor = dbapi.cursor()
     try:
-        cursor.execute("SELECT sealed_before FROM rollup_seal WHERE id = 1")
+        cursor.execute(_SEAL)
         row = cursor.fetchone()
     finally:
         cursor.close()
@@ -1227,8 +1232,7 @@ def _seal_sqlite(dbapi: Any, start: datetime, end: datetime) -> None:
             for row in reader.fetchall():
                 key = (instant(day_of(stored_instant(row[0]))), row[1])
                 partial = _stored_partial(row[2:])
-                current = days.get(key)
-                days[key] = partial if current is None else current.merge(partial)
+                _merge_into(days, key, partial)
             rows = [
                 (*prefix, day, group, *_rollup_values(p, instant))
                 for (day, group), p in days.items()
