@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     #: Connection pool size for PostgreSQL (per process).
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
+    #: PostgreSQL's ``plan_cache_mode`` on Ratecard's connections. ``force_generic_plan``
+    #: (the default) plans each statement once per connection: the statements repeat with new
+    #: values and their plans do not depend on them, and planning cost more than running (a
+    #: usage read). ``auto`` is PostgreSQL's default.
+    pg_plan_cache_mode: Literal["force_generic_plan", "auto", "force_custom_plan"] = (
+        "force_generic_plan"
+    )
     #: Log every SQL statement (development only).
     db_echo: bool = False
     #: How long an idempotency key is remembered (hours).

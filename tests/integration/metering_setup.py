@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -173,3 +175,21 @@ def raw_usage(m: Metering, meter: str, period: Period) -> MeterResult:
             session, m.scope, m.customer_id, meter, start_at=lower, end_at=period.end_at
         )
     return aggregate(spec, [e for e, _ in events], period.start_at, period.end_at)
+
+
+@contextmanager
+def counted(module: object, name: str) -> Iterator[list[int]]:
+    """The length of the last argument of each call of ``module.name`` while open (how many
+    meters each `event_store.read_usage` read)."""
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def counting(*args: Any) -> Any:
+        calls.append(len(args[-1]))
+        return real(*args)
+
+    setattr(module, name, counting)
+    try:
+        yield calls
+    finally:
+        setattr(module, name, real)

@@ -93,3 +93,22 @@ def test_a_connection_dropped_within_the_idle_time_fails_once_then_the_pool_reco
         assert _backend(engine) != first
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("mode", ["force_generic_plan", "auto", "force_custom_plan"])
+def test_each_connection_plans_as_the_settings_say(postgres, mode):
+    """`Settings.pg_plan_cache_mode` on every connection, the read-only ones too; ``auto``
+    leaves the server's default."""
+    from ratecard.adapters.db.engine import read_only
+    from ratecard.config import Settings
+
+    engine = make_engine(postgres.url, Settings(pg_plan_cache_mode=mode))
+    try:
+        with engine.connect() as one, engine.connect() as two:  # two connections of the pool
+            shown = [c.scalar(sa.text("SHOW plan_cache_mode")) for c in (one, two)]
+        # Back from the pool (rolled back on return): the SET was committed.
+        with read_only(sa.orm.sessionmaker(bind=engine))() as session:
+            shown.append(session.scalar(sa.text("SHOW plan_cache_mode")))
+        assert shown == [mode] * 3
+    finally:
+        engine.dispose()

@@ -24,8 +24,9 @@ from ratecard.core.periods import Period
 from ratecard.core.rollups import Partial
 from ratecard.services.metering.group_commit import GroupCommitter
 from ratecard.services.metering.meters import rebuild_rollups
+from ratecard.services.metering.usage import UsageReader
 from tests.integration.factories import uow
-from tests.integration.metering_setup import Metering, event, raw_usage, setup
+from tests.integration.metering_setup import Metering, counted, event, raw_usage, setup
 
 DAY = timedelta(days=1)
 VALUES = ["-0.5", "1", "2.25", "1e-3", "7", "0.1", "12345678901234567890.123456789"]
@@ -125,7 +126,8 @@ def _hours_by_day(m: Metering, before: datetime) -> dict[tuple, Partial]:
 
 def _check(m: Metering, base: datetime, sealed: datetime) -> None:
     """Daily rows hold exactly the merged hours of each sealed day (and no other day), and
-    usage over spans that cut days anywhere reads as the raw events aggregate."""
+    usage over spans that cut days anywhere reads as the raw events aggregate, a meter at a
+    time and every meter in one statement (as a subscription's report reads them)."""
     daily = _daily_rows(m.sessions, m.scope)
     assert daily == _hours_by_day(m, sealed)
     assert all(day < sealed for _, _, day, _ in daily)
@@ -136,12 +138,22 @@ def _check(m: Metering, base: datetime, sealed: datetime) -> None:
         (base + 3 * DAY - timedelta(microseconds=1), base + 3 * DAY + timedelta(hours=2)),
         (base + DAY, base + 2 * DAY),
         (base - DAY, base + 9 * DAY),
+        (base + 2 * DAY + timedelta(minutes=10), base + 2 * DAY + timedelta(minutes=50)),
     ]
+    codes = [*READ, "users"]  # a unique count is read from raw events, apart
     for start, end in spans:
         period = Period(start, end)
+        expected = {code: raw_usage(m, code, period) for code in codes}
         for code in READ:
             got = m.usage.meter_usage(m.scope, m.customer_id, code, period)
-            assert got == raw_usage(m, code, period), (code, start, end, sealed)
+            assert got == expected[code], (code, start, end, sealed)
+        with m.sessions() as session, counted(event_store, "read_usage") as calls:
+            reader = UsageReader(session, m.scope)
+            reader.load_specs(codes)
+            reader.prefetch(m.customer_id, [(code, period) for code in codes])
+            got_all = {code: reader.result(m.customer_id, code, period) for code in codes}
+        assert got_all == expected, (start, end, sealed)
+        assert calls == [len(READ)], "every decomposable meter in one statement"
 
 
 def test_sealed_days_read_exactly_through_late_events_and_rebuilds(sessions):

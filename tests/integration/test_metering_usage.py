@@ -20,7 +20,14 @@ from ratecard.services.metering.meters import redefine_meter
 from ratecard.services.metering.usage import Granularity, UsageReader, plan_of
 from ratecard.services.rating import SubscriptionSpec, subscription_drafts
 from tests.integration.factories import customer, uow
-from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, raw_usage, setup
+from tests.integration.metering_setup import (
+    PERIOD_END,
+    PERIOD_START,
+    counted,
+    event,
+    raw_usage,
+    setup,
+)
 
 METERS = ("api_calls", "tokens", "payments", "peak", "users", "storage")
 
@@ -208,9 +215,8 @@ def test_merged_rollup_reads_equal_merging_each_stored_partial(sessions):
                     session, m.scope, m.customer_id, meter, from_hour=lower, to_hour=end
                 )
                 expected = merge_groups({key: p} for _, key, p in stored)
-                got = event_store.merged_rollups(
-                    session, m.scope, m.customer_id, meter, from_hour=lower, to_hour=end
-                )
+                read = event_store.UsageRead(meter, [], (lower, end))
+                (got, _), *_ = event_store.read_usage(session, m.scope, m.customer_id, [read])
                 assert got == expected, (meter, lower)
                 assert sum(p.event_count for p in got.values()) >= 1
     for meter in meters:
@@ -311,7 +317,10 @@ def test_group_values_with_copy_escapes_round_trip_through_rollups(sessions):
     assert sums == {(model,): Decimal(i + 1) for i, model in enumerate(models)}
 
 
-def _subscribe(m, work, status: str = "active", plan_code: str = "usage") -> str:
+def _subscribe(
+    m, work, status: str = "active", plan_code: str = "usage", period: Period | None = None
+) -> str:
+    period = period or Period(PERIOD_START, PERIOD_END)
     row = work.subscriptions.add(
         SubscriptionRow(
             customer_id=m.customer_id,
@@ -321,8 +330,8 @@ def _subscribe(m, work, status: str = "active", plan_code: str = "usage") -> str
             status=status,
             anchor_at=PERIOD_START,
             timezone="UTC",
-            current_period_start_at=PERIOD_START,
-            current_period_end_at=PERIOD_END,
+            current_period_start_at=period.start_at,
+            current_period_end_at=period.end_at,
             created_at=PERIOD_START,
         )
     )
@@ -332,20 +341,27 @@ def _subscribe(m, work, status: str = "active", plan_code: str = "usage") -> str
 def test_customer_usage_reports_each_live_subscription_in_id_order(sessions):
     m = setup(sessions)
     _load(m)
+    # A second live subscription on a period of its own, cut inside hours at both ends.
+    odd = Period(
+        PERIOD_START + timedelta(days=3, minutes=17), PERIOD_START + timedelta(days=9, hours=5)
+    )
     with uow(sessions, m.scope, m.clock) as work:
-        second = _subscribe(m, work)
+        second = _subscribe(m, work, period=odd)
         _subscribe(m, work, status="canceled")
         lone = work.customers.add(customer("lone", m.clock.now()))
         work.commit()
         lone_id = lone.id
-    reports = m.usage.customer_usage(m.scope, m.customer_id)
+    with counted(event_store, "read_usage") as reads:
+        reports = m.usage.customer_usage(m.scope, m.customer_id)
+    assert reads == [6], "both subscriptions' three meters (two periods) in one statement"
     assert [r.subscription_id for r in reports] == sorted([m.subscription_id, second])
+    periods = {m.subscription_id: Period(PERIOD_START, PERIOD_END), second: odd}
     for report in reports:
         assert report == m.usage.subscription_usage(m.scope, report.subscription_id)
         assert (report.plan_code, report.currency, report.period) == (
             "usage",
             "USD",
-            Period(PERIOD_START, PERIOD_END),
+            periods[report.subscription_id],
         )
         by_meter = {u.meter_code: u for u in report.meters}
         assert by_meter["tokens"].group_by == ("model",)

@@ -655,48 +655,6 @@ def read_events(
     return _fetch_events(session, sql + " ORDER BY occurred_at, seq", params)
 
 
-def read_event_spans(
-    session: Session,
-    scope: TenantScope,
-    customer_id: str,
-    meter_code: str,
-    spans: Sequence[tuple[datetime, datetime]],
-) -> list[list[tuple[Event, int]]]:
-    """`read_events` of several disjoint ``[start, end)`` spans in one query (a usage read's
-    two edges: one round trip instead of two); a list per span, each in (time, arrival) order.
-    """
-    if not spans:
-        return []
-    postgres = session.get_bind().dialect.name == "postgresql"
-    mark = "%s" if postgres else "?"
-    span_sql = (
-        f"(occurred_hour >= {mark} AND occurred_hour <= {mark} "
-        f"AND occurred_at >= {mark} AND occurred_at < {mark})"
-    )
-    params: list[Any] = [scope.tenant_id, scope.mode.value, customer_id, meter_code]
-    for start_at, end_at in spans:
-        params += [hour_number(start_at), hour_number(end_at)]
-        params += (
-            [start_at, end_at]
-            if postgres
-            else [
-                sqlite_instant_text(start_at),
-                sqlite_instant_text(end_at),
-            ]
-        )
-    sql = (
-        f"SELECT occurred_at, {'properties::text' if postgres else 'properties'}, seq "
-        f"FROM events WHERE tenant_id = {mark} AND mode = {mark} AND customer_id = {mark} "
-        f"AND meter_code = {mark} AND ({' OR '.join([span_sql] * len(spans))}) "
-        "ORDER BY occurred_at, seq"
-    )
-    out: list[list[tuple[Event, int]]] = [[] for _ in spans]
-    for event, seq in _fetch_events(session, sql, params):
-        at = event.timestamp
-        out[next(i for i, (s, e) in enumerate(spans) if s <= at < e)].append((event, seq))
-    return out
-
-
 def _fetch_events(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Event, int]]:
     """Rows ``(occurred_at, properties text, seq)`` of a raw events query, as core events."""
     postgres = session.get_bind().dialect.name == "postgresql"
@@ -961,76 +919,140 @@ def read_rollups(
     return out
 
 
-def merged_rollups(
-    session: Session,
-    scope: TenantScope,
-    customer_id: str,
-    meter_code: str,
-    *,
-    from_hour: datetime | None,
-    to_hour: datetime,
-) -> dict[GroupKey, Partial]:
-    """`read_rollups` merged per group (`merge_groups`), aggregated by the database.
+class UsageRead(NamedTuple):
+    """One meter's share of `read_usage`: its raw events in each of `spans` (disjoint
+    ``[start, end)``: a period's edges, or all of a period shorter than its hours), and its
+    rollups over the whole hours ``[hours[0], hours[1])`` (from the first when ``hours[0]`` is
+    None; none when `hours` is None)."""
 
-    The usage hot path: one statement that returns one row per group. The whole sealed days
-    of the span are read from their daily rows, the hours around them from hourly rows (three
-    indexed ranges, the seal read in the same statement, so a sealing that commits meanwhile
-    is seen wholly or not at all). PostgreSQL merges in SQL (NUMERIC sums are exact). SQLite
-    sums the counts and picks the latest row in SQL (text instants compare in time order), and
-    hands the decimal texts over joined, to be added exactly here.
+    meter_code: str
+    spans: Sequence[tuple[datetime, datetime]]
+    hours: tuple[datetime | None, datetime] | None
+
+
+class UsageFound(NamedTuple):
+    rollups: dict[GroupKey, Partial]  # merged per group
+    events: list[list[tuple[Event, int]]]  # a list per span, in (time, arrival) order
+
+
+def read_usage(
+    session: Session, scope: TenantScope, customer_id: str, reads: Sequence[UsageRead]
+) -> list[UsageFound]:
+    """What a customer's usage of several meters is made of, in one statement.
+
+    The usage hot path, where each statement is a round trip (most of a read's time on
+    PostgreSQL): every meter's rollups, one row per group, and its raw events at the edges, one
+    row each, come back together. A meter's whole sealed days are read from their daily rows,
+    the hours around them from hourly rows (three indexed ranges, the seal read in the same
+    statement, so a sealing that commits meanwhile is seen wholly or not at all). PostgreSQL
+    merges the rollups in SQL (NUMERIC sums are exact). SQLite sums the counts and picks the
+    latest row in SQL (text instants compare in time order), and hands the decimal texts over
+    joined, to be added exactly here.
     """
+    found = [UsageFound({}, [[] for _ in read.spans]) for read in reads]
+    if not reads:
+        return found
     postgres = session.get_bind().dialect.name == "postgresql"
-    # Sealed days are read in [first_day, min(last_day, seal)); hours in [from_hour,
-    # first_day) and from the end of the days read to `to_hour`.
-    first_day = None if from_hour is None else day_of(from_hour + _DAY - _TICK)
-    last_day = day_of(to_hour)
-    if postgres:
-        bottom, seal = "'-infinity'::timestamptz", f"coalesce({_SEALED}, '-infinity')"
-        least, greatest = "least", "greatest"
-    else:
-        bottom, seal = "''", f"coalesce({_SEALED}, '')"
-        least, greatest = "min", "max"
-    mark = "%({})s" if postgres else ":{}"
-    days_to = f"{least}({mark.format('last_day')}, {seal})"
-    first = bottom if first_day is None else mark.format("first_day")
-    scope_where = (
-        f"tenant_id = {mark.format('tenant')} AND mode = {mark.format('mode')} "
-        f"AND customer_id = {mark.format('customer')} AND meter_code = {mark.format('meter')}"
-    )
-    values = f"group_key, {', '.join(ROLLUP_VALUES)}"
-    parts = [
-        f"SELECT day_at AS at, {values} FROM usage_rollups_daily WHERE {scope_where} "
-        f"AND day_at >= {first} AND day_at < {days_to}",
-        f"SELECT hour_at, {values} FROM usage_rollups WHERE {scope_where} "
-        f"AND hour_at >= {greatest}({first}, {days_to}) AND hour_at < {mark.format('to')}",
-    ]
-    if from_hour is not None:
-        parts.append(
-            f"SELECT hour_at, {values} FROM usage_rollups WHERE {scope_where} "
-            f"AND hour_at >= {mark.format('from')} "
-            f"AND hour_at < {least}({mark.format('to')}, {first})"
-        )
-    instant = (lambda at: at) if postgres else sqlite_instant_text
-    params: dict[str, Any] = {
-        "tenant": scope.tenant_id,
-        "mode": scope.mode.value,
-        "customer": customer_id,
-        "meter": meter_code,
-        "last_day": instant(last_day),
-        "to": instant(to_hour),
-    }
-    if from_hour is not None and first_day is not None:
-        params |= {"from": instant(from_hour), "first_day": instant(first_day)}
-    union = " UNION ALL ".join(parts)
+    sql = _Usage(postgres)
+    for i, read in enumerate(reads):
+        sql.add(i, read)
     dbapi: Any = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
-        cursor.execute((_MERGED_POSTGRES if postgres else _MERGED_SQLITE).format(union), params)
+        cursor.execute(sql.text(), sql.params | _scope_params(scope, customer_id))
         rows = cursor.fetchall()
     finally:
         cursor.close()
     merged = _postgres_merged if postgres else _sqlite_merged
-    return {tuple(json.loads(row[0])): merged(row) for row in rows}
+    for row in rows:
+        ask, into = row[0], found[row[0]]
+        if row[2] is not None:  # a group's rollups (an event's row has no count)
+            into.rollups[tuple(json.loads(row[1]))] = merged(row[1:])
+            continue
+        at = _utc(row[8]) if postgres else datetime.fromisoformat(row[8])
+        spans = reads[ask].spans
+        span = next(j for j, (start, end) in enumerate(spans) if start <= at < end)
+        into.events[span].append((Event(at, loads(row[1])), int(row[9])))
+    return found
+
+
+def _scope_params(scope: TenantScope, customer_id: str) -> dict[str, Any]:
+    return {"tenant": scope.tenant_id, "mode": scope.mode.value, "customer": customer_id}
+
+
+class _Usage:
+    """The statement of `read_usage`, a meter at a time. Its rows: ``ask`` (the meter's
+    position), then a group's key and merged rollups (as `_MERGED_POSTGRES` or
+    `_MERGED_SQLITE`), or an event's properties, blanks, its instant and its ``seq`` in the
+    same columns as a group's latest instant and ``seq`` (the 9th and 10th)."""
+
+    def __init__(self, postgres: bool) -> None:
+        self.postgres = postgres
+        self.params: dict[str, Any] = {}
+        self.rollups: list[str] = []
+        self.events: list[str] = []
+
+    def mark(self, name: str, value: Any) -> str:
+        self.params[name] = value
+        return f"%({name})s" if self.postgres else f":{name}"
+
+    def add(self, i: int, read: UsageRead) -> None:
+        postgres = self.postgres
+        instant = (lambda at: at) if postgres else sqlite_instant_text
+        scoped = (
+            "tenant_id = {0}tenant{1} AND mode = {0}mode{1} AND customer_id = {0}customer{1} "
+        ).format(*(("%(", ")s") if postgres else (":", "")))
+        where = scoped + f"AND meter_code = {self.mark(f'm{i}', read.meter_code)}"
+        if read.spans:
+            spans = " OR ".join(
+                f"(occurred_hour >= {self.mark(f'h{i}_{j}', hour_number(start))} "
+                f"AND occurred_hour <= {self.mark(f'k{i}_{j}', hour_number(end))} "
+                f"AND occurred_at >= {self.mark(f's{i}_{j}', instant(start))} "
+                f"AND occurred_at < {self.mark(f'e{i}_{j}', instant(end))})"
+                for j, (start, end) in enumerate(read.spans)
+            )
+            properties = "properties::text" if postgres else "properties"
+            blanks = "NULL, " * 6
+            self.events.append(
+                f"SELECT {i}, {properties}, {blanks}occurred_at, seq{'' if postgres else ', NULL'} "
+                f"FROM events WHERE {where} AND ({spans})"
+            )
+        if read.hours is None:
+            return
+        from_hour, to_hour = read.hours
+        if postgres:
+            bottom, seal = "'-infinity'::timestamptz", f"coalesce({_SEALED}, '-infinity')"
+            least, greatest = "least", "greatest"
+        else:
+            bottom, seal = "''", f"coalesce({_SEALED}, '')"
+            least, greatest = "min", "max"
+        # Sealed days are read in [first_day, min(last_day, seal)); hours in [from_hour,
+        # first_day) and from the end of the days read to `to_hour`.
+        to = self.mark(f"to{i}", instant(to_hour))
+        days_to = f"{least}({self.mark(f'last{i}', instant(day_of(to_hour)))}, {seal})"
+        first = bottom
+        if from_hour is not None:
+            first = self.mark(f"first{i}", instant(day_of(from_hour + _DAY - _TICK)))
+        values = f"{i} AS ask, group_key, {', '.join(ROLLUP_VALUES)}"
+        self.rollups += [
+            f"SELECT day_at AS at, {values} FROM usage_rollups_daily WHERE {where} "
+            f"AND day_at >= {first} AND day_at < {days_to}",
+            f"SELECT hour_at, {values} FROM usage_rollups WHERE {where} "
+            f"AND hour_at >= {greatest}({first}, {days_to}) AND hour_at < {to}",
+        ]
+        if from_hour is not None:
+            self.rollups.append(
+                f"SELECT hour_at, {values} FROM usage_rollups WHERE {where} "
+                f"AND hour_at >= {self.mark(f'from{i}', instant(from_hour))} "
+                f"AND hour_at < {least}({to}, {first})"
+            )
+
+    def text(self) -> str:
+        parts = self.events
+        if self.rollups:
+            merged = _MERGED_POSTGRES if self.postgres else _MERGED_SQLITE
+            parts = [merged.format(" UNION ALL ".join(self.rollups)), *parts]
+        return " UNION ALL ".join(parts) + " ORDER BY 1, 9, 10"
 
 
 def _postgres_merged(row: Sequence[Any]) -> Partial:
@@ -1053,16 +1075,16 @@ def _sqlite_merged(row: Sequence[Any]) -> Partial:
 
 
 _MERGED_POSTGRES = (
-    f"SELECT group_key, {_MERGED_VALUES_POSTGRES.format(at='at')} FROM ({{}}) AS u "
-    "GROUP BY group_key"
+    f"SELECT ask, group_key, {_MERGED_VALUES_POSTGRES.format(at='at')} FROM ({{}}) AS u "
+    "GROUP BY ask, group_key"
 )
 # The bare columns of an aggregate query with a single max() come from the row that has the
 # maximum (SQLite documents this): here, the row with the latest (latest_at, latest_seq).
 _MERGED_SQLITE = (
-    "SELECT group_key, sum(event_count), sum(value_count), group_concat(value_sum, ' '), "
+    "SELECT ask, group_key, sum(event_count), sum(value_count), group_concat(value_sum, ' '), "
     "group_concat(value_min, ' '), group_concat(value_max, ' '), latest_value, latest_at, "
     "latest_seq, max(latest_at || printf(' %020d', latest_seq)) "
-    "FROM ({}) GROUP BY group_key"
+    "FROM ({}) GROUP BY ask, group_key"
 )
 
 

@@ -480,7 +480,7 @@ class DailyRollupRow(TenantScoped, RollupValues, Base):
     """The merge of one sealed UTC day's hourly rollups of one (customer, meter, group).
 
     A usage query reads a row a day for the whole days it covers instead of 24 (`event_store.
-    merged_rollups`). Days before `RollupSealRow.sealed_before` have them: `event_store.
+    read_usage`). Days before `RollupSealRow.sealed_before` have them: `event_store.
     seal_rollups` makes a day's once it is over, and every later write to an hour of a sealed
     day (a late event, a rebuild) merges into its day's row in the same transaction
     (`event_store.add_rollups`). The hourly rows stay: hourly series and partial days read them.

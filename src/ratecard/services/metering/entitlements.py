@@ -198,6 +198,13 @@ class EntitlementService:
             plan = plan_of(session, scope, sub)
             period = Period(sub.current_period_start_at, sub.current_period_end_at)
             reader = UsageReader(session, scope)
+            metered = [
+                (ent.meter_code, period)
+                for ent in plan.entitlements
+                if ent.kind is EntitlementKind.METERED and ent.meter_code is not None
+            ]
+            if metered:
+                reader.prefetch(customer_id, metered)  # every meter in one statement
             views: dict[str, EntitlementView] = {}
             for ent in plan.entitlements:
                 usage = remaining = None

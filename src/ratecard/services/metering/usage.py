@@ -20,14 +20,14 @@ invoice line agree to the cent.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from itertools import pairwise
-from typing import NamedTuple, Protocol
+from itertools import groupby, pairwise
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, select
@@ -121,6 +121,7 @@ class UsageReader:
         self.session = session
         self.scope = scope
         self._specs: dict[str, MeterSpec] = {}
+        self._found: dict[tuple[str, str, datetime | None, datetime], event_store.UsageFound] = {}
 
     def meter(self, code: str) -> MeterRow:
         return MeterRepository(self.session, self.scope).get_by_code(code)
@@ -197,30 +198,29 @@ class UsageReader:
             return aggregate(spec, [e for e, _ in events], period.start_at, period.end_at)
         return finish(spec, self._partials(spec, customer_id, code, lower, period.end_at))
 
+    def prefetch(self, customer_id: str, wanted: Sequence[tuple[str, Period]]) -> None:
+        """Read these (meter, period) values in one statement, for `result` to take, after
+        the meters' specs in one more (those read from raw events are left out)."""
+        self.load_specs([code for code, _ in wanted])
+        asks = {}
+        for code, period in wanted:
+            spec = self.spec(code)
+            if decomposable(spec):
+                lower = None if spec.reset is MeterReset.NEVER else period.start_at
+                asks[(customer_id, code, lower, period.end_at)] = _usage_read(
+                    code, lower, period.end_at
+                )
+        found = event_store.read_usage(self.session, self.scope, customer_id, list(asks.values()))
+        self._found.update(zip(asks, found, strict=True))
+
     def _partials(
         self, spec: MeterSpec, customer_id: str, code: str, lower: datetime | None, end: datetime
     ) -> dict[GroupKey, Partial]:
-        full_from = None if lower is None else _ceil_hour(lower)
-        full_to = hour_of(end)
-        if full_from is not None and full_from >= full_to:
-            return partials(spec, self._raw(customer_id, code, lower, end))
-        edges: list[tuple[datetime, datetime]] = []
-        if lower is not None and full_from is not None and lower < full_from:
-            edges.append((lower, full_from))
-        if full_to < end:
-            edges.append((full_to, end))
-        parts = [
-            partials(spec, events)
-            for events in event_store.read_event_spans(
-                self.session, self.scope, customer_id, code, edges
-            )
-        ]
-        parts.append(
-            event_store.merged_rollups(
-                self.session, self.scope, customer_id, code, from_hour=full_from, to_hour=full_to
-            )
-        )
-        return merge_groups(parts)
+        found = self._found.get((customer_id, code, lower, end))
+        if found is None:
+            read = _usage_read(code, lower, end)
+            (found,) = event_store.read_usage(self.session, self.scope, customer_id, [read])
+        return merge_groups([*(partials(spec, events) for events in found.events), found.rollups])
 
     def event_values(
         self,
@@ -299,6 +299,21 @@ class UsageReader:
                         add(event.timestamp, key, partial)
         flat = _per_bucket(spec)
         return [(b, finish(flat, parts)) for b, parts in zip(bounds, per_bucket, strict=True)]
+
+
+def _usage_read(code: str, lower: datetime | None, end: datetime) -> event_store.UsageRead:
+    """A meter's value over ``[lower, end)``: the rollups of its whole hours and the raw events
+    at its edges, or only raw events when it holds no whole hour."""
+    full_from = None if lower is None else _ceil_hour(lower)
+    full_to = hour_of(end)
+    if lower is not None and full_from is not None and full_from >= full_to:
+        return event_store.UsageRead(code, [(lower, end)], None)
+    edges: list[tuple[datetime, datetime]] = []
+    if lower is not None and full_from is not None and lower < full_from:
+        edges.append((lower, full_from))
+    if full_to < end:
+        edges.append((full_to, end))
+    return event_store.UsageRead(code, edges, (full_from, full_to))
 
 
 def _per_bucket(spec: MeterSpec) -> MeterSpec:
@@ -438,37 +453,51 @@ class Planned(Protocol):
     def plan_version(self) -> int: ...
 
 
-# `plan_of`'s read, built once: the version with the subscription's first change (where its own
-# price overrides are), and a row for each of the customer's price overrides of the plan (one
-# row, with NULLs, when it has none).
 _PV, _SC, _PO = (
     PlanVersionRow.__table__.c,
     SubscriptionChangeRow.__table__.c,
     PriceOverrideRow.__table__.c,
 )
-_PLAN_VERSION = (
-    select(
-        _PV.version,
-        _PV.currency,
-        _PV.document,
+
+
+def _plan_columns(subscription: Any) -> tuple[Any, ...]:
+    """What `_plan_from` reads of a plan version joined (as `_PO`) to the customer's overrides
+    of the plan: the version, and the first change of `subscription`."""
+    first_change = (
         select(_SC.payload)
-        .where(_SC.tenant_id == bindparam("tenant"), _SC.mode == bindparam("mode"))
-        .where(_SC.subscription_id == bindparam("subscription"))
+        .where(_SC.tenant_id == _PV.tenant_id, _SC.mode == _PV.mode)
+        .where(_SC.subscription_id == subscription)
         .order_by(_SC.seq)
         .limit(1)
         .scalar_subquery()
-        .label("first_change"),
+    )
+    return (
+        _PV.version,
+        _PV.currency,
+        _PV.document,
+        first_change.label("first_change"),
         _PO.charge_code.label("override_charge"),
         _PO.price.label("override_price"),
     )
-    .select_from(PlanVersionRow.__table__)
-    .outerjoin(
-        PriceOverrideRow.__table__,
+
+
+def _overrides_of(customer: Any) -> Any:
+    """The join of `_PO` to `_PV`: the customer's price overrides of the plan."""
+    return (
         (_PO.tenant_id == _PV.tenant_id)
         & (_PO.mode == _PV.mode)
-        & (_PO.customer_id == bindparam("customer"))
-        & (_PO.plan_code == _PV.plan_code),
+        & (_PO.customer_id == customer)
+        & (_PO.plan_code == _PV.plan_code)
     )
+
+
+# `plan_of`'s read, built once: the version with the subscription's first change (where its own
+# price overrides are), and a row for each of the customer's price overrides of the plan (one
+# row, with NULLs, when it has none).
+_PLAN_VERSION = (
+    select(*_plan_columns(bindparam("subscription")))
+    .select_from(PlanVersionRow.__table__)
+    .outerjoin(PriceOverrideRow.__table__, _overrides_of(bindparam("customer")))
     .where(
         _PV.tenant_id == bindparam("tenant"),
         _PV.mode == bindparam("mode"),
@@ -483,8 +512,6 @@ def plan_of(session: Session, scope: TenantScope, sub: Planned) -> Plan:
     """The plan `sub` is rated on: its version with the customer's price overrides, then the
     subscription's own (as the subscription's drafts apply them), so usage amounts and invoice
     lines agree."""
-    from ratecard.services.customers import Override, SubscriptionOverride, apply_overrides
-
     rows = (
         session.connection()
         .execute(
@@ -503,14 +530,32 @@ def plan_of(session: Session, scope: TenantScope, sub: Planned) -> Plan:
     if not rows:  # the plan version's 404
         PlanVersionRepository(session, scope).get_version(sub.plan_code, sub.plan_version)
         raise AssertionError("unreachable: the version is missing")
+    return _plan_from(sub.plan_code, rows)
+
+
+class _PlanParts(Protocol):
+    """A row of `_PLAN_VERSION` or `_LIVE_PLANS`: a plan version, the subscription's first
+    change, and one of the customer's price overrides of the plan (or NULLs)."""
+
+    version: int
+    currency: str
+    document: dict[str, Any]
+    first_change: dict[str, Any] | None
+    override_charge: str | None
+    override_price: dict[str, Any] | None
+
+
+def _plan_from(plan_code: str, rows: Sequence[_PlanParts]) -> Plan:
+    from ratecard.services.customers import Override, SubscriptionOverride, apply_overrides
+
     row = rows[0]
-    document = {"code": sub.plan_code, "currency": row.currency, **row.document}
+    document = {"code": plan_code, "currency": row.currency, **row.document}
     own = (row.first_change or {}).get("price_overrides", [])
     overrides: list[Override] = [
         *(
-            SubscriptionOverride(sub.plan_code, r.override_charge, r.override_price)
+            SubscriptionOverride(plan_code, r.override_charge, r.override_price)
             for r in rows
-            if r.override_charge is not None
+            if r.override_charge is not None and r.override_price is not None
         ),
         *(SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"])) for o in own),
     ]
@@ -569,9 +614,10 @@ class LiveSubscription(NamedTuple):
 
 
 # `UsageService.customer_usage`: the customer (no row: unknown), with its tenant's rounding and
-# each live subscription (a row with NULLs: none), ordered by id.
+# each live subscription (a row with NULLs: none) with its plan as `_PLAN_VERSION` reads it (a
+# row for each of the customer's price overrides of the plan), ordered by subscription.
 _T, _S = TenantRow.__table__.c, SubscriptionRow.__table__.c
-_LIVE_SUBSCRIPTIONS = (
+_LIVE_PLANS = (
     select(
         _T.rounding_mode,
         _S.id,
@@ -579,6 +625,7 @@ _LIVE_SUBSCRIPTIONS = (
         _S.plan_version,
         _S.current_period_start_at,
         _S.current_period_end_at,
+        *_plan_columns(_S.id),
     )
     .select_from(CustomerRow.__table__)
     .join(TenantRow.__table__, _T.id == _C.tenant_id)
@@ -589,19 +636,44 @@ _LIVE_SUBSCRIPTIONS = (
         & (_S.customer_id == _C.id)
         & _S.status.in_(ACCRUING),
     )
+    .outerjoin(
+        PlanVersionRow.__table__,
+        (_PV.tenant_id == _S.tenant_id)
+        & (_PV.mode == _S.mode)
+        & (_PV.plan_code == _S.plan_code)
+        & (_PV.version == _S.plan_version),
+    )
+    .outerjoin(PriceOverrideRow.__table__, _overrides_of(_C.id))
     .where(_C.tenant_id == bindparam("tenant"), _C.mode == bindparam("mode"))
     .where(_C.id == bindparam("customer"))
-    .order_by(_S.id)
+    .order_by(_S.id, _PO.id)
 )
 
 
 def _subscription_usage(
-    reader: UsageReader, sub: LiveSubscription, rounding: RoundingMode
-) -> SubscriptionUsage:
-    plan = plan_of(reader.session, reader.scope, sub)
-    reader.load_specs([c.meter_code for c in plan.charges if c.meter_code is not None])
-    lines = usage_lines(reader, sub.customer_id, plan, sub.period, rounding)
-    return SubscriptionUsage(sub.id, sub.customer_id, sub.period, lines, plan.code, plan.currency)
+    reader: UsageReader, subs: Sequence[tuple[LiveSubscription, Plan]], rounding: RoundingMode
+) -> list[SubscriptionUsage]:
+    """Each subscription's usage so far: the specs of all their meters in one statement, and
+    every meter's value in one more."""
+    wanted = [
+        (charge.meter_code, sub.period)
+        for sub, plan in subs
+        for charge in plan.charges
+        if charge.meter_code is not None
+    ]
+    if wanted:
+        reader.prefetch(subs[0][0].customer_id, wanted)
+    return [
+        SubscriptionUsage(
+            sub.id,
+            sub.customer_id,
+            sub.period,
+            usage_lines(reader, sub.customer_id, plan, sub.period, rounding),
+            plan.code,
+            plan.currency,
+        )
+        for sub, plan in subs
+    ]
 
 
 class UsageService:
@@ -652,42 +724,47 @@ class UsageService:
                 Period(sub.current_period_start_at, sub.current_period_end_at),
             )
             reader = UsageReader(session, scope)
-            return _subscription_usage(reader, live, RoundingMode(tenant.rounding_mode))
+            plan = plan_of(session, scope, live)
+            (usage,) = _subscription_usage(
+                reader, [(live, plan)], RoundingMode(tenant.rounding_mode)
+            )
+            return usage
 
     def customer_usage(self, scope: TenantScope, customer_id: str) -> list[SubscriptionUsage]:
         """Current-period usage of each of the customer's live subscriptions.
 
-        One read-only session and a few statements for it all (a customer's usage is read at
-        every portal view and alert check): the customer, its live subscriptions and the
-        tenant's rounding in one, each plan in two, each meter's definition once, and each
-        meter's value from its rollups and the raw events at the period's edges in two.
+        One read-only session and three statements for it all (a customer's usage is read at
+        every portal view and alert check): the customer, the tenant's rounding and each live
+        subscription with its plan (`_LIVE_PLANS`); the definitions of their meters; and
+        every meter's value, from its rollups and the raw events at its period's edges.
         """
         with self._readers() as session:
             found = session.connection().execute(
-                _LIVE_SUBSCRIPTIONS,
+                _LIVE_PLANS,
                 {"tenant": scope.tenant_id, "mode": scope.mode, "customer": customer_id},
             )
             rows = found.all()
             if not rows:  # the customer's 404
                 CustomerRepository(session, scope).get(customer_id)
                 raise AssertionError("unreachable: the customer is missing")
-            rounding = RoundingMode(rows[0].rounding_mode)
-            reader = UsageReader(session, scope)
-            return [
-                _subscription_usage(
-                    reader,
-                    LiveSubscription(
-                        row.id,
-                        customer_id,
-                        row.plan_code,
-                        row.plan_version,
-                        Period(row.current_period_start_at, row.current_period_end_at),
-                    ),
-                    rounding,
+            subs = []
+            for _, group in groupby(rows, key=lambda row: row.id):
+                of_sub = list(group)
+                row = of_sub[0]
+                if row.id is None:  # no live subscription
+                    break
+                live = LiveSubscription(
+                    row.id,
+                    customer_id,
+                    row.plan_code,
+                    row.plan_version,
+                    Period(row.current_period_start_at, row.current_period_end_at),
                 )
-                for row in rows
-                if row.id is not None
-            ]
+                if row.version is None:  # the plan version's 404
+                    plan_of(session, scope, live)
+                subs.append((live, _plan_from(row.plan_code, of_sub)))
+            reader = UsageReader(session, scope)
+            return _subscription_usage(reader, subs, RoundingMode(rows[0].rounding_mode))
 
     def usage_source(self, scope: TenantScope, customer_id: str) -> StoreUsage:
         return StoreUsage(self._sessions, scope, customer_id)
