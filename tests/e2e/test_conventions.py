@@ -243,3 +243,32 @@ def test_nul_characters_are_bad_input_not_server_errors(api: Api) -> None:
     body = api.client.post("/v1/customers", json=customer_body("a\u0000b"), headers=t.admin)
     assert body.status_code == 422 and body.json()["errors"][0]["field"] == "body"
     assert api.get("/v1/customers", t)["data"] == []
+
+
+def test_reads_answer_while_another_transaction_writes(api: Api) -> None:
+    """A ``GET`` reads in a read-only unit of work: while another transaction holds SQLite's
+    write lock (as an ingestion round does) or PostgreSQL's row lock on what it reads, the
+    reads answer at once, with what was committed."""
+    import sqlalchemy as sa
+
+    t = api.tenant()
+    customer = api.post("/v1/customers", t, customer_body(name="Before"))
+    api.post("/v1/meters", t, {"code": "calls", "aggregation": "count"})
+    api.post("/v1/plans", t, PRO)
+    paths = [
+        f"/v1/customers/{customer['id']}",
+        "/v1/customers",
+        "/v1/meters",
+        "/v1/plans/pro",
+        f"/v1/customers/{customer['id']}/usage",
+        "/v1/events",
+    ]
+    expected = {path: api.get(path, t) for path in paths}
+    with api.database.engine.begin() as writer:  # SQLite: BEGIN IMMEDIATE, the write lock
+        writer.execute(
+            sa.text("UPDATE customers SET name = 'Uncommitted' WHERE id = :id"),
+            {"id": customer["id"]},
+        )
+        for path in paths:
+            assert api.get(path, t) == expected[path], path
+        assert api.get(paths[0], t)["name"] == "Before"

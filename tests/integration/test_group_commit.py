@@ -151,7 +151,7 @@ def test_the_checkpointer_has_nothing_to_do_on_postgresql_or_in_memory(database)
 
 def test_readers_do_not_wait_for_the_write_lock(sessions, database):
     """A read-only unit of work reads while another transaction holds SQLite's write lock (a
-    writing one would wait for it); it cannot commit."""
+    writing one would wait for it); it cannot commit, nor flush a change."""
     m = setup(sessions)
     holder = database.engine.connect()
     try:
@@ -169,6 +169,17 @@ def test_readers_do_not_wait_for_the_write_lock(sessions, database):
     finally:
         holder.rollback()
         holder.close()
+    # Nor does it flush a change (on PostgreSQL, without a transaction, it would be kept).
+    with UnitOfWork(
+        make_session_factory(database.engine), m.scope, actor="t", clock=m.clock, read_only=True
+    ) as reader:
+        reader.customers.get(m.customer_id).name = "Changed"
+        with pytest.raises(AssertionError, match="writes nothing"):
+            reader.session.flush()
+    with UnitOfWork(
+        make_session_factory(database.engine), m.scope, actor="t", clock=m.clock
+    ) as uow:
+        assert uow.customers.get(m.customer_id).name != "Changed"
 
 
 def test_a_reader_on_postgresql_holds_no_transaction_open(sessions, database):

@@ -184,8 +184,8 @@ class TenancyService:
         self._sessions = sessions
         self._clock = clock
 
-    def _uow(self, actor: str) -> AdminUnitOfWork:
-        return AdminUnitOfWork(self._sessions, actor=actor, clock=self._clock)
+    def _uow(self, actor: str, *, read_only: bool = False) -> AdminUnitOfWork:
+        return AdminUnitOfWork(self._sessions, actor=actor, clock=self._clock, read_only=read_only)
 
     def create_tenant(
         self, name: str, settings: TenantSettings | None = None, *, actor: str = "system"
@@ -212,7 +212,7 @@ class TenancyService:
             return tenant
 
     def get_tenant(self, tenant_id: str) -> TenantRow:
-        with self._uow("system") as uow:
+        with self._uow("system", read_only=True) as uow:
             return uow.tenants.get(tenant_id)
 
     def update_settings(
@@ -304,7 +304,7 @@ class TenancyService:
         self, tenant_id: str, modes: tuple[Mode, ...], *, limit: int, after_id: str | None
     ) -> list[ApiKeyRow]:
         """``limit`` keys of the tenant in ``modes``, by id, after ``after_id``."""
-        with self._uow("system") as uow:
+        with self._uow("system", read_only=True) as uow:
             return uow.keys.list_for(tenant_id, modes, limit=limit, after_id=after_id)
 
     # --- the test clock: test mode's "now" ---------------------------------------------------
@@ -313,7 +313,7 @@ class TenancyService:
         """The instant "now" means for ``principal``: the real clock, or the test clock."""
         if principal.mode is Mode.LIVE:
             return self._clock.now()
-        with self._uow("system:clock") as uow:
+        with self._uow("system:clock", read_only=True) as uow:
             frozen = uow.tenants.get(principal.tenant_id).test_clock_at
         return frozen or self._clock.now()
 

@@ -104,6 +104,18 @@ class Ctx:
             usage_listeners=() if metering is None else metering.ingestion.listeners,
         )
 
+    def reader(self) -> UnitOfWork:
+        """A unit of work that only reads (`engine.read_only`): on SQLite it does not queue
+        for the write lock behind ingestion's commits, on PostgreSQL it saves ``BEGIN`` and
+        ``ROLLBACK``. Every ``GET`` reads through one."""
+        return UnitOfWork(
+            self.wiring.sessions,
+            self.principal.scope,
+            actor=self.principal.actor,
+            clock=self.wiring.clock,
+            read_only=True,
+        )
+
     def now(self) -> datetime:
         """This request's "now": the real clock in live mode, the tenant's test clock in test
         mode (`TenancyService.now_for`)."""

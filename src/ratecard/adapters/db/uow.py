@@ -137,6 +137,11 @@ class _UnitOfWorkBase:
         """Subclasses assert that a new or changed row is theirs to write."""
 
     def _before_flush(self, session: Session, _context: Any, _instances: Any) -> None:
+        # On PostgreSQL a read-only session runs without a transaction: a flushed change
+        # would be kept at once, with nothing to roll it back.
+        assert not self.read_only or not (session.new or session.dirty or session.deleted), (
+            "a read-only unit of work writes nothing"
+        )
         for row in session.new:
             self._check_row(row, session)
         for row in session.dirty:

@@ -65,8 +65,12 @@ class AlertService:
         self._sessions = sessions
         self._clock = clock
 
-    def _uow(self, scope: TenantScope, actor: str = "alerts") -> UnitOfWork:
-        return UnitOfWork(self._sessions, scope, actor=actor, clock=self._clock)
+    def _uow(
+        self, scope: TenantScope, actor: str = "alerts", *, read_only: bool = False
+    ) -> UnitOfWork:
+        return UnitOfWork(
+            self._sessions, scope, actor=actor, clock=self._clock, read_only=read_only
+        )
 
     def create(
         self,
@@ -100,7 +104,7 @@ class AlertService:
             return row.id
 
     def get(self, scope: TenantScope, alert_id: str) -> UsageAlertRow:
-        with self._uow(scope) as uow:
+        with self._uow(scope, read_only=True) as uow:
             return _alert(uow, alert_id)
 
     def list(
@@ -112,7 +116,7 @@ class AlertService:
         starting_after: str | None = None,
     ) -> list[UsageAlertRow]:
         """The scope's alerts by id, `limit` after the cursor (optionally one customer's)."""
-        with self._uow(scope) as uow:
+        with self._uow(scope, read_only=True) as uow:
             statement = (
                 select(UsageAlertRow)
                 .where(UsageAlertRow.tenant_id == scope.tenant_id, UsageAlertRow.mode == scope.mode)

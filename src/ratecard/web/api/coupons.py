@@ -63,12 +63,12 @@ def create_coupon(body: catalog.CouponInput, ctx: CatalogWriter) -> Coupon:
 def list_coupons(
     ctx: Reader, limit: Limit = 20, starting_after: StartingAfter = None
 ) -> ListPage[Coupon]:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         page = paginate(uow.coupons, limit=limit, starting_after=starting_after)
         return page_of(page, Coupon.of)
 
 
 @router.get("/{coupon_id}")
 def get_coupon(coupon_id: str, ctx: Reader) -> Coupon:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return Coupon.of(uow.coupons.get(coupon_id))

@@ -73,7 +73,7 @@ def list_customers(
     parent_customer_id: Annotated[str | None, Query(max_length=40)] = None,
     currency: Annotated[str | None, Query(min_length=3, max_length=3)] = None,
 ) -> ListPage[Customer]:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         page = paginate(
             uow.customers,
             limit=limit,
@@ -88,7 +88,7 @@ def list_customers(
 @router.get("/{customer_id}")
 def get_customer(customer_id: CustomerId, ctx: Reader, expand: Expand = None) -> Customer:
     embed = expansions(expand, ["parent"])
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         row = uow.customers.get(customer_id)
         view = Customer.of(row)
         if "parent" in embed and row.parent_customer_id is not None:

@@ -76,7 +76,7 @@ class StoredEventView(BaseModel):
 @router.get("/v1/events/{event_id:path}", response_model=StoredEventView)
 def get_stored_event(event_id: EventId, ctx: Reader) -> StoredEventView:
     """The stored event with this id: accepted or held (404 when not stored in this scope)."""
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         event = get_event(uow, event_id)
     return StoredEventView.of(event, ctx.principal.scope.mode == "live")
 
@@ -110,7 +110,7 @@ def list_stored_events(
             start_at=None if start_at is None else start_at.astimezone(UTC),
             end_at=None if end_at is None else end_at.astimezone(UTC),
         )
-        with ctx.uow() as uow:
+        with ctx.reader() as uow:
             page = list_events(uow, where, limit=limit, starting_after=starting_after)
     except ValidationFailed as failed:
         raise _in_query(failed) from None

@@ -49,12 +49,12 @@ def create_feature(body: catalog.FeatureInput, ctx: CatalogWriter) -> Feature:
 def list_features(
     ctx: Reader, limit: Limit = 20, starting_after: StartingAfter = None
 ) -> ListPage[Feature]:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         page = paginate(uow.features, limit=limit, starting_after=starting_after)
         return page_of(page, Feature.of)
 
 
 @router.get("/{feature_id}")
 def get_feature(feature_id: str, ctx: Reader) -> Feature:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return Feature.of(uow.features.get(feature_id))

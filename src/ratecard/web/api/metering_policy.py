@@ -88,7 +88,7 @@ class MeteringPolicyPatch(Input):
 
 @router.get("/v1/metering_policy")
 def get_metering_policy(ctx: BillingWriter) -> MeteringPolicyView:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         policy = load_policy(uow.session, uow.scope)
     return MeteringPolicyView.of(str(ctx.principal.scope.mode), policy)
 

@@ -78,13 +78,13 @@ def create_meter(body: catalog.MeterInput, ctx: CatalogWriter) -> Meter:
 def list_meters(
     ctx: Reader, limit: Limit = 20, starting_after: StartingAfter = None
 ) -> ListPage[Meter]:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return page_of(paginate(uow.meters, limit=limit, starting_after=starting_after), Meter.of)
 
 
 @router.get("/{meter_id}")
 def get_meter(meter_id: MeterId, ctx: Reader) -> Meter:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return Meter.of(uow.meters.get(meter_id))
 
 

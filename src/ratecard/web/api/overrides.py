@@ -55,7 +55,7 @@ def create_override(
 
 @router.get("/v1/customers/{customer_id}/price_overrides")
 def list_overrides(customer_id: ObjectPathId, ctx: Reader) -> ListPage[PriceOverride]:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         uow.customers.get(customer_id)
         rows = uow.price_overrides.for_customer(customer_id)
         return ListPage[PriceOverride](
@@ -65,7 +65,7 @@ def list_overrides(customer_id: ObjectPathId, ctx: Reader) -> ListPage[PriceOver
 
 @router.get("/v1/price_overrides/{override_id}")
 def get_override(override_id: ObjectPathId, ctx: Reader) -> PriceOverride:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return PriceOverride.of(uow.price_overrides.get(override_id))
 
 

@@ -92,14 +92,14 @@ def create_plan(body: catalog.PlanInput, ctx: CatalogWriter) -> PlanVersion:
 def list_plans(
     ctx: Reader, limit: Limit = 20, starting_after: StartingAfter = None
 ) -> ListPage[Plan]:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         page = paginate(uow.plans, limit=limit, starting_after=starting_after)
         return page_of(page, lambda row: _plan(uow, row))
 
 
 @router.get("/{plan_code}")
 def get_plan(plan_code: PlanCode, ctx: Reader) -> Plan:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return _plan(uow, uow.plans.get_by_code(plan_code))
 
 
@@ -112,7 +112,7 @@ def add_version(plan_code: PlanCode, body: catalog.PlanInput, ctx: CatalogWriter
 
 @router.get("/{plan_code}/versions")
 def list_versions(plan_code: PlanCode, ctx: Reader) -> ListPage[PlanVersion]:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         uow.plans.get_by_code(plan_code)
         rows = uow.plan_versions.versions(plan_code)
         return ListPage[PlanVersion](
@@ -122,7 +122,7 @@ def list_versions(plan_code: PlanCode, ctx: Reader) -> ListPage[PlanVersion]:
 
 @router.get("/{plan_code}/versions/{version}")
 def get_version(plan_code: PlanCode, version: VersionNumber, ctx: Reader) -> PlanVersion:
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return PlanVersion.of(uow.plan_versions.get_version(plan_code, version))
 
 

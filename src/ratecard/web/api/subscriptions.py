@@ -139,7 +139,7 @@ def list_subscriptions(
 ) -> ListPage[Subscription]:
     embed = expansions(expand, EXPANDABLE)
     now = ctx.now()
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         page = subs.list_current(
             uow,
             now=now,
@@ -159,7 +159,7 @@ def get_subscription(
     """The subscription as it stands now (in test mode: at the test clock's time)."""
     embed = expansions(expand, EXPANDABLE)
     now = ctx.now()
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         return _view(uow, subs.current(uow, subscription_id, now=now), embed)
 
 
@@ -298,7 +298,7 @@ class TimelineEntry(BaseModel):
 @router.get("/{subscription_id}/timeline")
 def get_timeline(subscription_id: SubscriptionId, ctx: Reader) -> ListPage[TimelineEntry]:
     """The subscription's start and every change, in order (append-only)."""
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         uow.subscriptions.get(subscription_id)
         rows = uow.subscription_changes.timeline(subscription_id)
         return ListPage[TimelineEntry](
@@ -313,7 +313,7 @@ def get_drafts(
     until_at: Annotated[AwareDatetime | None, Query()] = None,
 ) -> ListPage[DraftView]:
     """Every draft invoice of the subscription up to `until_at` (default now), before totals."""
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         now = ctx.now()
         found = subs.drafts(uow, subscription_id, until_at=until_at or now, now=now)
         return ListPage[DraftView](

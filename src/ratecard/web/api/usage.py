@@ -168,7 +168,7 @@ def get_usage_series(
     """The meter's usage per hour or per day (the customer's days) over a span (default: the
     current billing period), for charts. Each bucket holds its own usage."""
     scope = ctx.principal.scope
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         uow.customers.get(customer_id)
         subs = uow.subscriptions.list(customer_id=customer_id, limit=100)
         live = [s for s in subs if s.status in ACCRUING]
@@ -179,7 +179,7 @@ def get_usage_series(
             [Problem(ErrorCode.INVALID_VALUE, "start before end, at most 366 days", "query.end_at")]
         )
     span = Period(start.astimezone(UTC), end.astimezone(UTC))
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         if not exists(lambda: uow.meters.get_by_code(meter)):
             raise ValidationFailed(
                 [Problem(ErrorCode.INVALID_VALUE, "no such meter", "query.meter")]
@@ -403,7 +403,7 @@ def list_webhook_events(
 ) -> ListPage[WebhookEvent]:
     """Webhook events written for this tenant and mode (oldest first), delivered or not."""
     after = None if starting_after is None else int(starting_after)
-    with ctx.uow() as uow:
+    with ctx.reader() as uow:
         rows = outbox(uow.session, uow.scope, limit=limit + 1, after_id=after, event_type=type)
         page = [WebhookEvent.of(r) for r in rows[:limit]]
     more = len(rows) > limit
