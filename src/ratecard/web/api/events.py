@@ -52,7 +52,7 @@ from ratecard.core.events import MAX_BATCH, batch_items, format_timestamp
 from ratecard.services.metering.ingestion import EventResult, EventStatus, IngestResult
 from ratecard.services.tenancy import Action
 from ratecard.web import exact_json
-from ratecard.web.deps import Ctx, Ingester, authenticate, bearer, wiring
+from ratecard.web.deps import Ctx, Ingester, bearer, caller, wiring
 from ratecard.web.formats import cloudevents, lago, segment
 
 router = APIRouter(tags=["events"])
@@ -143,19 +143,16 @@ def _buffered(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
 # --- authentication: Bearer everywhere, HTTP Basic for Segment's write key ----------------------
 
 
-def segment_ingester(
+async def segment_ingester(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     write_key: Annotated[HTTPBasicCredentials | None, Depends(basic)],
 ) -> Ctx:
     """The caller of a Segment route: the write key (Basic) or a Bearer key; role ingest."""
-    wired = wiring(request)
     secret = credentials.credentials if credentials is not None else None
     if secret is None and write_key is not None:
         secret = write_key.username or None
-    principal = authenticate(wired, request, secret)
-    wired.tenancy.authorize(principal, Action.INGEST, target=f"POST {request.url.path}")
-    return Ctx(principal, wired, wired.tenancy.now_for(principal))
+    return await caller(wiring(request), request, secret, Action.INGEST)
 
 
 SegmentIngester = Annotated[Ctx, Depends(segment_ingester)]
