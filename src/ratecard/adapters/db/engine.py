@@ -378,8 +378,8 @@ def read_only(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     no write lock, so usage queries and entitlement checks never queue behind ingestion's
     commits (WAL readers read the last committed snapshot). On PostgreSQL they run without a
     transaction: under ``READ COMMITTED`` each statement reads a snapshot of its own anyway,
-    and a usage query saves the round trips of ``BEGIN`` and ``COMMIT`` (three statements in
-    five round trips before, three in three now). Nothing may be written in them.
+    and a usage query saves the round trips of ``BEGIN`` and ``COMMIT`` (its two statements
+    take two round trips, not four). Nothing may be written in them: a flush is refused.
     """
     engine = sessions.kw["bind"]
     assert isinstance(engine, Engine)
