@@ -7,9 +7,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 
 from ratecard.adapters.db import event_store
-from ratecard.adapters.db.models import PriceOverrideRow, SubscriptionChangeRow, SubscriptionRow
+from ratecard.adapters.db.models import (
+    PriceOverrideRow,
+    SubscriptionChangeRow,
+    SubscriptionRow,
+    TenantRow,
+)
 from ratecard.core.billing import BillingConventions
 from ratecard.core.errors import NotFound
 from ratecard.core.money import RoundingMode
@@ -369,6 +375,48 @@ def test_customer_usage_reports_each_live_subscription_in_id_order(sessions):
         for code, used in by_meter.items():
             assert used.result == raw_usage(m, code, report.period), code
     assert m.usage.customer_usage(m.scope, lone_id) == []
+
+
+def _meters_revision(m) -> int:
+    with m.sessions() as session:
+        return session.get(TenantRow, m.scope.tenant_id).meters_revision
+
+
+def test_a_report_takes_the_meters_definitions_from_the_cache_until_a_meter_changes(sessions):
+    """The specs come from the process's cache while the tenant's meters revision is the one
+    they were cached at: a second report reads no meter, in two statements. Redefining a
+    meter raises the revision in its transaction; the next report reads and prices the new
+    definition."""
+    m = setup(sessions)
+    _load(m)
+    assert _meters_revision(m) == 6, "each meter created raised it"
+    (first,) = m.usage.customer_usage(m.scope, m.customer_id)
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        if statement.strip() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            statements.append(statement)
+
+    engine = sessions.kw["bind"]
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with counted(event_store, "read_usage") as reads:
+            (again,) = m.usage.customer_usage(m.scope, m.customer_id)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert again == first
+    # `read_usage` runs on the driver's cursor: the engine sees only the subscriptions' read
+    assert reads == [3] and len(statements) == 1, statements
+    assert "FROM meters" not in statements[0]
+    with uow(sessions, m.scope, m.clock) as work:
+        redefine_meter(work, "tokens", aggregation="max", filters={"model": ["a"]}, group_by=[])
+        work.commit()
+    assert _meters_revision(m) == 7
+    (after,) = m.usage.customer_usage(m.scope, m.customer_id)
+    (tokens,) = [u for u in after.meters if u.meter_code == "tokens"]
+    assert tokens.group_by == ()
+    assert tokens.result == raw_usage(m, "tokens", after.period)
+    assert tokens.result.total.value != {u.meter_code: u for u in first.meters}["tokens"].quantity
 
 
 def test_customer_usage_of_an_unknown_or_foreign_customer_is_not_found(sessions):

@@ -294,6 +294,8 @@ def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(f
     scope = TenantScope("ten_1", Mode.LIVE)
     with make_session_factory(engine)() as session:
         assert event_store.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
+        # 0017: a tenant from before counts no change to its meters yet
+        assert session.scalar(sa.text("SELECT meters_revision FROM tenants")) == 0
         # 0008: the hour the time index is keyed on, filled in; reads find the event through it
         at = datetime(2024, 1, 2, 3, tzinfo=UTC)
         hour = session.scalar(sa.text("SELECT occurred_hour FROM events"))

@@ -34,9 +34,12 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    event,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ratecard.adapters.db.scope import Mode, Role
@@ -109,6 +112,9 @@ class TenantRow(Base):
     created_at: Mapped[datetime]
     #: Test mode's frozen "now" once moved (``None``: test mode follows the real clock).
     test_clock_at: Mapped[datetime | None]
+    #: Raised by every write of one of the tenant's meters (`MeterRow`'s mapper events): what
+    #: a cache of the meters' definitions is checked against (migration 0017).
+    meters_revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiKeyRow(TenantScoped, Base):
@@ -200,6 +206,18 @@ class MeterRow(TenantScoped, Base):
     rounding_mode: Mapped[str | None] = mapped_column(String(20))  # a core RoundingMode
     rounding_precision: Mapped[int | None]  # decimal places, 0 for whole units
     created_at: Mapped[datetime]
+
+
+@event.listens_for(MeterRow, "after_insert")
+@event.listens_for(MeterRow, "after_update")
+def _meters_changed(_mapper: Any, connection: Connection, meter: MeterRow) -> None:
+    """Raise the tenant's `meters_revision` in the transaction that writes the meter, so a
+    definition cached at an older revision is never taken again (meters are never deleted)."""
+    connection.execute(
+        update(TenantRow)
+        .where(TenantRow.id == meter.tenant_id)
+        .values(meters_revision=TenantRow.meters_revision + 1)
+    )
 
 
 class FeatureRow(TenantScoped, Base):

@@ -13,6 +13,7 @@ usage queries and invoices read the new definition everywhere at once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Protocol
@@ -86,6 +87,39 @@ def rounding_of(row: MeterFields) -> MeterRounding | None:
         return None
     assert row.rounding_precision is not None, "the schema sets both or neither"
     return MeterRounding(RoundingMode(row.rounding_mode), row.rounding_precision)
+
+
+class SpecCache:
+    """The specs of each scope's meters, as of its tenant's `meters_revision` (raised by every
+    write of a meter's row, in the same transaction): what a usage report would otherwise read
+    each time. A reader that saw revision R takes what was cached at R, and caches what it
+    reads at R; what it reads may be newer than R, but never older, and a later reader sees a
+    newer revision and reads again. Shared by the request threads: an entry is replaced
+    whole, under a lock, and read without one."""
+
+    def __init__(self, max_scopes: int = 4_096) -> None:
+        self._max_scopes = max_scopes
+        self._by_scope: dict[TenantScope, tuple[int, dict[str, MeterSpec]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, scope: TenantScope, revision: int) -> dict[str, MeterSpec]:
+        found = self._by_scope.get(scope)
+        return found[1] if found is not None and found[0] == revision else {}
+
+    def put(self, scope: TenantScope, revision: int, specs: dict[str, MeterSpec]) -> None:
+        with self._lock:
+            found = self._by_scope.get(scope)
+            if found is not None and found[0] > revision:
+                return  # a newer reader's: keep it
+            if found is not None and found[0] == revision:
+                specs = {**found[1], **specs}
+            elif found is None and len(self._by_scope) >= self._max_scopes:
+                del self._by_scope[next(iter(self._by_scope))]  # the oldest scope cached
+            self._by_scope[scope] = (revision, specs)
+
+
+#: The process's cache of meter specs (`usage.UsageReader.load_specs`).
+SPECS = SpecCache()
 
 
 def redefine_meter(

@@ -70,7 +70,7 @@ from ratecard.core.periods import Period, local_date, local_midnight
 from ratecard.core.pricing import Usage, rate
 from ratecard.core.rollups import Partial, decomposable, finish, hour_of, merge_groups, partials
 from ratecard.core.subscriptions import ACCRUING
-from ratecard.services.metering.meters import meter_spec
+from ratecard.services.metering.meters import SPECS, meter_spec
 from ratecard.services.plan_documents import load_plan
 
 _HOUR = timedelta(hours=1)
@@ -117,10 +117,17 @@ _SPECS = select(_M.code, *_SPEC_COLUMNS).where(
 class UsageReader:
     """Exact meter values of one scope, inside an open session."""
 
-    def __init__(self, session: Session, scope: TenantScope) -> None:
+    def __init__(
+        self, session: Session, scope: TenantScope, *, meters_revision: int | None = None
+    ) -> None:
+        """`meters_revision`: the tenant's, as read in this session; the meters' specs are
+        then taken from the process's cache (`meters.SPECS`) while they are current."""
         self.session = session
         self.scope = scope
-        self._specs: dict[str, MeterSpec] = {}
+        self._revision = meters_revision
+        self._specs: dict[str, MeterSpec] = (
+            {} if meters_revision is None else SPECS.get(scope, meters_revision).copy()
+        )
         self._found: dict[tuple[str, str, datetime | None, datetime], event_store.UsageFound] = {}
 
     def meter(self, code: str) -> MeterRow:
@@ -133,14 +140,20 @@ class UsageReader:
         return found
 
     def load_specs(self, codes: list[str]) -> None:
-        """Read the specs of these meters in one statement (an unknown one is left for `spec`
-        to refuse)."""
+        """Read the specs of these meters in one statement, those not cached at this reader's
+        revision (an unknown one is left for `spec` to refuse)."""
         wanted = sorted(set(codes) - self._specs.keys())
         if wanted:
-            for row in self.session.connection().execute(
-                _SPECS, {"tenant": self.scope.tenant_id, "mode": self.scope.mode, "codes": wanted}
-            ):
-                self._specs[row.code] = meter_spec(row)
+            found = {
+                row.code: meter_spec(row)
+                for row in self.session.connection().execute(
+                    _SPECS,
+                    {"tenant": self.scope.tenant_id, "mode": self.scope.mode, "codes": wanted},
+                )
+            }
+            self._specs.update(found)
+            if self._revision is not None:
+                SPECS.put(self.scope, self._revision, found)
 
     def checked(self, customer_id: str, code: str) -> None:
         """`NotFound` unless the customer and the meter exist; one statement for both (a usage
@@ -200,7 +213,7 @@ class UsageReader:
 
     def prefetch(self, customer_id: str, wanted: Sequence[tuple[str, Period]]) -> None:
         """Read these (meter, period) values in one statement, for `result` to take, after
-        the meters' specs in one more (those read from raw events are left out)."""
+        the meters' specs (`load_specs`; those read from raw events are left out)."""
         self.load_specs([code for code, _ in wanted])
         asks = {}
         for code, period in wanted:
@@ -614,12 +627,14 @@ class LiveSubscription(NamedTuple):
 
 
 # `UsageService.customer_usage`: the customer (no row: unknown), with its tenant's rounding and
-# each live subscription (a row with NULLs: none) with its plan as `_PLAN_VERSION` reads it (a
-# row for each of the customer's price overrides of the plan), ordered by subscription.
+# meters' revision (`meters.SPECS`), and each live subscription (a row with NULLs: none) with
+# its plan as `_PLAN_VERSION` reads it (a row for each of the customer's price overrides of the
+# plan), ordered by subscription.
 _T, _S = TenantRow.__table__.c, SubscriptionRow.__table__.c
 _LIVE_PLANS = (
     select(
         _T.rounding_mode,
+        _T.meters_revision,
         _S.id,
         _S.plan_code,
         _S.plan_version,
@@ -653,8 +668,8 @@ _LIVE_PLANS = (
 def _subscription_usage(
     reader: UsageReader, subs: Sequence[tuple[LiveSubscription, Plan]], rounding: RoundingMode
 ) -> list[SubscriptionUsage]:
-    """Each subscription's usage so far: the specs of all their meters in one statement, and
-    every meter's value in one more."""
+    """Each subscription's usage so far: the specs of all their meters (cached, or in one
+    statement), and every meter's value in one more."""
     wanted = [
         (charge.meter_code, sub.period)
         for sub, plan in subs
@@ -723,7 +738,7 @@ class UsageService:
                 sub.plan_version,
                 Period(sub.current_period_start_at, sub.current_period_end_at),
             )
-            reader = UsageReader(session, scope)
+            reader = UsageReader(session, scope, meters_revision=tenant.meters_revision)
             plan = plan_of(session, scope, live)
             (usage,) = _subscription_usage(
                 reader, [(live, plan)], RoundingMode(tenant.rounding_mode)
@@ -733,10 +748,12 @@ class UsageService:
     def customer_usage(self, scope: TenantScope, customer_id: str) -> list[SubscriptionUsage]:
         """Current-period usage of each of the customer's live subscriptions.
 
-        One read-only session and three statements for it all (a customer's usage is read at
-        every portal view and alert check): the customer, the tenant's rounding and each live
-        subscription with its plan (`_LIVE_PLANS`); the definitions of their meters; and
-        every meter's value, from its rollups and the raw events at its period's edges.
+        One read-only session and two statements for it all (a customer's usage is read at
+        every portal view and alert check): the customer, the tenant's rounding and meters'
+        revision, and each live subscription with its plan (`_LIVE_PLANS`); and every meter's
+        value, from its rollups and the raw events at its period's edges. The definitions of
+        the meters come from the process's cache while the revision is current (a third
+        statement reads them otherwise).
         """
         with self._readers() as session:
             found = session.connection().execute(
@@ -763,7 +780,7 @@ class UsageService:
                 if row.version is None:  # the plan version's 404
                     plan_of(session, scope, live)
                 subs.append((live, _plan_from(row.plan_code, of_sub)))
-            reader = UsageReader(session, scope)
+            reader = UsageReader(session, scope, meters_revision=rows[0].meters_revision)
             return _subscription_usage(reader, subs, RoundingMode(rows[0].rounding_mode))
 
     def usage_source(self, scope: TenantScope, customer_id: str) -> StoreUsage:
