@@ -139,21 +139,32 @@ def test_postgresql_refuses_a_second_event_with_an_id_and_finds_an_id_through_it
 
 
 def test_the_event_log_pages_through_an_index_of_its_scope(database):
-    """`GET /v1/events` walks (tenant, mode, seq), not every tenant's events (0011)."""
-    indexes = {
-        ix["name"]: ix["column_names"] for ix in sa.inspect(database.engine).get_indexes("events")
-    }
-    assert indexes["ix_events_tenant_id_mode_seq"] == ["tenant_id", "mode", "seq"]
-    if database.kind == "sqlite":
-        with database.engine.connect() as connection:
+    """`GET /v1/events` walks (tenant, mode, seq), not every tenant's events (0011): an index
+    beside SQLite's rowid, PostgreSQL's primary key (0018: one B-tree on arrival order)."""
+    inspector = sa.inspect(database.engine)
+    indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("events")}
+    key = inspector.get_pk_constraint("events")["constrained_columns"]
+    page = (
+        "SELECT seq FROM events WHERE tenant_id = 't' AND mode = 'live' AND seq < 100 "
+        "ORDER BY seq DESC LIMIT 10"
+    )
+    with database.engine.connect() as connection:
+        if database.kind == "sqlite":
+            assert key == ["seq"]
+            assert indexes["ix_events_tenant_id_mode_seq"] == ["tenant_id", "mode", "seq"]
             plan = " ".join(
-                str(row[-1])
-                for row in connection.exec_driver_sql(
-                    "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE tenant_id = 't' "
-                    "AND mode = 'live' ORDER BY seq DESC LIMIT 10"
-                )
+                str(row[-1]) for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {page}")
             )
-        assert "ix_events_tenant_id_mode_seq" in plan and "TEMP B-TREE" not in plan
+            assert "ix_events_tenant_id_mode_seq" in plan and "TEMP B-TREE" not in plan
+        else:
+            assert key == ["tenant_id", "mode", "seq"]
+            assert indexes.keys() == {
+                "ex_events_scoped_id",  # the dedup constraint's hash index (0012)
+                "ix_events_tenant_id_mode_customer_id_meter_code_occurred_hour",
+            }, "no second index on arrival order"
+            connection.exec_driver_sql("SET enable_seqscan = off")  # an empty table
+            plan = " ".join(str(r[0]) for r in connection.exec_driver_sql(f"EXPLAIN {page}"))
+            assert "pk_events" in plan and "Sort" not in plan, plan
 
 
 def test_rollups_have_one_index_their_key_carrying_the_values_on_postgresql(database):

@@ -210,7 +210,8 @@ def release_held(uow: UnitOfWork) -> int:
         # an adjustment, whatever the late-event policy: it was accepted before the closing)
         session.execute(
             update(EventRow)
-            .where(EventRow.seq == seq, EventRow.tenant_id == scope.tenant_id)
+            .where(EventRow.tenant_id == scope.tenant_id, EventRow.mode == scope.mode)
+            .where(EventRow.seq == seq)  # the scope first: PostgreSQL's key (migration 0018)
             .values(customer_id=customer_id, counted_at=now)
         )
         released.append(
