@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from ratecard.adapters.db.models import ApiKeyRow, TenantRow
@@ -29,8 +29,9 @@ from ratecard.services.documents import CurrencyCode, TimeZoneName
 from ratecard.services.tenancy import PRORATION_CONVENTIONS, TenantSettings
 from ratecard.web.api.common import Limit, ListPage, StartingAfter
 from ratecard.web.deps import Admin, BillingWriter, Ctx, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(tags=["administration"])
+router = Router(tags=["administration"])
 
 KeyId = Annotated[str, Path(max_length=40)]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
 from pydantic import BaseModel
 
 from ratecard.adapters.db.models import CouponRow
@@ -13,8 +12,9 @@ from ratecard.services import catalog
 from ratecard.services.common import paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
 from ratecard.web.deps import CatalogWriter, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
+router = Router(prefix="/v1/coupons", tags=["coupons"])
 
 
 class Coupon(BaseModel):

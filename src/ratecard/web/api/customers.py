@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from pydantic import BaseModel
 
 from ratecard.adapters.db.models import CustomerRow
@@ -13,8 +13,9 @@ from ratecard.services import customers
 from ratecard.services.common import paginate
 from ratecard.web.api.common import Expand, Limit, ListPage, StartingAfter, expansions, page_of
 from ratecard.web.deps import BillingWriter, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+router = Router(prefix="/v1/customers", tags=["customers"])
 
 CustomerId = Annotated[str, Path(max_length=40)]
 

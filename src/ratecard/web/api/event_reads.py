@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 from pydantic import AwareDatetime, BaseModel
 
 from ratecard.core.errors import Problem, ValidationFailed
@@ -37,8 +37,9 @@ from ratecard.services.metering.event_log import (
 )
 from ratecard.web.api.common import Limit, ListPage
 from ratecard.web.deps import Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(tags=["events"])
+router = Router(tags=["events"])
 
 #: Event ids are up to 255 printable characters, slashes included.
 EventId = Annotated[str, Path(min_length=1, max_length=255, description="The event's id")]

@@ -42,7 +42,7 @@ from typing import Annotated, Any
 from urllib.parse import unquote
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel
 
@@ -54,8 +54,9 @@ from ratecard.services.tenancy import Action
 from ratecard.web import exact_json
 from ratecard.web.deps import Ctx, Ingester, bearer, caller, wiring
 from ratecard.web.formats import cloudevents, lago, segment
+from ratecard.web.routing import Router
 
-router = APIRouter(tags=["events"])
+router = Router(tags=["events"])
 
 _JSON = "application/json"
 _quote_json: Callable[[str], str] = json.encoder.encode_basestring

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
 from pydantic import BaseModel
 
 from ratecard.adapters.db.models import FeatureRow
@@ -12,8 +11,9 @@ from ratecard.services import catalog
 from ratecard.services.common import paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
 from ratecard.web.deps import CatalogWriter, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(prefix="/v1/features", tags=["features"])
+router = Router(prefix="/v1/features", tags=["features"])
 
 
 class Feature(BaseModel):

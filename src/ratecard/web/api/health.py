@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
@@ -13,8 +13,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ratecard.web.deps import wiring
 from ratecard.web.problems import problem_response
+from ratecard.web.routing import Router
 
-router = APIRouter(tags=["operations"])
+router = Router(tags=["operations"])
 
 
 class Health(BaseModel):

@@ -24,7 +24,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter
 from pydantic import BaseModel, Field, field_validator
 
 from ratecard.services.common import Input
@@ -38,8 +37,9 @@ from ratecard.services.metering.policy import (
     update_policy,
 )
 from ratecard.web.deps import BillingWriter
+from ratecard.web.routing import Router
 
-router = APIRouter(tags=["metering"])
+router = Router(tags=["metering"])
 
 _SECOND = timedelta(seconds=1)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from pydantic import BaseModel
 
 from ratecard.adapters.db.models import MeterRow
@@ -24,10 +24,11 @@ from ratecard.services import catalog
 from ratecard.services.common import paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
 from ratecard.web.deps import CatalogWriter, Reader
+from ratecard.web.routing import Router
 
 MeterId = Annotated[str, Path(max_length=40)]
 
-router = APIRouter(prefix="/v1/meters", tags=["meters"])
+router = Router(prefix="/v1/meters", tags=["meters"])
 
 
 class MeterRoundingView(BaseModel):

@@ -9,15 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import Path, Response
 from pydantic import BaseModel
 
 from ratecard.adapters.db.models import PriceOverrideRow
 from ratecard.services import customers
 from ratecard.web.api.common import ListPage
 from ratecard.web.deps import BillingWriter, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(tags=["price overrides"])
+router = Router(tags=["price overrides"])
 
 ObjectPathId = Annotated[str, Path(max_length=40)]
 

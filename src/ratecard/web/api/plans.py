@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 from pydantic import BaseModel, Field
 
 from ratecard.adapters.db.models import PlanRow, PlanVersionRow
@@ -22,8 +22,9 @@ from ratecard.services import catalog, subscriptions
 from ratecard.services.common import Input, paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
 from ratecard.web.deps import BillingWriter, CatalogWriter, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(prefix="/v1/plans", tags=["plans"])
+router = Router(prefix="/v1/plans", tags=["plans"])
 
 PlanCode = Annotated[str, Path(max_length=64)]
 VersionNumber = Annotated[int, Path(ge=1, le=1_000_000)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import Body, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from ratecard.adapters.db.models import SubscriptionChangeRow, SubscriptionRow
@@ -32,8 +32,9 @@ from ratecard.web.api.common import (
 from ratecard.web.api.customers import Customer
 from ratecard.web.api.plans import PlanVersion
 from ratecard.web.deps import BillingWriter, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+router = Router(prefix="/v1/subscriptions", tags=["subscriptions"])
 
 SubscriptionId = Annotated[str, Path(max_length=40)]
 EXPANDABLE = ("customer", "plan")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import Path, Query, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from ratecard.adapters.db.models import SubscriptionRow, UsageAlertRow, WebhookOutboxRow
@@ -36,8 +36,9 @@ from ratecard.services.metering.entitlements import EntitlementView
 from ratecard.services.metering.usage import Granularity, MeterUsage, SubscriptionUsage
 from ratecard.web.api.common import Limit, ListPage, PeriodView
 from ratecard.web.deps import BillingWriter, Reader
+from ratecard.web.routing import Router
 
-router = APIRouter(tags=["usage"])
+router = Router(tags=["usage"])
 
 CustomerId = Annotated[str, Path(max_length=40)]
 #: The longest span a series may cover.
