@@ -73,12 +73,21 @@ def test_late_events_can_be_refused(sessions):
     with uow(m.sessions, m.scope, m.clock) as work:
         save_policy(work.session, m.scope, MeteringPolicy(late_events=LateEvents.REJECT))
         work.commit()
+    by_subscription = {
+        k: v for k, v in event(3, at=PERIOD_END - timedelta(hours=2)).items() if k != "customer"
+    } | {"subscription": m.subscription_id}
     result = m.ingestion.ingest(
         m.scope,
         [
             event(1, at=PERIOD_END - timedelta(hours=1)),
             event(2, at=PERIOD_END + timedelta(hours=1)),
         ],
+    )
+    assert [r.as_dict().get("code") for r in result.results] == ["late_event", None]
+    # the customer's closed period found through its subscription alone
+    result = m.ingestion.ingest(
+        m.scope,
+        [by_subscription, by_subscription | {"id": "evt_4", "timestamp": PERIOD_END.isoformat()}],
     )
     assert [r.as_dict().get("code") for r in result.results] == ["late_event", None]
 

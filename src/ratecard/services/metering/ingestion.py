@@ -35,7 +35,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -398,14 +398,9 @@ class IngestionService:
             subscribed = {r for r, s in zip(refs, via_subscription, strict=True) if s}
         else:
             wanted, subscribed = set(refs), set()
-        customers = _customers(session, scope, wanted)
-        by_subscription = _subscriptions(session, scope, subscribed)
-        closed = {
-            customer_id: (event_store.hour_number(end), end)
-            for customer_id, end in _closed_until(
-                session, scope, set(customers.values()) | set(by_subscription.values())
-            ).items()
-        }
+        closed: dict[str, tuple[int, datetime]] = {}  # each customer's last invoiced period end
+        customers = _resolve(session, scope, _BY_EXTERNAL_ID, wanted, closed)
+        by_subscription = _resolve(session, scope, _BY_SUBSCRIPTION, subscribed, closed)
         oldest, newest = received_at - policy.max_past, received_at + policy.max_future
         oldest_hour, newest_hour = event_store.hour_number(oldest), event_store.hour_number(newest)
         numbers = {code: _number_property(spec) for code, spec in specs.items()}
@@ -565,29 +560,53 @@ def rollup_partials(
     return out
 
 
-def _customers(session: Session, scope: TenantScope, refs: set[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    ordered = sorted(refs)
-    for start in range(0, len(ordered), _CHUNK):
-        statement = select(CustomerRow.external_id, CustomerRow.id).where(
-            CustomerRow.tenant_id == scope.tenant_id,
-            CustomerRow.mode == scope.mode,
-            CustomerRow.external_id.in_(ordered[start : start + _CHUNK]),
-        )
-        found.update({str(ext): str(cid) for ext, cid in session.execute(statement)})
-    return found
+# Who a batch's events are for, one statement a chunk of references: the customer by external id
+# (`_BY_EXTERNAL_ID`) or by subscription id (`_BY_SUBSCRIPTION`), with the end of its last
+# invoiced usage period (NULL: none), found through the closures' unique index.
+_CU, _SU, _UC = CustomerRow.__table__.c, SubscriptionRow.__table__.c, UsageClosureRow.__table__.c
 
 
-def _subscriptions(session: Session, scope: TenantScope, refs: set[str]) -> dict[str, str]:
+def _closed_until_of(customer_id: Any) -> Any:
+    return (
+        select(func.max(_UC.period_end_at))
+        .where(_UC.tenant_id == bindparam("tenant"), _UC.mode == bindparam("mode"))
+        .where(_UC.customer_id == customer_id)
+        .scalar_subquery()
+    )
+
+
+def _resolver(key: Any, customer_id: Any, table: Any) -> Any:
+    return select(key, customer_id, _closed_until_of(customer_id)).where(
+        table.c.tenant_id == bindparam("tenant"),
+        table.c.mode == bindparam("mode"),
+        key.in_(bindparam("refs", expanding=True)),
+    )
+
+
+_BY_EXTERNAL_ID = _resolver(_CU.external_id, _CU.id, CustomerRow.__table__)
+_BY_SUBSCRIPTION = _resolver(_SU.id, _SU.customer_id, SubscriptionRow.__table__)
+
+
+def _resolve(
+    session: Session,
+    scope: TenantScope,
+    statement: Any,
+    refs: set[str],
+    closed: dict[str, tuple[int, datetime]],
+) -> dict[str, str]:
+    """Each known reference's customer id; each customer's last invoiced period end (as its
+    hour number and instant) into `closed`."""
     found: dict[str, str] = {}
     ordered = sorted(refs)
+    connection = session.connection()
     for start in range(0, len(ordered), _CHUNK):
-        statement = select(SubscriptionRow.id, SubscriptionRow.customer_id).where(
-            SubscriptionRow.tenant_id == scope.tenant_id,
-            SubscriptionRow.mode == scope.mode,
-            SubscriptionRow.id.in_(ordered[start : start + _CHUNK]),
-        )
-        found.update({str(sid): str(cid) for sid, cid in session.execute(statement)})
+        chunk = ordered[start : start + _CHUNK]
+        params = {"tenant": scope.tenant_id, "mode": scope.mode, "refs": chunk}
+        for ref, customer_id, end_at in connection.execute(statement, params):
+            found[str(ref)] = str(customer_id)
+            if end_at is not None:
+                end = _instant(end_at)
+                closed[str(customer_id)] = (event_store.hour_number(end), end)
     return found
 
 
@@ -600,29 +619,6 @@ def _meters(session: Session, scope: TenantScope, *, lock: bool = False) -> dict
     if lock and session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(read=True)
     return {row.code: row for row in session.scalars(statement)}
-
-
-def _closed_until(
-    session: Session, scope: TenantScope, customer_ids: set[str]
-) -> dict[str, datetime]:
-    """The end of each customer's last invoiced usage period."""
-    if not customer_ids:
-        return {}
-    found: dict[str, datetime] = {}
-    ordered = sorted(customer_ids)
-    for start in range(0, len(ordered), _CHUNK):
-        statement = (
-            select(UsageClosureRow.customer_id, func.max(UsageClosureRow.period_end_at))
-            .where(
-                UsageClosureRow.tenant_id == scope.tenant_id,
-                UsageClosureRow.mode == scope.mode,
-                UsageClosureRow.customer_id.in_(ordered[start : start + _CHUNK]),
-            )
-            .group_by(UsageClosureRow.customer_id)
-        )
-        for customer_id, end_at in session.execute(statement):
-            found[str(customer_id)] = _instant(end_at)
-    return found
 
 
 def _instant(value: Any) -> datetime:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.models import MeteringPolicyRow
@@ -63,8 +63,23 @@ class MeteringPolicy:
             raise invalid(f"between 0 and {MAX_FUTURE_LIMIT.days} days", "max_future")
 
 
+_P = MeteringPolicyRow.__table__.c
+# `load_policy`'s read: the columns alone, not the ORM object (every ingestion round reads it).
+_POLICY = select(
+    _P.unknown_customer,
+    _P.unknown_meter,
+    _P.late_events,
+    _P.max_past_seconds,
+    _P.max_future_seconds,
+    _P.retention_days,
+    _P.purged_before_at,
+).where(_P.tenant_id == bindparam("tenant"), _P.mode == bindparam("mode"))
+
+
 def load_policy(session: Session, scope: TenantScope) -> MeteringPolicy:
-    row = _row(session, scope)
+    """The scope's policy as stored (changes of this session not yet flushed are not seen)."""
+    params = {"tenant": scope.tenant_id, "mode": scope.mode}
+    row = session.connection().execute(_POLICY, params).one_or_none()
     if row is None:
         return MeteringPolicy()
     return MeteringPolicy(
