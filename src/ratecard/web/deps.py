@@ -145,6 +145,12 @@ def unauthenticated() -> RatecardError:
     )
 
 
+async def principal_of(tenancy: TenancyService, secret: str) -> Principal | None:
+    """The key's principal: as this process read it less than a second ago
+    (`TenancyService.known`), on the event loop; else read in a worker thread."""
+    return tenancy.known(secret) or await anyio.to_thread.run_sync(tenancy.authenticate, secret)
+
+
 async def caller(wired: Wiring, request: Request, secret: str | None, action: Action) -> Ctx:
     """The request's caller, who must be allowed ``action``; once per request (the idempotency
     middleware may have found the key already).
@@ -157,9 +163,7 @@ async def caller(wired: Wiring, request: Request, secret: str | None, action: Ac
     if isinstance(known, Principal):
         principal: Principal | None = known
     elif secret:
-        principal = wired.tenancy.known(secret) or await anyio.to_thread.run_sync(
-            wired.tenancy.authenticate, secret
-        )
+        principal = await principal_of(wired.tenancy, secret)
     else:
         principal = None
     if principal is None:

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ratecard.core.errors import RatecardError
 from ratecard.services.idempotency import Outcome, fingerprint
 from ratecard.services.tenancy import Principal
-from ratecard.web.deps import Wiring
+from ratecard.web.deps import Wiring, principal_of
 from ratecard.web.problems import PROBLEM_MEDIA_TYPE, error_response
 
 access_log = logging.getLogger("ratecard.access")
@@ -177,8 +177,7 @@ class Idempotency:
         scheme, _, secret = authorization.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             return None
-        tenancy, secret = self.wiring.tenancy, secret.strip()
-        return tenancy.known(secret) or await anyio.to_thread.run_sync(tenancy.authenticate, secret)
+        return await principal_of(self.wiring.tenancy, secret.strip())
 
 
 async def _read_body(receive: Receive) -> bytes:

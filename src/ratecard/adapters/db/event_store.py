@@ -655,23 +655,27 @@ def read_events(
     return _fetch_events(session, sql + " ORDER BY occurred_at, seq", params)
 
 
-def _fetch_events(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Event, int]]:
-    """Rows ``(occurred_at, properties text, seq)`` of a raw events query, as core events."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+def _fetch_all(session: Session, sql: str, params: Any) -> list[Any]:
+    """The rows of `sql` run on the session's driver connection (no ORM on the read path)."""
     dbapi: Any = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor()
     try:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
+        return list(cursor.fetchall())
     finally:
         cursor.close()
-    return [
-        (
-            Event(_utc(at) if postgres else datetime.fromisoformat(at), loads(properties)),
-            int(seq),
-        )
-        for at, properties, seq in rows
-    ]
+
+
+def _stored_event(postgres: bool, at: Any, properties: str, seq: Any) -> tuple[Event, int]:
+    """A stored event's instant (as the driver gives it), properties text and ``seq``, as a
+    core event and its arrival number."""
+    return Event(_utc(at) if postgres else datetime.fromisoformat(at), loads(properties)), int(seq)
+
+
+def _fetch_events(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Event, int]]:
+    """Rows ``(occurred_at, properties text, seq)`` of a raw events query, as core events."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return [_stored_event(postgres, *row) for row in _fetch_all(session, sql, params)]
 
 
 def _utc(at: datetime) -> datetime:
@@ -961,23 +965,16 @@ def read_usage(
     instant = (lambda at: at) if postgres else sqlite_instant_text
     for i, read in enumerate(reads):
         params |= _usage_params(i, read, instant)
-    dbapi: Any = session.connection().connection.dbapi_connection
-    cursor = dbapi.cursor()
-    try:
-        cursor.execute(_usage_sql(postgres, shape), params)
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
     merged = _postgres_merged if postgres else _sqlite_merged
-    for row in rows:
+    for row in _fetch_all(session, _usage_sql(postgres, shape), params):
         ask, into = row[0], found[row[0]]
         if row[2] is not None:  # a group's rollups (an event's row has no count)
             into.rollups[tuple(json.loads(row[1]))] = merged(row[1:])
             continue
-        at = _utc(row[8]) if postgres else datetime.fromisoformat(row[8])
+        event, seq = _stored_event(postgres, row[8], row[1], row[9])
         spans = reads[ask].spans
-        span = next(j for j, (start, end) in enumerate(spans) if start <= at < end)
-        into.events[span].append((Event(at, loads(row[1])), int(row[9])))
+        at = event.timestamp
+        into.events[next(j for j, (s, e) in enumerate(spans) if s <= at < e)].append((event, seq))
     return found
 
 
