@@ -357,13 +357,14 @@ def test_customer_usage_reports_each_live_subscription_in_id_order(sessions):
         lone = work.customers.add(customer("lone", m.clock.now()))
         work.commit()
         lone_id = lone.id
+    now = odd.start_at + timedelta(days=1)  # inside both periods (the rows have no timeline)
     with counted(event_store, "read_usage") as reads:
-        reports = m.usage.customer_usage(m.scope, m.customer_id)
+        reports = m.usage.customer_usage(m.scope, m.customer_id, now=now)
     assert reads == [6], "both subscriptions' three meters (two periods) in one statement"
     assert [r.subscription_id for r in reports] == sorted([m.subscription_id, second])
     periods = {m.subscription_id: Period(PERIOD_START, PERIOD_END), second: odd}
     for report in reports:
-        assert report == m.usage.subscription_usage(m.scope, report.subscription_id)
+        assert report == m.usage.subscription_usage(m.scope, report.subscription_id, now=now)
         assert (report.plan_code, report.currency, report.period) == (
             "usage",
             "USD",

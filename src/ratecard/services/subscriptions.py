@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import AwareDatetime, Field, model_validator
+from sqlalchemy import select
 
 from ratecard.adapters.db.models import PlanVersionRow, SubscriptionChangeRow, SubscriptionRow
 from ratecard.adapters.db.uow import UnitOfWork
@@ -30,7 +31,7 @@ from ratecard.core.billing import Draft
 from ratecard.core.catalog import Plan
 from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
 from ratecard.core.invoicing import InvoiceLine, LineKind
-from ratecard.core.subscriptions import IN_EFFECT, Effective, PlanRef, Subscription
+from ratecard.core.subscriptions import ACCRUING, IN_EFFECT, Effective, PlanRef, Subscription
 from ratecard.services import rating
 from ratecard.services.catalog import plan_of, sellable_version
 from ratecard.services.common import (
@@ -311,6 +312,45 @@ def _as_of(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> Subscription
         _refresh(row, replay, now)
     uow.session.expunge(row)
     return row
+
+
+def accruing_at(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> SubscriptionRow | None:
+    """A subscription stored as accruing, as it accrues at ``now``: the row itself while its
+    stored period lasts; past its end (a renewal, or a change or cancel due at the boundary,
+    that nothing has written yet), its timeline replayed to ``now`` (detached, nothing
+    written); None if it accrues no longer."""
+    if now < row.current_period_end_at:
+        return row
+    fresh = _as_of(uow, row, now)
+    return fresh if fresh.status in ACCRUING else None
+
+
+def accruing_subscriptions(
+    uow: UnitOfWork, customer_id: str, now: datetime
+) -> list[SubscriptionRow]:
+    """The customer's subscriptions that accrue usage at ``now`` (`accruing_at`), by id."""
+    stored = uow.session.scalars(
+        select(SubscriptionRow)
+        .where(
+            SubscriptionRow.tenant_id == uow.scope.tenant_id,
+            SubscriptionRow.mode == uow.scope.mode,
+            SubscriptionRow.customer_id == customer_id,
+            SubscriptionRow.status.in_(ACCRUING),
+        )
+        .order_by(SubscriptionRow.id)
+    )
+    found = (accruing_at(uow, row, now) for row in list(stored))
+    return [row for row in found if row is not None]
+
+
+def live_subscription(uow: UnitOfWork, customer_id: str, now: datetime) -> SubscriptionRow | None:
+    """The customer's first subscription (by creation) that accrues usage at ``now``: the one
+    entitlements, alerts and usage charts read."""
+    return min(
+        accruing_subscriptions(uow, customer_id, now),
+        key=lambda row: (row.created_at, row.id),
+        default=None,
+    )
 
 
 def list_current(

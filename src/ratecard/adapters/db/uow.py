@@ -296,6 +296,13 @@ class UnitOfWork(_UnitOfWorkBase):
         assert row is not None, f"tenant {self.scope.tenant_id} vanished"
         return row
 
+    def scope_now(self) -> datetime:
+        """ "Now" in this scope: the clock in live mode; in test mode the tenant's test clock,
+        once moved (as `TenancyService.now_for` reads it for a request)."""
+        if self.scope.mode is Mode.LIVE:
+            return self.clock.now()
+        return self.tenant.test_clock_at or self.clock.now()
+
 
 class AdminUnitOfWork(_UnitOfWorkBase):
     """Unscoped: tenants and API keys across tenants. For `services.tenancy` only."""

@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.engine import statement_reader
 from ratecard.adapters.db.models import (
-    SubscriptionRow,
     TenantRow,
     UsageAlertRow,
     WebhookOutboxRow,
@@ -40,9 +39,9 @@ from ratecard.core.errors import NotFound, invalid
 from ratecard.core.events import format_timestamp
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
-from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.common import exists
 from ratecard.services.metering.usage import UsageReader, plan_of, usage_lines
+from ratecard.services.subscriptions import live_subscription
 
 
 class AlertMetric(StrEnum):
@@ -171,18 +170,8 @@ class AlertService:
     def _check(self, uow: UnitOfWork, alert: UsageAlertRow) -> int:
         session, scope = uow.session, uow.scope
         reader = UsageReader(session, scope)
-        sub = session.scalars(
-            select(SubscriptionRow)
-            .where(
-                SubscriptionRow.tenant_id == scope.tenant_id,
-                SubscriptionRow.mode == scope.mode,
-                SubscriptionRow.customer_id == alert.customer_id,
-                SubscriptionRow.status.in_(ACCRUING),
-            )
-            .order_by(SubscriptionRow.created_at)
-            .limit(1)
-        ).one_or_none()
-        now = self._clock.now()
+        now = uow.scope_now()
+        sub = live_subscription(uow, alert.customer_id, now)
         if sub is not None:
             period = Period(sub.current_period_start_at, sub.current_period_end_at)
         else:

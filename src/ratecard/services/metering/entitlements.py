@@ -22,22 +22,21 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.cache import CacheUnavailable, HashCache, InProcessCache
 from ratecard.adapters.clock import Clock
-from ratecard.adapters.db.models import SubscriptionRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.catalog import EntitlementKind, ExceedAction
 from ratecard.core.periods import Period
-from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.metering.usage import UsageReader, plan_of
+from ratecard.services.subscriptions import live_subscription
 
 log = logging.getLogger(__name__)
 _ALL = "__all__"
@@ -53,12 +52,18 @@ class EntitlementView:
     remaining: Decimal | None
     on_exceed: ExceedAction
     fail_open: bool
+    until: datetime | None = None  # the end of the period its usage counts (a cached view
+    # is stale from then: the next period starts from zero)
+
+    def current(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
 
     def to_json(self) -> str:
         data = asdict(self)
         for name in ("limit", "usage", "remaining"):
             if data[name] is not None:
                 data[name] = format(data[name], "f")
+        data["until"] = _instant_text(self.until)
         return json.dumps(data)
 
     @classmethod
@@ -77,7 +82,16 @@ class EntitlementView:
             remaining=number("remaining"),
             on_exceed=ExceedAction(data["on_exceed"]),
             fail_open=bool(data["fail_open"]),
+            until=_instant(data.get("until")),  # absent from views cached by older versions
         )
+
+
+def _instant_text(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _instant(text: str | None) -> datetime | None:
+    return None if not text else datetime.fromisoformat(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +142,29 @@ class EntitlementService:
         return f"ent:{scope.tenant_id}:{scope.mode}:{customer_id}"
 
     def check(
-        self, scope: TenantScope, customer_id: str, feature: str, requested: Decimal = Decimal(0)
+        self,
+        scope: TenantScope,
+        customer_id: str,
+        feature: str,
+        requested: Decimal = Decimal(0),
+        *,
+        now: datetime | None = None,
     ) -> Check:
+        """`now`: the request's (a test-mode key's is its tenant's test clock); a cached view
+        of a period that has ended by then is read again."""
         key = self._key(scope, customer_id)
+        at = now or self._clock.now()
         try:
             cached = self.cache.get(key, feature)
             if cached is not None:
-                return decide(EntitlementView.from_json(cached), requested)
-            if self.cache.get(key, _ALL) is not None:
-                return Check(False, feature, "not_entitled")
+                seen = EntitlementView.from_json(cached)
+                if seen.current(at):
+                    return decide(seen, requested)
+            else:
+                marker = self.cache.get(key, _ALL)  # the period's end, or "" without a plan
+                until = None if marker is None else _instant(marker)
+                if marker is not None and (until is None or at < until):
+                    return Check(False, feature, "not_entitled")
         except CacheUnavailable as exc:
             log.warning("entitlement cache unavailable: %s", exc)
         try:
@@ -165,36 +193,31 @@ class EntitlementService:
             self.invalidate(scope, customer_id)
 
     def _load(self, scope: TenantScope, customer_id: str) -> dict[str, EntitlementView]:
-        views = self._compute(scope, customer_id)
+        views, until = self._compute(scope, customer_id)
         for view in views.values():
             self._fail_open[(scope.tenant_id, view.feature)] = view.fail_open
         values = {feature: view.to_json() for feature, view in views.items()}
-        values[_ALL] = "1"
+        values[_ALL] = _instant_text(until) or ""
         try:
             self.cache.put(self._key(scope, customer_id), values, ttl_seconds=self._ttl)
         except CacheUnavailable as exc:
             log.warning("entitlement cache unavailable: %s", exc)
         return views
 
-    def _compute(self, scope: TenantScope, customer_id: str) -> dict[str, EntitlementView]:
+    def _compute(
+        self, scope: TenantScope, customer_id: str
+    ) -> tuple[dict[str, EntitlementView], datetime | None]:
+        """The customer's entitlements now, and the end of the period they count (None
+        without a live subscription)."""
         with UnitOfWork(
             self._sessions, scope, actor="entitlements", clock=self._clock, read_only=True
         ) as uow:
             uow.customers.get(customer_id)
             session = uow.session
-            sub = session.scalars(
-                select(SubscriptionRow)
-                .where(
-                    SubscriptionRow.tenant_id == scope.tenant_id,
-                    SubscriptionRow.mode == scope.mode,
-                    SubscriptionRow.customer_id == customer_id,
-                    SubscriptionRow.status.in_(ACCRUING),
-                )
-                .order_by(SubscriptionRow.created_at)
-                .limit(1)
-            ).one_or_none()
+            now = uow.scope_now()
+            sub = live_subscription(uow, customer_id, now)
             if sub is None:
-                return {}
+                return {}, None
             plan = plan_of(session, scope, sub)
             period = Period(sub.current_period_start_at, sub.current_period_end_at)
             reader = UsageReader(session, scope)
@@ -223,8 +246,9 @@ class EntitlementService:
                     remaining,
                     ent.on_exceed,
                     ent.fail_open,
+                    period.end_at,
                 )
-            return views
+            return views, period.end_at
 
 
 def _with_source(check: Check, source: str) -> Check:

@@ -626,6 +626,16 @@ class LiveSubscription(NamedTuple):
     period: Period  # the current one
 
 
+def _live(row: SubscriptionRow) -> LiveSubscription:
+    return LiveSubscription(
+        row.id,
+        row.customer_id,
+        row.plan_code,
+        row.plan_version,
+        Period(row.current_period_start_at, row.current_period_end_at),
+    )
+
+
 # `UsageService.customer_usage`: the customer (no row: unknown), with its tenant's rounding and
 # meters' revision (`meters.SPECS`), and each live subscription (a row with NULLs: none) with
 # its plan as `_PLAN_VERSION` reads it (a row for each of the customer's price overrides of the
@@ -725,19 +735,21 @@ class UsageService:
                 customer_id, meter_code, period, granularity, ZoneInfo(customer.timezone)
             )
 
-    def subscription_usage(self, scope: TenantScope, subscription_id: str) -> SubscriptionUsage:
-        """Usage and cost so far of the subscription's current period."""
+    def subscription_usage(
+        self, scope: TenantScope, subscription_id: str, *, now: datetime | None = None
+    ) -> SubscriptionUsage:
+        """Usage and cost so far of the subscription's period at `now` (default: the clock's)."""
         with self._readers() as session:
             sub = SubscriptionRepository(session, scope).get(subscription_id)
             tenant = session.get(TenantRow, scope.tenant_id)
             assert tenant is not None
-            live = LiveSubscription(
-                sub.id,
-                sub.customer_id,
-                sub.plan_code,
-                sub.plan_version,
-                Period(sub.current_period_start_at, sub.current_period_end_at),
-            )
+            at = now or self._clock.now()
+            if at >= sub.current_period_end_at:  # renewed (or changed) since it was written
+                from ratecard.services.subscriptions import current
+
+                with self._uow(scope) as uow:
+                    sub = current(uow, subscription_id, now=at)
+            live = _live(sub)
             reader = UsageReader(session, scope, meters_revision=tenant.meters_revision)
             plan = plan_of(session, scope, live)
             (usage,) = _subscription_usage(
@@ -745,15 +757,20 @@ class UsageService:
             )
             return usage
 
-    def customer_usage(self, scope: TenantScope, customer_id: str) -> list[SubscriptionUsage]:
-        """Current-period usage of each of the customer's live subscriptions.
+    def customer_usage(
+        self, scope: TenantScope, customer_id: str, *, now: datetime | None = None
+    ) -> list[SubscriptionUsage]:
+        """Usage so far of the current period (at `now`, default the clock's) of each of the
+        customer's live subscriptions.
 
         One read-only session and two statements for it all (a customer's usage is read at
         every portal view and alert check): the customer, the tenant's rounding and meters'
         revision, and each live subscription with its plan (`_LIVE_PLANS`); and every meter's
         value, from its rollups and the raw events at its period's edges. The definitions of
         the meters come from the process's cache while the revision is current (a third
-        statement reads them otherwise).
+        statement reads them otherwise). A subscription whose stored period has ended by `now`
+        (renewed, or changed at the boundary, and not written since) is read as it stands at
+        `now`, through its timeline (`subscriptions.accruing_at`).
         """
         with self._readers() as session:
             found = session.connection().execute(
@@ -764,11 +781,15 @@ class UsageService:
             if not rows:  # the customer's 404
                 CustomerRepository(session, scope).get(customer_id)
                 raise AssertionError("unreachable: the customer is missing")
+            at = now or self._clock.now()
             subs = []
             for _, group in groupby(rows, key=lambda row: row.id):
                 of_sub = list(group)
                 row = of_sub[0]
                 if row.id is None:  # no live subscription
+                    break
+                if at >= row.current_period_end_at:
+                    subs = self._as_of(scope, customer_id, at)
                     break
                 live = LiveSubscription(
                     row.id,
@@ -782,6 +803,17 @@ class UsageService:
                 subs.append((live, _plan_from(row.plan_code, of_sub)))
             reader = UsageReader(session, scope, meters_revision=rows[0].meters_revision)
             return _subscription_usage(reader, subs, RoundingMode(rows[0].rounding_mode))
+
+    def _as_of(
+        self, scope: TenantScope, customer_id: str, now: datetime
+    ) -> list[tuple[LiveSubscription, Plan]]:
+        """The customer's subscriptions stored as live, as they accrue at `now` (the slow path
+        of `customer_usage`, once a stored period has ended)."""
+        from ratecard.services.subscriptions import accruing_subscriptions
+
+        with self._uow(scope) as uow:
+            live = [_live(row) for row in accruing_subscriptions(uow, customer_id, now)]
+            return [(sub, plan_of(uow.session, scope, sub)) for sub in live]
 
     def usage_source(self, scope: TenantScope, customer_id: str) -> StoreUsage:
         return StoreUsage(self._sessions, scope, customer_id)

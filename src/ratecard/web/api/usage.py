@@ -28,12 +28,12 @@ from ratecard.core.aggregation import MeterResult, MeterValue
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 from ratecard.core.money import Money, currency, to_decimal
 from ratecard.core.periods import Period
-from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.common import Input, exists
 from ratecard.services.documents import ExactDecimal
 from ratecard.services.metering.alerts import AlertMetric, outbox
 from ratecard.services.metering.entitlements import EntitlementView
 from ratecard.services.metering.usage import Granularity, MeterUsage, SubscriptionUsage
+from ratecard.services.subscriptions import live_subscription
 from ratecard.web.api.common import Limit, ListPage, PeriodView
 from ratecard.web.deps import BillingWriter, Reader
 from ratecard.web.routing import Router
@@ -128,7 +128,7 @@ def get_usage(customer_id: CustomerId, ctx: Reader) -> CustomerUsage:
     """Usage of the current period of each live subscription, per metered charge, with the
     amount it would bill so far (the invoice line it would produce now)."""
     scope = ctx.principal.scope
-    reports = ctx.metering.usage.customer_usage(scope, customer_id)
+    reports = ctx.metering.usage.customer_usage(scope, customer_id, now=ctx.now())
     return CustomerUsage(customer_id=customer_id, subscriptions=[_subscription(r) for r in reports])
 
 
@@ -171,9 +171,8 @@ def get_usage_series(
     scope = ctx.principal.scope
     with ctx.reader() as uow:
         uow.customers.get(customer_id)
-        subs = uow.subscriptions.list(customer_id=customer_id, limit=100)
-        live = [s for s in subs if s.status in ACCRUING]
-        current = _current_period(live[0] if live else None, ctx.now())
+        now = ctx.now()
+        current = _current_period(live_subscription(uow, customer_id, now), now)
     start, end = start_at or current.start_at, end_at or current.end_at
     if not start < end or end - start > MAX_SERIES_SPAN:
         raise ValidationFailed(
@@ -271,7 +270,7 @@ def check_entitlement(
     """May the customer use `feature` (`requested` more of it) now? Answered from the cache;
     a hard limit denies with ``limit_exceeded``, a soft one allows and sets ``notify``."""
     check = ctx.metering.entitlements.check(
-        ctx.principal.scope, customer_id, feature, Decimal(requested)
+        ctx.principal.scope, customer_id, feature, Decimal(requested), now=ctx.now()
     )
     return EntitlementCheck(
         customer_id=customer_id,
