@@ -74,6 +74,20 @@ def serve(
     _serve(settings, host, port)
 
 
+def _calls_charge(*, free: str, unit_price: str) -> dict[str, Any]:
+    """The demo plans' API calls: `free` a period included, then `unit_price` each."""
+    return {
+        "code": "calls",
+        "model": "graduated",
+        "meter": "api_calls",
+        "tiers": [
+            {"up_to": free, "unit_price": "0"},
+            {"up_to": None, "unit_price": unit_price},
+        ],
+    }
+
+
+# Every demo customer's plan bills its API calls, so each has a usage report to show.
 DEMO_PLANS: list[dict[str, Any]] = [
     {
         "code": "starter",
@@ -81,7 +95,10 @@ DEMO_PLANS: list[dict[str, Any]] = [
         "currency": "USD",
         "interval": "month",
         "trial_days": 14,
-        "charges": [{"code": "base", "model": "flat", "amount": "29.00"}],
+        "charges": [
+            {"code": "base", "model": "flat", "amount": "29.00"},
+            _calls_charge(free="100", unit_price="0.003"),
+        ],
         "publish": True,
     },
     {
@@ -92,6 +109,7 @@ DEMO_PLANS: list[dict[str, Any]] = [
         "charges": [
             {"code": "base", "model": "flat", "amount": "100.00"},
             {"code": "seats", "model": "per_unit", "source": "seats", "unit_price": "12.00"},
+            _calls_charge(free="500", unit_price="0.001"),
         ],
         "publish": True,
     },
@@ -100,17 +118,7 @@ DEMO_PLANS: list[dict[str, Any]] = [
         "name": "API usage",
         "currency": "USD",
         "interval": "month",
-        "charges": [
-            {
-                "code": "calls",
-                "model": "graduated",
-                "meter": "api_calls",
-                "tiers": [
-                    {"up_to": "100", "unit_price": "0"},
-                    {"up_to": None, "unit_price": "0.002"},
-                ],
-            }
-        ],
+        "charges": [_calls_charge(free="100", unit_price="0.002")],
         "publish": True,
     },
 ]

@@ -35,9 +35,17 @@ def test_run_demo_seeds_a_tenant_and_prints_a_working_key(tmp_path: Path) -> Non
     assert "http://127.0.0.1:8000/docs" in result.output
     engine = make_engine(url)
     try:
+        auth = {"Authorization": f"Bearer {secret}"}
         with TestClient(create_app(engine)) as client:
-            subs = client.get("/v1/subscriptions", headers={"Authorization": f"Bearer {secret}"})
+            subs = client.get("/v1/subscriptions", headers=auth)
             assert subs.status_code == 200 and len(subs.json()["data"]) == 3
+            for sub in subs.json()["data"]:  # every plan bills the calls of its period
+                (report,) = client.get(
+                    f"/v1/customers/{sub['customer_id']}/usage", headers=auth
+                ).json()["subscriptions"]
+                (calls,) = report["meters"]
+                assert (calls["charge_code"], calls["meter"]) == ("calls", "api_calls")
+                assert 150 <= int(calls["quantity"]) < 1500, calls
         with engine.connect() as connection:
             per_customer = connection.execute(
                 sa.select(EventRow.customer_id, sa.func.count()).group_by(EventRow.customer_id)
