@@ -67,6 +67,23 @@ end: "2023-01-01"
         assert field in result.stderr, field
 
 
+def test_a_broken_plan_is_reported_once_not_also_as_unknown(tmp_path: Path) -> None:
+    """The README's step 3: break a tier and the one problem is named; the subscription that
+    names the broken plan is not also told the plan is unknown."""
+    text = (ROOT / "examples" / "hybrid-upgrade.yaml").read_text(encoding="utf-8")
+    broken = text.replace('up_to: 100000, unit_price: "0.002"', 'up_to: 5000, unit_price: "0.002"')
+    assert broken != text
+    path = tmp_path / "broken.yaml"
+    path.write_text(broken, encoding="utf-8")
+    result = runner.invoke(app, ["simulate", str(path)])
+    assert result.exit_code == 2
+    problems = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert problems == [
+        "plans[0].charges[1].tiers[1].up_to: must be above the previous tier's up_to (10000)"
+        " (tiers_not_contiguous)"
+    ]
+
+
 def test_reference_errors_name_the_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(

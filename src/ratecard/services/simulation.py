@@ -254,7 +254,9 @@ def simulate(data: Any) -> SimulationResult:
     except ValidationFailed as exc:
         raise ValidationFailed([*exc.problems, *_raw_plan_problems(data)]) from None
     plans, problems = _plans(doc)
-    problems += reference_problems(doc, set(plans))
+    # A plan with problems of its own is still defined: naming it is not a problem too.
+    named = {str(p.get("code", p.get("planId"))) for p in doc.plans if isinstance(p, dict)}
+    problems += reference_problems(doc, set(plans) | named)
     for i, sub in enumerate(doc.subscriptions):
         for j, change in enumerate(sub.changes):
             if change.at >= doc.end:
