@@ -153,3 +153,25 @@ def test_lago_timestamps_and_customers():
     assert out[1]["properties"] == {"precise_total_amount_cents": "12.5"}
     with pytest.raises(ValidationFailed):
         lago.from_lago({"nope": 1})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"n": 1e400}', "a number with an exponent within \u00b1100"),
+        (b'{"n": 1e-101}', "a number with an exponent within \u00b1100"),
+        (b'{"s": "' + b"x" * 1001 + b'"}', "at most 1000 characters"),
+        (b'{"nested": {"a": 1}}', "a string, number or boolean (nested values are not kept)"),
+        (b'{"list": [1]}', "a string, number or boolean (nested values are not kept)"),
+        (b'{"' + b"k" * 201 + b'": 1}', "a property's name is 1 to 200 characters"),
+    ],
+)
+def test_a_refused_property_says_why(body, message):
+    properties = events.parse_batch(
+        b'{"id": "e", "type": "m", "customer": "c", "properties": ' + body + b"}"
+    )
+    with pytest.raises(ValidationFailed) as refused:
+        parse_event(properties[0], NOW)
+    (problem,) = refused.value.problems
+    assert (problem.code, problem.message) == ("invalid_value", message)
+    assert problem.field is not None and problem.field.startswith("properties.")

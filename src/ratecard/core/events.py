@@ -141,14 +141,25 @@ def _properties(raw: Any, problems: list[Problem]) -> dict[str, str]:
         if text is None or not isinstance(name, str) or not 0 < len(name) <= 200:
             problems.append(
                 Problem(
-                    ErrorCode.INVALID_VALUE,
-                    "a string, number or boolean (nested values are not kept)",
-                    f"properties.{name}",
+                    ErrorCode.INVALID_VALUE, _property_refusal(name, value), f"properties.{name}"
                 )
             )
             continue
         out[name] = text
     return out
+
+
+def _property_refusal(name: Any, value: Any) -> str:
+    """Why a property cannot be kept, as precisely as its value says."""
+    if not isinstance(name, str) or not 0 < len(name) <= 200:
+        return "a property's name is 1 to 200 characters"
+    if isinstance(value, str):
+        return f"at most {MAX_TEXT} characters"
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return "a finite number"
+        return f"a number with an exponent within ±{MAX_EXPONENT}"
+    return "a string, number or boolean (nested values are not kept)"
 
 
 def _short_text(value: Any, limit: int) -> TypeGuard[str]:
