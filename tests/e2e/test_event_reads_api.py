@@ -84,7 +84,7 @@ def test_an_event_reads_back_as_stored(api: Api) -> None:
     assert (
         api.client.post(  # ingestion beside the reads is unchanged: a retry is a duplicate
             "/v1/events",
-            json={"id": "e-1", "type": "tokens", "customer": "acme"},
+            json={"id": "e-1", "type": "tokens", "customer": "acme", "properties": {"n": 0.1}},
             headers=tenant.admin,
         ).json()["results"][0]["status"]
         == "duplicate"

@@ -106,6 +106,40 @@ def test_rejections_name_code_and_field(sessions):
     assert _count(m) == 0
 
 
+def test_an_event_without_the_property_its_meter_counts_is_refused(sessions):
+    """Counted as nothing, unnoticed, it would be revenue lost: the value of a sum, a max or a
+    weighted sum, and the key of a unique count, must be there (a count needs none)."""
+    m = setup(sessions)
+    result = m.ingestion.ingest(
+        m.scope,
+        [
+            event(1, meter="tokens", model="m1"),  # no tokens
+            event(2, meter="peak"),
+            event(3, meter="storage", gigabytes="3"),  # a misspelt property
+            event(4, meter="users"),
+            event(5, meter="users", user="u-1"),  # any text
+            event(6, meter="tokens", tokens="x"),  # there, but not a number
+            event(7),  # a count
+            event(8, meter="tokens", tokens="12.5", model="m1"),
+        ],
+    )
+    got = [
+        (str(r.status), r.as_dict().get("code"), r.as_dict().get("field")) for r in result.results
+    ]
+    assert got == [
+        ("rejected", "missing_field", "properties.tokens"),
+        ("rejected", "missing_field", "properties.gb"),
+        ("rejected", "missing_field", "properties.gb"),
+        ("rejected", "missing_field", "properties.user"),
+        ("accepted", None, None),
+        ("rejected", "invalid_value", "properties.tokens"),
+        ("accepted", None, None),
+        ("accepted", None, None),
+    ]
+    assert result.results[0].as_dict()["reason"] == "the meter counts property 'tokens'"
+    assert _count(m) == 3
+
+
 def test_values_are_exact_and_timestamps_utc(sessions):
     m = setup(sessions)
     body = (

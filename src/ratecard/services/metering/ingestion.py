@@ -403,7 +403,7 @@ class IngestionService:
         by_subscription = _resolve(session, scope, _BY_SUBSCRIPTION, subscribed, closed)
         oldest, newest = received_at - policy.max_past, received_at + policy.max_future
         oldest_hour, newest_hour = event_store.hour_number(oldest), event_store.hour_number(newest)
-        numbers = {code: _number_property(spec) for code, spec in specs.items()}
+        needed = {code: _needed_property(spec) for code, spec in specs.items()}
         reject_customer = policy.unknown_customer is Unknown.REJECT
         reject_meter = policy.unknown_meter is Unknown.REJECT
         reject_late = policy.late_events is LateEvents.REJECT
@@ -436,8 +436,8 @@ class IngestionService:
                     problems[k] = _NO_METER
                     continue
                 customer_id = None  # held until the meter exists
-            name = numbers.get(meter)
-            if name is not None and (problem := _value_problem(name, properties[k])) is not None:
+            need = needed.get(meter)
+            if need is not None and (problem := _value_problem(need, properties[k])) is not None:
                 statuses[k] = _REJECTED
                 problems[k] = (problem,)
                 continue
@@ -477,18 +477,24 @@ def _retryable(exc: Exception) -> bool:
     return getattr(cause, "sqlstate", None) in _RETRYABLE
 
 
-def _number_property(spec: MeterSpec) -> str | None:
-    """The property that must hold a number (or nothing): that of a meter that adds, compares
-    or weighs values."""
-    if spec.aggregation in (Aggregation.COUNT, Aggregation.UNIQUE_COUNT):
+def _needed_property(spec: MeterSpec) -> tuple[str, bool] | None:
+    """The property an event of the meter must carry, and whether it must be a number (a
+    meter that adds, compares or weighs values; a unique count takes any text). An event
+    without it would count for nothing, unnoticed: it is refused."""
+    if spec.aggregation is Aggregation.COUNT or spec.value_property is None:
         return None
-    return spec.value_property
+    return spec.value_property, spec.aggregation is not Aggregation.UNIQUE_COUNT
 
 
-def _value_problem(name: str, properties: Mapping[str, str]) -> Problem | None:
-    """The problem if property `name` holds something else than a number."""
+def _value_problem(need: tuple[str, bool], properties: Mapping[str, str]) -> Problem | None:
+    """The problem if the property `need` names is missing, or not a number where it must be."""
+    name, number = need
     raw = properties.get(name)
-    if raw is None or (type(raw) is str and raw.isdigit() and raw.isascii()):  # a whole number
+    if raw is None:
+        return Problem(
+            ErrorCode.MISSING_FIELD, f"the meter counts property {name!r}", f"properties.{name}"
+        )
+    if not number or (type(raw) is str and raw.isdigit() and raw.isascii()):  # a whole number
         return None
     try:
         D(raw)
