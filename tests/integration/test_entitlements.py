@@ -74,3 +74,52 @@ def test_redis_down_falls_back_to_the_store(sessions):
     service = EntitlementService(m.sessions, m.clock, cache=RedisCache("redis://127.0.0.1:1/0"))
     check = service.check(m.scope, m.customer_id, "sso")
     assert (check.allowed, check.source) == (True, "store")
+
+
+@pytest.mark.parametrize("cache_kind", ["memory", "redis"])
+def test_a_restarted_process_knows_a_closed_feature_while_the_store_is_down(
+    sessions, monkeypatch, cache_kind
+):
+    """A fail-closed feature stays closed for a process that never read it, when the cache it
+    shares (Redis) kept its fallback; an in-process cache dies with its process (open)."""
+    m = setup(sessions)
+    cache = InProcessCache() if cache_kind == "memory" else _redis()
+    EntitlementService(m.sessions, m.clock, cache=cache).list(m.scope, m.customer_id)
+    restarted = EntitlementService(
+        m.sessions, m.clock, cache=InProcessCache() if cache_kind == "memory" else cache
+    )
+    restarted.invalidate(m.scope, m.customer_id)
+
+    def down(*_a, **_k):
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(restarted, "_compute", down)
+    api = restarted.check(m.scope, m.customer_id, "api")
+    assert (api.reason, api.source) == ("store_unavailable", "fallback")
+    assert api.allowed is (cache_kind == "memory")
+    assert restarted.check(m.scope, m.customer_id, "sso").allowed  # open, as its plan says
+
+
+def test_a_cache_that_cannot_keep_a_fallback_is_tried_again(sessions, monkeypatch):
+    m = setup(sessions)
+    cache = InProcessCache()
+    service = EntitlementService(m.sessions, m.clock, cache=cache)
+    puts: list[str] = []
+    real_put = cache.put
+
+    def failing_put(key, values, *, ttl_seconds):
+        puts.append(key)
+        if key.startswith("entfail:"):
+            raise CacheUnavailable("down")
+        real_put(key, values, ttl_seconds=ttl_seconds)
+
+    monkeypatch.setattr(cache, "put", failing_put)
+    service.list(m.scope, m.customer_id)
+    first = sorted(k for k in puts if k.startswith("entfail:"))
+    monkeypatch.setattr(cache, "put", real_put)
+    service.list(m.scope, m.customer_id)
+    assert cache.get(first[0], "open") in ("0", "1")  # kept on the second load
+    puts.clear()
+    monkeypatch.setattr(cache, "put", failing_put)
+    service.list(m.scope, m.customer_id)  # kept less than a day ago: not written again
+    assert [k for k in puts if k.startswith("entfail:")] == []

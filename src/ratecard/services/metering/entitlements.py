@@ -14,13 +14,18 @@ store and cached as one hash; `invalidate` (a plan or subscription change) and e
 batch for the customer (usage changed) drop the hash. Over the limit, ``deny`` refuses with
 ``limit_exceeded``, ``allow_and_notify`` allows and sets `notify`, ``throttle_and_notify``
 refuses with ``throttled`` and sets `notify`. When neither cache nor store can answer, a feature
-fails open or closed as its plan says (`fail_open`; open when it was never seen).
+fails open or closed as its plan says (`fail_open`; open when it was never seen). What each
+feature does then is kept beside the entitlements, per tenant and for 30 days, in the cache as
+well as in the process: with Redis a restarted process still knows it while the store is down.
+A cached view is read until the billing period it counts ends (`EntitlementView.until`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -40,6 +45,8 @@ from ratecard.services.subscriptions import live_subscription
 
 log = logging.getLogger(__name__)
 _ALL = "__all__"
+_FALLBACK_TTL = 30 * 24 * 3600  # how long the cache keeps a feature's fallback, in seconds
+_DAY_NS = 24 * 3600 * 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +142,49 @@ class EntitlementService:
         self._clock = clock
         self.cache: HashCache = cache or InProcessCache()
         self._ttl = ttl_seconds
-        self._fail_open: dict[tuple[str, str], bool] = {}  # last seen per (tenant, feature)
+        # Each feature's fallback as last seen, per (tenant, feature), with when this process
+        # last kept it in the cache (monotonic ns)
+        self._fail_open: dict[tuple[str, str], tuple[bool, int]] = {}
 
     @staticmethod
     def _key(scope: TenantScope, customer_id: str) -> str:
         return f"ent:{scope.tenant_id}:{scope.mode}:{customer_id}"
+
+    @staticmethod
+    def _fallback_key(scope: TenantScope, feature: str) -> str:
+        return f"entfail:{scope.tenant_id}:{scope.mode}:{feature}"
+
+    def _fails_open(self, scope: TenantScope, feature: str) -> bool:
+        """Whether `feature` is allowed while the store cannot be read: as last seen by this
+        process, else by any (the cache), else open."""
+        seen = self._fail_open.get((scope.tenant_id, feature))
+        if seen is not None:
+            return seen[0]
+        try:
+            kept = self.cache.get(self._fallback_key(scope, feature), "open")
+        except CacheUnavailable:
+            kept = None
+        return kept != "0"
+
+    def _remember_fallbacks(self, scope: TenantScope, views: Iterable[EntitlementView]) -> None:
+        """Keep each feature's fallback in the process and, when it changed or a day has
+        passed since, in the cache for `_FALLBACK_TTL` (one write a feature a day)."""
+        now = time.monotonic_ns()
+        for view in views:
+            known = self._fail_open.get((scope.tenant_id, view.feature))
+            if known is not None and known[0] == view.fail_open and now - known[1] < _DAY_NS:
+                continue
+            try:
+                self.cache.put(
+                    self._fallback_key(scope, view.feature),
+                    {"open": "1" if view.fail_open else "0"},
+                    ttl_seconds=_FALLBACK_TTL,
+                )
+                kept = now
+            except CacheUnavailable as exc:
+                log.warning("entitlement cache unavailable: %s", exc)
+                kept = now - _DAY_NS  # not kept: the next load tries again
+            self._fail_open[(scope.tenant_id, view.feature)] = (view.fail_open, kept)
 
     def check(
         self,
@@ -171,7 +216,7 @@ class EntitlementService:
             views = self._load(scope, customer_id)
         except (OperationalError, DBAPIError) as exc:
             log.warning("entitlement store unavailable: %s", exc)
-            allowed = self._fail_open.get((scope.tenant_id, feature), True)
+            allowed = self._fails_open(scope, feature)
             return Check(allowed, feature, "store_unavailable", source="fallback")
         view = views.get(feature)
         if view is None:
@@ -194,8 +239,7 @@ class EntitlementService:
 
     def _load(self, scope: TenantScope, customer_id: str) -> dict[str, EntitlementView]:
         views, until = self._compute(scope, customer_id)
-        for view in views.values():
-            self._fail_open[(scope.tenant_id, view.feature)] = view.fail_open
+        self._remember_fallbacks(scope, views.values())
         values = {feature: view.to_json() for feature, view in views.items()}
         values[_ALL] = _instant_text(until) or ""
         try:
