@@ -2,19 +2,23 @@
 
     >>> redefine_meter(uow, "api_calls", aggregation="sum", value_property="tokens",
     ...                filters={"model": ["gpt-x"]}, group_by=["region"])   # doctest: +SKIP
+    >>> redefine(uow, row, Definition("max", "tokens", {}, ("region",)))    # doctest: +SKIP
 
 A meter row holds its aggregation, value property, filters (``{property: value or [values]}``),
 group-by dimensions, reset (``never`` makes it cumulative) and an optional rounding of the
 period's quantity (mode and decimal places), applied when usage is read: raw events and rollups
-keep every digit, so changing the rounding needs no rebuild. Raw events are never touched by a
-redefinition: the meter's rollups are dropped and rebuilt from them in the same transaction, so
-usage queries and invoices read the new definition everywhere at once.
+keep every digit, so changing the rounding needs no rebuild. The first four are its
+`Definition`: raw events are never touched by a redefinition; the meter's rollups are dropped
+and rebuilt from them in the same transaction (`redefine`, which ``PATCH /v1/meters/{id}`` and
+`redefine_meter` share), so usage queries and invoices read the new definition everywhere at
+once. `meter_spec` is the one check of a definition: a refused one changes nothing.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -33,7 +37,7 @@ from ratecard.core.aggregation import (
     MeterSpec,
     PropertyFilter,
 )
-from ratecard.core.errors import invalid
+from ratecard.core.errors import ValidationFailed, invalid
 from ratecard.core.money import RoundingMode
 from ratecard.core.rollups import decomposable, hour_of, partials
 
@@ -61,10 +65,16 @@ class MeterFields(Protocol):
 
 
 def meter_spec(row: MeterFields) -> MeterSpec:
+    """The spec of a meter, or `ValidationFailed` naming the meter's field that cannot be."""
     try:
         kind = Aggregation(row.aggregation)
     except ValueError:
         raise invalid(f"unknown aggregation {row.aggregation!r}", "aggregation") from None
+    if kind is not Aggregation.COUNT and not row.value_field:
+        raise invalid(f"aggregation {kind.value!r} needs value_field", "value_field")
+    group_by = tuple(str(g) for g in (row.group_by or ()))
+    if len(set(group_by)) != len(group_by):  # the usage API keys a group by its dimensions
+        raise invalid("each dimension at most once", "group_by")
     filters = tuple(
         PropertyFilter(
             name, tuple(str(v) for v in value) if isinstance(value, list) else (str(value),)
@@ -75,10 +85,22 @@ def meter_spec(row: MeterFields) -> MeterSpec:
         kind,
         value_property=row.value_field or None,
         filters=filters,
-        group_by=tuple(str(g) for g in (row.group_by or ())),
+        group_by=group_by,
         reset=MeterReset.NEVER if row.reset == "never" else MeterReset.PERIOD,
         rounding=rounding_of(row),
     )
+
+
+def checked_spec(row: MeterFields, at: str = "") -> MeterSpec:
+    """`meter_spec`, its refusal naming the field under `at` (``"body"``: a request's)."""
+    try:
+        return meter_spec(row)
+    except ValidationFailed as failed:
+        if not at:
+            raise
+        raise ValidationFailed(
+            replace(p, field=at if p.field is None else f"{at}.{p.field}") for p in failed.problems
+        ) from None
 
 
 def rounding_of(row: MeterFields) -> MeterRounding | None:
@@ -122,6 +144,65 @@ class SpecCache:
 SPECS = SpecCache()
 
 
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """What a meter counts: a change to any of it re-aggregates the meter from raw events.
+    (Its name and rounding are not in it: rounding applies when usage is read.)"""
+
+    aggregation: str
+    value_field: str | None
+    filters: dict[str, Any]  # {property: value or [values]}
+    group_by: tuple[str, ...]
+
+    @classmethod
+    def of(cls, row: MeterRow) -> Definition:
+        return cls(
+            row.aggregation,
+            row.value_field,
+            dict(row.filters or {}),
+            tuple(str(g) for g in (row.group_by or ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Redefined:
+    """A meter's `MeterFields` under another definition: what `meter_spec` checks first."""
+
+    aggregation: str
+    value_field: str | None
+    filters: dict[str, Any]
+    group_by: list[Any]
+    reset: str
+    rounding_mode: str | None
+    rounding_precision: int | None
+
+
+def redefine(uow: UnitOfWork, row: MeterRow, definition: Definition, *, at: str = "") -> int:
+    """Give the meter (locked by the caller: `get_for_update`) `definition` and rebuild its
+    rollups from raw events; the caller commits. A definition `meter_spec` refuses raises
+    `ValidationFailed` (fields named under `at`) before anything changes.
+
+    Returns the number of rollup partials written. The rebuild reads every raw event of the
+    meter: its time grows with the meter's history.
+    """
+    fields = _Redefined(
+        definition.aggregation,
+        definition.value_field,
+        definition.filters,
+        list(definition.group_by),
+        row.reset,
+        row.rounding_mode,
+        row.rounding_precision,
+    )
+    checked_spec(fields, at)
+    row.aggregation = definition.aggregation
+    row.value_field = definition.value_field
+    row.filters = dict(definition.filters)
+    row.group_by = list(definition.group_by)
+    uow.session.flush()  # raises the tenant's meters_revision (`models._meters_changed`)
+    return rebuild_rollups(uow.session, uow.scope, row)
+
+
 def redefine_meter(
     uow: UnitOfWork,
     code: str,
@@ -131,22 +212,23 @@ def redefine_meter(
     filters: dict[str, Any] | None = None,
     group_by: list[str] | None = None,
 ) -> int:
-    """Change a meter and rebuild its rollups from raw events; the caller commits.
+    """Change a meter's definition (None: keep that part) and rebuild its rollups from raw
+    events (`redefine`); the caller commits.
 
     Returns the number of rollup partials written.
     """
     row = uow.meters.get_for_update(uow.meters.get_by_code(code).id)
-    if aggregation is not None:
-        row.aggregation = aggregation
-    if value_property is not None:
-        row.value_field = value_property
-    if filters is not None:
-        row.filters = filters
-    if group_by is not None:
-        row.group_by = list(group_by)
-    meter_spec(row)  # refuse a definition that cannot aggregate
-    uow.session.flush()
-    return rebuild_rollups(uow.session, uow.scope, row)
+    now = Definition.of(row)
+    return redefine(
+        uow,
+        row,
+        Definition(
+            now.aggregation if aggregation is None else aggregation,
+            now.value_field if value_property is None else value_property,
+            now.filters if filters is None else filters,
+            now.group_by if group_by is None else tuple(group_by),
+        ),
+    )
 
 
 def rebuild_rollups(

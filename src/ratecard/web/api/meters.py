@@ -1,14 +1,32 @@
 """Meters: what usage is counted, and how (``/v1/meters``).
 
     POST  /v1/meters        {"code": "storage", "aggregation": "max", "value_field": "gb",
+                             "filters": {"tier": "hot"}, "group_by": ["region"],
                              "rounding": {"mode": "up", "precision": 0}}
     PATCH /v1/meters/{id}   {"rounding": {"mode": "half_up", "precision": 2}} or
                             {"rounding": null}
+    PATCH /v1/meters/{id}   {"aggregation": "sum", "filters": {}, "group_by": ["region", "zone"]}
+
+A meter's definition is its ``aggregation`` (``count``, ``sum``, ``max``, ``min``,
+``unique_count``, ``latest``, ``average``, ``weighted_sum``; all but ``count`` need
+``value_field``, the event property that carries the value), ``filters`` (``{property: value}``,
+every one must match) and ``group_by`` (up to 10 distinct property names: the usage API shows
+one quantity per combination of their values, under ``groups``, beside the total).
 
 ``rounding`` (optional) rounds the period's quantity — the total and each group, each from its
 exact value — before pricing, with a named mode (``half_up``, ``half_even``, ``half_down``, ``up``,
 ``down``, ``ceiling``, ``floor``) to ``precision`` decimal places (0 to 18). Raw events keep every
 digit: the usage API, invoice drafts, entitlements and alerts read the rounded quantity at once.
+
+PATCH changes the name, the rounding, and any part of the definition; a part left out keeps its
+value, and ``code``, ``reset`` and ``snapshot`` never change. A new definition is checked whole
+(a refused PATCH changes nothing) and then re-aggregates the meter from its raw events: its
+rollups are rebuilt inside the request, in the same transaction, so the usage API, invoice
+drafts, entitlements and alerts read the new definition as soon as it answers — and it answers
+later the longer the meter's history (every raw event of the meter is read once). Open periods
+then bill as the new definition counts; issued invoices stay as they are, and a redefinition is
+not late usage (an adjustment compares a closed period's usage before and after under one
+definition).
 """
 
 from __future__ import annotations
@@ -46,6 +64,7 @@ class Meter(BaseModel):
     reset: str
     snapshot: bool
     filters: dict[str, str]
+    group_by: list[str]
     rounding: MeterRoundingView | None
     livemode: bool
     created_at: datetime
@@ -61,6 +80,7 @@ class Meter(BaseModel):
             reset=row.reset,
             snapshot=row.snapshot,
             filters={str(k): str(v) for k, v in row.filters.items()},
+            group_by=[str(g) for g in row.group_by],
             rounding=None
             if row.rounding_mode is None or row.rounding_precision is None
             else MeterRoundingView(mode=row.rounding_mode, precision=row.rounding_precision),
@@ -91,7 +111,8 @@ def get_meter(meter_id: MeterId, ctx: Reader) -> Meter:
 
 @router.patch("/{meter_id}")
 def update_meter(meter_id: MeterId, body: catalog.MeterUpdate, ctx: CatalogWriter) -> Meter:
-    """Rename the meter or change its rounding (``null`` removes it); read at once by usage,
-    drafts, entitlements and alerts, as raw events are never rounded."""
+    """Rename the meter, change its rounding (``null`` removes it) or its definition
+    (``aggregation``, ``value_field``, ``filters``, ``group_by``: re-aggregated from raw events
+    before it answers); read at once by usage, drafts, entitlements and alerts."""
     with ctx.uow() as uow:
         return Meter.of(catalog.update_meter(uow, meter_id, body))
