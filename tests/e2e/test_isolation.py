@@ -57,7 +57,16 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/meters"): lambda w: w.listed_without("/v1/meters"),
     ("GET", "/v1/meters/{meter_id}"): lambda w: w.hidden("GET", "/v1/meters/{meter_id}"),
     ("PATCH", "/v1/meters/{meter_id}"): lambda w: w.hidden(
-        "PATCH", "/v1/meters/{meter_id}", {"rounding": None, "name": "Mallory"}
+        "PATCH",
+        "/v1/meters/{meter_id}",
+        {
+            "rounding": None,
+            "name": "Mallory",
+            "aggregation": "sum",
+            "value_field": "n",
+            "filters": {"plan": "x"},
+            "group_by": ["region"],
+        },
     ),
     ("POST", "/v1/features"): lambda w: w.refused_as_unknown(
         "/v1/features", {"code": "f", "kind": "metered", "meter_code": "calls"}, "body.meter_code"
@@ -326,3 +335,64 @@ def test_test_mode_cannot_see_live_data(api: Api) -> None:
     for route in _routes(api):
         CASES[route](world)
     assert _snapshot(api, a, ids) == before
+
+
+def test_events_naming_another_tenants_customer_stay_in_the_senders_tenant(api: Api) -> None:
+    """B has a meter ``calls`` as A has. B's events naming A's customer (its external id, its
+    subscription, even A's event id) are B's own: rejected ``unknown_customer`` under B's default
+    policy, held (for a customer of B's that may come) under ``hold``, never a duplicate of A's;
+    A's usage and events do not change, and B never reads A's event."""
+    ids, a = _tenant_a(api)
+    before = _snapshot(api, a, ids)
+    b = api.tenant("B")
+    api.post("/v1/meters", b, {"code": "calls", "aggregation": "count"})
+
+    def outcomes(path: str, body: Any) -> list[tuple[str, str | None, str | None]]:
+        return [(r["status"], r["code"], r["field"]) for r in api.post(path, b, body)["results"]]
+
+    sent = [
+        {"id": "a-evt-1", "type": "calls", "customer": "a-ext"},  # A's event id, too
+        {"id": "b-evt-1", "type": "calls", "customer": "a-ext"},
+        {"id": "b-evt-2", "type": "calls", "subscription": ids["subscription_id"]},
+    ]
+    assert outcomes("/v1/events", sent) == [
+        ("rejected", "unknown_customer", "customer"),
+        ("rejected", "unknown_customer", "customer"),
+        ("rejected", "unknown_customer", "subscription"),
+    ]
+    assert outcomes("/v1/track", {**_TRACK, "messageId": "b-trk-1"}) == [
+        ("rejected", "unknown_customer", "userId")
+    ]
+    lago = api.client.post(
+        "/api/v1/events",
+        json={
+            "event": {
+                "transaction_id": "b-lago-1",
+                "code": "calls",
+                "external_customer_id": "a-ext",
+            }
+        },
+        headers=b.admin,
+    )
+    assert lago.status_code == 422, lago.text
+    assert [(e["code"], e["field"]) for e in lago.json()["errors"]] == [
+        ("unknown_customer", "event.external_customer_id")
+    ]
+    hidden = api.client.get("/v1/events/a-evt-1", headers=b.admin)
+    assert (hidden.status_code, hidden.json()["code"]) == (404, "not_found")
+    assert api.get("/v1/events", b)["data"] == []
+
+    holding = api.client.patch(
+        "/v1/metering_policy", json={"unknown_customer": "hold"}, headers=b.admin
+    )
+    assert holding.status_code == 200, holding.text
+    assert outcomes("/v1/events", sent[1:2]) == [("held", None, None)]
+    assert api.client.get("/v1/events/a-evt-1", headers=b.admin).status_code == 404
+    assert outcomes("/v1/events", sent[:1]) == [("held", None, None)]  # not A's duplicate
+    own = api.get("/v1/events/a-evt-1", b)
+    assert (own["customer_ref"], own["customer_id"], own["status"]) == ("a-ext", None, "held")
+    assert sorted(e["id"] for e in api.get("/v1/events", b)["data"]) == ["a-evt-1", "b-evt-1"]
+
+    assert _snapshot(api, a, ids) == before
+    theirs = api.get("/v1/events/a-evt-1", a)
+    assert (theirs["customer_id"], theirs["status"]) == (ids["customer_id"], "accepted")

@@ -72,9 +72,7 @@ def test_february_reads_february_though_the_subscription_was_last_written_in_jan
 ) -> None:
     tenant = api.tenant()
     customer_id, sub_id = _setup(api, tenant)
-    api.post(
-        "/v1/alerts", tenant, {"customer_id": customer_id, "meter": "calls", "threshold": "1"}
-    )
+    api.post("/v1/alerts", tenant, {"customer_id": customer_id, "meter": "calls", "threshold": "1"})
     api.clock.advance(timedelta(days=10))
     api.post(
         "/v1/events",

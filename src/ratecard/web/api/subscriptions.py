@@ -122,9 +122,11 @@ def create_subscription(
 ) -> Subscription:
     embed = expansions(expand, EXPANDABLE)
     with ctx.uow() as uow:
-        row = subs.create_subscription(uow, body, now=ctx.now())
-        ctx.metering.entitlements.invalidate(ctx.principal.scope, row.customer_id)
-        return _view(uow, row, embed)
+        row = subs.create_subscription(uow, body, now=ctx.now())  # commits
+        view = _view(uow, row, embed)
+    # after the commit, so that no check caches the state before it (until the TTL)
+    ctx.metering.entitlements.invalidate(ctx.principal.scope, row.customer_id)
+    return view
 
 
 @router.get("")
@@ -166,11 +168,9 @@ def get_subscription(
 
 def _apply(ctx: BillingWriter, subscription_id: str, request: ChangeRequest) -> ChangeOutcome:
     with ctx.uow() as uow:
-        result = subs.change(uow, subscription_id, request, now=ctx.now())
-        # the plan (or status) changed: the cached entitlements are stale
-        ctx.metering.entitlements.invalidate(ctx.principal.scope, result.subscription.customer_id)
+        result = subs.change(uow, subscription_id, request, now=ctx.now())  # commits
         code, total, lines = _lines(uow, result.subscription, result.lines)
-        return ChangeOutcome(
+        outcome = ChangeOutcome(
             change_id=result.change.id,
             action=str(request.action),
             subscription=Subscription.of(result.subscription),
@@ -178,6 +178,10 @@ def _apply(ctx: BillingWriter, subscription_id: str, request: ChangeRequest) -> 
             total=total,
             lines=lines,
         )
+    # The plan (or status) changed: the cached entitlements are stale. Dropped after the
+    # commit, so that a check made meanwhile cannot cache the state before it until the TTL.
+    ctx.metering.entitlements.invalidate(ctx.principal.scope, result.subscription.customer_id)
+    return outcome
 
 
 @router.post("/{subscription_id}/preview")

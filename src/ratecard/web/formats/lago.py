@@ -69,9 +69,13 @@ def from_lago(body: Any) -> list[dict[str, Any] | Problem]:
         return [from_lago_event(body["event"])]
     if isinstance(body, Mapping) and isinstance(body.get("events"), list):
         events = body["events"]
-        if not events or len(events) > MAX_BATCH:
+        if not events:  # as the native and Segment batches answer it
             raise ValidationFailed(
-                [Problem(ErrorCode.BATCH_TOO_LARGE, f"1 to {MAX_BATCH} events", "events")]
+                [Problem(ErrorCode.MALFORMED_BODY, "the batch is empty", "events")]
+            )
+        if len(events) > MAX_BATCH:
+            raise ValidationFailed(
+                [Problem(ErrorCode.BATCH_TOO_LARGE, f"at most {MAX_BATCH} events", "events")]
             )
         return [from_lago_event(item) for item in events]
     raise ValidationFailed(
