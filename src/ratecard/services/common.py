@@ -51,11 +51,19 @@ class Page(Generic[RowT]):
         return str(self.rows[-1].id) if self.has_more and self.rows else None  # type: ignore[attr-defined]
 
 
+def check_cursor(prefix: str, starting_after: str | None) -> None:
+    """Refuse a cursor that is no id of the list's kind (``cus_…`` for customers): a typo
+    would otherwise page from wherever it sorts. An id of a deleted object still pages."""
+    if starting_after is not None and not starting_after.startswith(f"{prefix}_"):
+        raise refuse(f"a cursor of this list is an id {prefix}_…", "query.starting_after")
+
+
 def paginate(
     repository: Repository[RowT], *, limit: int, starting_after: str | None, **equal: Any
 ) -> Page[RowT]:
     """One page of ``repository`` ordered by id, after the cursor ``starting_after``."""
     assert 0 < limit <= MAX_LIMIT
+    check_cursor(repository.id_prefix, starting_after)
     filters = {name: value for name, value in equal.items() if value is not None}
     rows = repository.list(limit=limit + 1, after_id=starting_after, **filters)
     return Page(rows[:limit], len(rows) > limit)

@@ -40,6 +40,7 @@ from ratecard.services.common import (
     Input,
     ObjectId,
     Page,
+    check_cursor,
     conventions_of,
     refuse,
     tenant_of,
@@ -365,6 +366,7 @@ def list_current(
 ) -> Page[SubscriptionRow]:
     """A page of subscriptions as they stand at ``now``, filtered on that state."""
     assert 0 < limit <= MAX_LIMIT
+    check_cursor(uow.subscriptions.id_prefix, starting_after)
     filtered = plan_code is not None or status is not None
     batch_size = MAX_LIMIT if filtered else limit + 1
     equal = {} if customer_id is None else {"customer_id": customer_id}

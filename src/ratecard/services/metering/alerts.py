@@ -39,9 +39,11 @@ from ratecard.core.errors import NotFound, invalid
 from ratecard.core.events import format_timestamp
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
-from ratecard.services.common import exists
+from ratecard.services.common import check_cursor, exists
 from ratecard.services.metering.usage import UsageReader, plan_of, usage_lines
 from ratecard.services.subscriptions import live_subscription
+
+_ALERT_PREFIX = "alrt"  # an alert's id: alrt_…
 
 
 class AlertMetric(StrEnum):
@@ -89,7 +91,7 @@ class AlertService:
             if not exists(lambda: uow.meters.get_by_code(meter_code)):
                 raise invalid(f"no meter {meter_code}", "meter")
             row = UsageAlertRow(
-                id=new_id("alrt"),
+                id=new_id(_ALERT_PREFIX),
                 tenant_id=scope.tenant_id,
                 mode=scope.mode,
                 customer_id=customer_id,
@@ -115,6 +117,7 @@ class AlertService:
         starting_after: str | None = None,
     ) -> list[UsageAlertRow]:
         """The scope's alerts by id, `limit` after the cursor (optionally one customer's)."""
+        check_cursor(_ALERT_PREFIX, starting_after)
         with self._uow(scope, read_only=True) as uow:
             statement = (
                 select(UsageAlertRow)

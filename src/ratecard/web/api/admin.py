@@ -21,10 +21,11 @@ from fastapi import Path
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from ratecard.adapters.db.models import ApiKeyRow, TenantRow
+from ratecard.adapters.db.repositories import ApiKeyRepository
 from ratecard.adapters.db.scope import Mode, Role
 from ratecard.core.errors import ErrorCode, NotFound, Problem, ValidationFailed
 from ratecard.core.money import RoundingMode
-from ratecard.services.common import Input
+from ratecard.services.common import Input, check_cursor
 from ratecard.services.documents import CurrencyCode, TimeZoneName
 from ratecard.services.tenancy import PRORATION_CONVENTIONS, TenantSettings
 from ratecard.web.api.common import Limit, ListPage, StartingAfter
@@ -101,6 +102,7 @@ def create_api_key(body: ApiKeyInput, ctx: Admin) -> NewApiKey:
 def list_api_keys(
     ctx: Admin, *, limit: Limit = 20, starting_after: StartingAfter = None
 ) -> ListPage[ApiKey]:
+    check_cursor(ApiKeyRepository.id_prefix, starting_after)
     rows = ctx.wiring.tenancy.list_api_keys(
         ctx.principal.tenant_id, _modes(ctx), limit=limit + 1, after_id=starting_after
     )
