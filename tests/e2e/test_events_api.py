@@ -146,7 +146,10 @@ def test_segment_library_sends_track_calls_with_the_write_key(tenant: Tenant) ->
                 "timestamp": AT.isoformat(),
             },
         )
-    assert single.json()["results"][0]["field"] == "userId"
+    assert single.status_code == 422  # one event refused: a problem naming the body's field
+    assert [(e["code"], e["field"]) for e in single.json()["errors"]] == [
+        ("unknown_customer", "body.userId")
+    ]
 
 
 def _cloudevent(event_id: str, meter: str = "calls", **data: Any) -> CloudEvent:
@@ -192,6 +195,42 @@ def test_cloudevents_sdk_structured_binary_and_batch(tenant: Tenant) -> None:
         assert [r["status"] for r in results] == ["accepted", "duplicate", "duplicate", "rejected"]
         assert results[3]["field"] == "subject"
     assert tenant.usage() == {"calls": "1", "tokens": "8"}
+
+
+def test_one_event_refused_is_a_problem_naming_the_bodys_field(tenant: Tenant) -> None:
+    """A body of one event answers as any bad request does: a 422 problem, each of its
+    problems naming the field where the caller sent it (a binary CloudEvent's attributes in
+    its ``ce-*`` headers, its data in the body). Nothing is stored; a batch answers per event."""
+    with tenant.http(Role.INGEST) as client:
+
+        def refused(response: Any) -> list[tuple[str, str]]:
+            assert response.status_code == 422, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            return [(e["code"], e["field"]) for e in response.json()["errors"]]
+
+        assert refused(client.post("/v1/events", json={**native(1), "customer": "ghost"})) == [
+            ("unknown_customer", "body.customer")
+        ]
+        assert refused(client.post("/v1/events", json=native(2, "tokens", tokens="many"))) == [
+            ("invalid_value", "body.properties.tokens")
+        ]
+        structured = ce_http.to_structured_event(_cloudevent("ce-9", "nope"))
+        assert refused(
+            client.post("/v1/events", content=structured.body, headers=structured.headers)
+        ) == [("unknown_meter", "body.type")]
+        binary = ce_http.to_binary_event(_cloudevent("ce-10", "tokens", tokens="x"))
+        assert refused(client.post("/v1/events", content=binary.body, headers=binary.headers)) == [
+            ("invalid_value", "body.tokens")
+        ]
+        late = ce_http.to_binary_event(_cloudevent("ce-11"))
+        late.headers["ce-time"] = "yesterday"
+        assert refused(client.post("/v1/events", content=late.body, headers=late.headers)) == [
+            ("invalid_value", "header.ce-time")
+        ]
+        batch = client.post("/v1/events", json=[{**native(3), "customer": "ghost"}])
+        assert batch.status_code == 200, batch.text
+        assert batch.json()["results"][0]["status"] == "rejected"
+    assert tenant.usage() == {"calls": "0", "tokens": "0"}
 
 
 def test_lago_client_create_and_batch(tenant: Tenant) -> None:

@@ -264,6 +264,33 @@ def _respond(result: IngestResult, names: Mapping[str, str], response: Response)
     return Response(body.encode(), status_code=response.status_code or 200, media_type=_JSON)
 
 
+def _refused(result: EventResult, names: Mapping[str, str], prefix: str) -> ValidationFailed:
+    """A single event's rejection as a problem, its fields named as the caller's format names
+    them, under `prefix` (``body``: the request's body)."""
+    return ValidationFailed(
+        [
+            Problem(p.code, p.message, ".".join(filter(None, (prefix, _field(p.field, names)))))
+            for p in result.problems
+        ]
+    )
+
+
+def _single(
+    result: IngestResult,
+    names: Mapping[str, str],
+    response: Response,
+    *,
+    where: tuple[Mapping[str, str], str] | None = None,
+) -> Response:
+    """The answer to a request of one event: its result, or, when it is rejected, a 422
+    problem naming its fields (as any bad request is answered; a batch answers per event):
+    in the body by default, else as `where` (names, prefix) says."""
+    (only,) = result.results
+    if only.status is EventStatus.REJECTED:
+        raise _refused(only, *(where or (names, "body")))
+    return _respond(result, names, response)
+
+
 async def _ingest(ctx: Ctx, items: Sequence[Any], response: Response) -> IngestResult:
     """Validate the batch in a worker thread, hand it to the group committer, and return after
     the commit that stored it (a 503 ``ingestion_busy`` problem, with Retry-After, when the
@@ -313,19 +340,26 @@ def _binary_cloudevent(request: Request, data: Any) -> dict[str, Any]:
 )
 async def ingest_events(request: Request, response: Response, ctx: Ingester) -> Response:
     """Ingest one event or a batch of up to 10,000: native, or CloudEvents 1.0 (structured,
-    batch or binary mode). A result per event; sent after the batch is committed."""
+    batch or binary mode). A result per event; sent after the batch is committed. One event
+    alone that is rejected is a 422 problem naming its fields, as any bad request is."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if "ce-specversion" in request.headers:
         data = _json(body) if body.strip() else None
         items: list[Any] = [cloudevents.from_cloudevent(_binary_cloudevent(request, data))]
-        names = cloudevents.FIELD_NAMES
-    elif media == CLOUDEVENT:
+        return _single(
+            await _ingest(ctx, items, response),
+            cloudevents.FIELD_NAMES,
+            response,
+            where=(cloudevents.BINARY_FIELD_NAMES, ""),
+        )
+    if media == CLOUDEVENT:
         data = _json(body)
         if not isinstance(data, Mapping):
             raise _malformed("a structured CloudEvent is a JSON object")
-        items, names = [cloudevents.from_cloudevent(data)], cloudevents.FIELD_NAMES
-    elif media == CLOUDEVENTS_BATCH:
+        item = cloudevents.from_cloudevent(data)
+        return _single(await _ingest(ctx, [item], response), cloudevents.FIELD_NAMES, response)
+    if media == CLOUDEVENTS_BATCH:
         data = _json(body)
         if not isinstance(data, list):
             raise _malformed("a CloudEvents batch is a JSON array")
@@ -337,6 +371,8 @@ async def ingest_events(request: Request, response: Response, ctx: Ingester) -> 
             items, names = [cloudevents.from_cloudevent(e) for e in events], cloudevents.FIELD_NAMES
         else:
             items, names = events, {}
+        if isinstance(data, Mapping):  # one event, not a list of them
+            return _single(await _ingest(ctx, items, response), names, response)
     return _respond(await _ingest(ctx, items, response), names, response)
 
 
@@ -369,7 +405,7 @@ async def segment_track(request: Request, response: Response, ctx: SegmentIngest
     if not isinstance(data, Mapping) or "batch" in data:
         raise _malformed("a track call is a JSON object")
     items = _parsed(segment.from_segment, data)
-    return _respond(await _ingest(ctx, items, response), segment.FIELD_NAMES, response)
+    return _single(await _ingest(ctx, items, response), segment.FIELD_NAMES, response)
 
 
 @router.post(
@@ -502,12 +538,7 @@ async def lago_event(request: Request, response: Response, ctx: Ingester) -> Lag
     result = await _ingest(ctx, items, response)
     (only,) = result.results
     if only.status is EventStatus.REJECTED:
-        raise ValidationFailed(
-            [
-                Problem(p.code, p.message, "event." + (_field(p.field, lago.FIELD_NAMES) or ""))
-                for p in only.problems
-            ]
-        )
+        raise _refused(only, lago.FIELD_NAMES, "event")
     outcome = _renamed(result, lago.FIELD_NAMES).results[0]
     return LagoEventEnvelope(event=_lago_echo(data["event"], outcome, _received(ctx)))
 

@@ -16,6 +16,11 @@ from ratecard.core.errors import ErrorCode, Problem
 from ratecard.core.events import batch_items
 
 FIELD_NAMES = {"customer": "subject", "timestamp": "time", "properties": "data"}
+#: The same fields as binary mode carries them: attributes in ``ce-*`` headers, data as body.
+BINARY_FIELD_NAMES = {
+    name: f"header.ce-{FIELD_NAMES.get(name, name)}"
+    for name in ("id", "type", "customer", "timestamp", "specversion", "source")
+} | {"properties": "body"}
 _KNOWN = frozenset(
     {
         "specversion",
