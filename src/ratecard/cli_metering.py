@@ -29,8 +29,9 @@ def worker(  # noqa: PLR0917 (Typer options are parameters)
 
     A batch is acked only after the store committed it; after a crash it comes back (once the
     ack wait passed) and its events are duplicates: each is counted once. The committed
-    batches reach the alerts and the entitlement cache (use Redis, RATECARD_REDIS_URL, so that
-    the API processes' cached entitlements are dropped too).
+    batches reach the alerts and the entitlement cache; the worker also announces whose usage
+    changed on ``<prefix>_usage_changed``, which has every API process with the buffer on drop
+    those customers' cached entitlements (in-process caches included, Redis or not).
     """
     if consume != "nats":
         raise typer.BadParameter("only 'nats' is supported", param_hint="--consume")

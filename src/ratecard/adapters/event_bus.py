@@ -17,6 +17,13 @@ it only after the store committed; a crash in between redelivers the message (af
 wait), and the store's dedup per (tenant, mode, event id) reports its events as duplicates: each
 counted once. A message that can never be ingested (a malformed body) is terminated rather than
 redelivered forever.
+
+After each commit that counted events, the consumer announces whose usage changed on the core
+NATS subject ``<prefix>_usage_changed`` (beside the stream's subjects, so JetStream does not
+store it), best effort, as ``{"tenant_id", "mode", "customer_ids"}``. API processes subscribe
+(`LazyNatsBuffer.on_usage_changed`) and drop those customers' cached entitlements: the
+listeners of the store run in the worker, not in them. A notice is not stored anywhere: one sent
+while an API process was disconnected is lost, and its cached entries expire with their TTL.
 """
 
 from __future__ import annotations
@@ -26,11 +33,18 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from ratecard.adapters.db.scope import Mode, TenantScope
+from ratecard.adapters.usage_notices import (
+    UsageListener,
+    decode_usage_notice,
+    usage_changed_subject,
+    usage_notices,
+)
 from ratecard.core.errors import ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -44,6 +58,8 @@ MAX_MESSAGE_BYTES = 512 * 1024
 
 #: How long the stream keeps messages (seconds); the store holds them after the ack.
 STREAM_MAX_AGE_SECONDS = 7 * 24 * 3600
+#: How often an API process checks that it still hears notices, and connects again if not.
+LISTEN_RETRY_MS = 5000
 
 
 def _encode(value: Any) -> Any:
@@ -142,38 +158,118 @@ class NatsBuffer:
             seq = int(ack.seq)
         return seq
 
+    async def announce_usage_changed(self, scope: TenantScope, customer_ids: Sequence[str]) -> None:
+        """Tell the API processes whose usage was stored; best effort: a failure is logged (the
+        store committed, and the cached entries expire with their TTL anyway)."""
+        import nats.errors
+
+        subject = usage_changed_subject(self.subject_prefix)
+        try:
+            for data in usage_notices(scope, customer_ids):
+                await self.nc.publish(subject, data)
+        except (OSError, nats.errors.Error) as exc:
+            log.warning("usage of %d customers not announced: %r", len(customer_ids), exc)
+
+    async def on_usage_changed(self, listener: UsageListener) -> None:
+        """Call `listener` in a worker thread for each notice, one at a time, in order. Returns
+        once the server has the subscription (a notice published afterwards reaches it)."""
+
+        async def handle(msg: Any) -> None:
+            try:
+                scope, customer_ids = decode_usage_notice(msg.data)
+            except ValueError as exc:
+                log.warning("ignoring a usage-changed notice that is not one: %r", exc)
+                return
+            await asyncio.to_thread(listener, scope, customer_ids)  # Redis would block the loop
+
+        await self.nc.subscribe(usage_changed_subject(self.subject_prefix), cb=handle)
+        await self.nc.flush(timeout=2)
+
     async def close(self) -> None:
-        await self.nc.drain()
+        await self.nc.drain()  # unsubscribes, lets running listeners finish, then closes
 
 
 class LazyNatsBuffer:
     """A `NatsBuffer` connected on first use (in the serving event loop), for the API.
 
     Publishing raises `BufferUnavailable` when NATS cannot be reached or does not confirm; a
-    later publish connects again.
+    later publish connects again. Every connection subscribes the usage-changed listeners.
     """
 
     def __init__(
-        self, url: str, *, stream: str = STREAM, subject_prefix: str = SUBJECT_PREFIX
+        self,
+        url: str,
+        *,
+        stream: str = STREAM,
+        subject_prefix: str = SUBJECT_PREFIX,
+        listen_retry_ms: int = LISTEN_RETRY_MS,
     ) -> None:
         self.url = url
         self.stream = stream
         self.subject_prefix = subject_prefix
+        self.listen_retry_ms = listen_retry_ms
         self._buffer: NatsBuffer | None = None
         self._lock: asyncio.Lock | None = None
+        self._listeners: list[UsageListener] = []
+        self._keeper: asyncio.Task[None] | None = None
 
-    async def _connected(self) -> NatsBuffer:
+    async def _connected(self, listener: UsageListener | None = None) -> NatsBuffer:
+        """The connection (made, with every listener subscribed, if there is none); subscribes
+        `listener` too on a connection that was already there."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._buffer is None or self._buffer.nc.is_closed:
-                self._buffer = await NatsBuffer.connect(
-                    self.url,
-                    stream=self.stream,
-                    subject_prefix=self.subject_prefix,
-                    reconnect_wait_ms=250,  # a request waits: fail fast, 503, retry
-                )
-            return self._buffer
+            if self._buffer is not None and not self._buffer.nc.is_closed:
+                if listener is not None:
+                    await self._buffer.on_usage_changed(listener)
+                return self._buffer
+            buffer = await NatsBuffer.connect(
+                self.url,
+                stream=self.stream,
+                subject_prefix=self.subject_prefix,
+                reconnect_wait_ms=250,  # a request waits: fail fast, 503, retry
+            )
+            try:
+                for each in self._listeners:
+                    await buffer.on_usage_changed(each)
+            except BaseException:
+                await buffer.nc.close()
+                raise
+            self._buffer = buffer
+            return buffer
+
+    async def on_usage_changed(self, listener: UsageListener) -> None:
+        """Hear usage-changed notices from now on (`NatsBuffer.on_usage_changed`), on this and
+        every later connection. Connects now; when NATS cannot be reached that is logged, and
+        the connection is tried again every `listen_retry_ms` until closed, so a process
+        that publishes nothing still hears of usage after NATS came back."""
+        import nats.errors
+
+        self._listeners.append(listener)
+        try:
+            await self._connected(listener)
+        except (OSError, nats.errors.Error) as exc:
+            log.warning("not hearing of usage changes until NATS is reachable: %r", exc)
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_listening())
+
+    async def _keep_listening(self) -> None:
+        import nats.errors
+
+        # The client gives up after a few reconnect attempts and closes; connect again then.
+        failing = False
+        while True:
+            await asyncio.sleep(self.listen_retry_ms / 1000)
+            if self._buffer is not None and not self._buffer.nc.is_closed:
+                continue
+            try:
+                await self._connected()
+            except (OSError, nats.errors.Error) as exc:
+                if not failing:  # once an outage, not every few seconds
+                    log.warning("not hearing of usage changes, NATS unreachable: %r", exc)
+                failing = True
+            else:
+                failing = False
 
     async def publish(
         self, scope: TenantScope, events: Sequence[Any], *, msg_id: str | None = None
@@ -187,12 +283,24 @@ class LazyNatsBuffer:
             raise BufferUnavailable(f"the event buffer did not store the events: {exc!r}") from exc
 
     async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._keeper
+            self._keeper = None
         if self._buffer is not None and not self._buffer.nc.is_closed:
             await self._buffer.close()
         self._buffer = None
 
 
-Ingest = Callable[[TenantScope, list[Any]], object]
+class Stored(Protocol):
+    """What ingesting a batch returns (`IngestResult`): the (customer, meter) pairs counted."""
+
+    @property
+    def touched(self) -> frozenset[tuple[str, str]]: ...
+
+
+Ingest = Callable[[TenantScope, list[Any]], Stored]
 
 
 async def consume(
@@ -206,7 +314,8 @@ async def consume(
 ) -> int:
     """Ingest messages until stopped (or `idle_rounds` empty fetches in a row); return how many.
 
-    Each message is acked after `ingest` returned, i.e. after the store committed it.
+    Each message is acked after `ingest` returned, i.e. after the store committed it; then the
+    customers whose usage it counted are announced (`NatsBuffer.announce_usage_changed`).
     """
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.api import ConsumerConfig
@@ -230,13 +339,16 @@ async def consume(
             for msg in messages:
                 try:
                     scope, events = decode_batch(msg.data)
-                    ingest(scope, events)
+                    stored = ingest(scope, events)
                 except (ValidationFailed, ValueError, KeyError) as exc:
                     log.error("dropping a batch that cannot be ingested: %s", exc)
                     await msg.term()
                     continue
                 await msg.ack()
                 handled += 1
+                if stored.touched:
+                    customer_ids = sorted({c for c, _ in stored.touched})
+                    await buffer.announce_usage_changed(scope, customer_ids)
     finally:
         await subscription.unsubscribe()  # or draining the connection waits for it
     return handled

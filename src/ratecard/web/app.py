@@ -23,7 +23,7 @@ from ratecard.adapters.clock import Clock, SystemClock
 from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
 from ratecard.config import Settings, get_settings
 from ratecard.services.idempotency import IdempotencyService
-from ratecard.services.metering.buffered import BufferedIngestion, Publisher
+from ratecard.services.metering.buffered import BufferedIngestion, Publisher, UsageNotices
 from ratecard.services.metering.wiring import MeteringServices, Writer
 from ratecard.services.tenancy import TenancyService
 from ratecard.web import problems
@@ -49,7 +49,8 @@ def create_app(
     ingest_writer: Writer | None = None,
 ) -> FastAPI:
     """The app on `store`; `buffer` (or ``RATECARD_EVENT_BUFFER=nats``) puts the JetStream
-    buffer between the ingestion routes and the store; `ingest_writer` (or
+    buffer between the ingestion routes and the store (and, from startup, has the worker's
+    usage-changed notices drop cached entitlements here); `ingest_writer` (or
     ``RATECARD_INGEST_WRITER``) says where the group commit runs."""
     settings = store if isinstance(store, Settings) else get_settings()
     engine = store if isinstance(store, Engine) else make_engine(settings.database_url, settings)
@@ -87,6 +88,8 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         checkpointer.start()
         await anyio.to_thread.run_sync(metering.committer.start)
+        if isinstance(buffer, UsageNotices):  # the worker's listeners do not run here
+            await buffer.on_usage_changed(metering.usage_changed)
         yield
         await anyio.to_thread.run_sync(metering.committer.close)
         await anyio.to_thread.run_sync(checkpointer.stop)

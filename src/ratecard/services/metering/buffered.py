@@ -28,10 +28,11 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.scope import TenantScope
+from ratecard.adapters.usage_notices import UsageListener
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 from ratecard.core.events import MAX_BATCH, IncomingEvent, format_timestamp, parse_event
 from ratecard.services.metering.ingestion import EventResult, EventStatus, IngestResult
@@ -43,6 +44,13 @@ class Publisher(Protocol):
     ) -> int: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class UsageNotices(Protocol):
+    """A buffer that also tells of usage the worker stored (`LazyNatsBuffer`)."""
+
+    async def on_usage_changed(self, listener: UsageListener) -> None: ...
 
 
 def native(event: IncomingEvent) -> dict[str, Any]:

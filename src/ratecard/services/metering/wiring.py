@@ -6,11 +6,14 @@
 After every committed batch the ingestion service tells the entitlement cache (drop the
 customers whose usage changed) and the alerts (check the changed (customer, meter) pairs).
 The cache is in-process unless a Redis URL is given, which API processes must share for an
-invalidation in one of them to reach the others.
+invalidation in one of them to reach the others. With the JetStream buffer on, the worker
+stores the events and announces whose usage changed; each API process hears it and calls
+`usage_changed` (`adapters.usage_notices`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -93,3 +96,9 @@ class MeteringServices:
         else:
             committer = GroupCommitter(ingestion, writers=writers_for(engine.dialect.name))
         return cls(ingestion, UsageService(sessions, clock), entitlements, alerts, committer)
+
+    def usage_changed(self, scope: TenantScope, customer_ids: Iterable[str]) -> None:
+        """Another process stored usage of these customers (a NATS worker's notice): drop their
+        cached entitlements here. A customer this process never cached costs one dict miss."""
+        for customer_id in customer_ids:
+            self.entitlements.invalidate(scope, customer_id)
