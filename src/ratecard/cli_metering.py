@@ -70,22 +70,36 @@ app.add_typer(rollups, name="rollups")
 def rebuild(
     tenant_id: str,
     meter: str,
-    mode: str = typer.Option("live"),
+    mode: str = typer.Option("live", help="live or test"),
     database_url: str | None = typer.Option(None, envvar="RATECARD_DATABASE_URL"),
 ) -> None:
     """Drop a meter's rollups and rebuild them from raw events (one transaction)."""
     from ratecard.adapters.clock import SystemClock
     from ratecard.adapters.db.engine import make_engine, make_session_factory
+    from ratecard.adapters.db.models import TenantRow
     from ratecard.adapters.db.scope import Mode, TenantScope
     from ratecard.adapters.db.uow import UnitOfWork
     from ratecard.config import get_settings
+    from ratecard.core.errors import NotFound, RatecardError
     from ratecard.services.metering.meters import rebuild_rollups
 
+    if mode not in {str(m) for m in Mode}:
+        typer.echo(f"error: --mode is live or test, not {mode!r}", err=True)
+        raise typer.Exit(2)
     engine = make_engine(database_url or get_settings().database_url)
     scope = TenantScope(tenant_id, Mode(mode))
-    with UnitOfWork(
-        make_session_factory(engine), scope, actor="cli:rollups", clock=SystemClock()
-    ) as uow:
-        written = rebuild_rollups(uow.session, scope, uow.meters.get_by_code(meter))
-        uow.commit()
+    try:
+        with UnitOfWork(
+            make_session_factory(engine), scope, actor="cli:rollups", clock=SystemClock()
+        ) as uow:
+            if uow.session.get(TenantRow, tenant_id) is None:
+                raise NotFound(f"tenant {tenant_id} not found")
+            written = rebuild_rollups(uow.session, scope, uow.meters.get_by_code(meter))
+            uow.commit()
+    except RatecardError as error:
+        for problem in error.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
     typer.echo(f"{written} rollup partials written for {meter}")
