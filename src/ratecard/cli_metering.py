@@ -55,6 +55,8 @@ def worker(  # noqa: PLR0917 (Typer options are parameters)
             subject_prefix=subject_prefix or settings.nats_subject_prefix,
         )
         try:
+            # a crossing a crash left unevaluated fires now, as the API server does at start
+            await asyncio.to_thread(metering.alerts.recover)
             await run(buffer, metering.ingestion.ingest, durable=durable, ack_wait_seconds=ack_wait)
         finally:
             await buffer.close()

@@ -56,7 +56,7 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     from ratecard.web.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = create_app(settings)
+    app = create_app(settings, recover_alerts=True)
     tune_gc()
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

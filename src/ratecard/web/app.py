@@ -9,6 +9,8 @@ The app does not migrate: ``ratecard serve`` migrates before it serves. OpenAPI 
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -31,6 +33,8 @@ from ratecard.web.api import ROUTERS
 from ratecard.web.deps import RateLimit, RateLimiter, Wiring
 from ratecard.web.middleware import Idempotency, Metrics, RefuseNul, RequestContext
 
+log = logging.getLogger(__name__)
+
 DESCRIPTION = """Ratecard billing API.
 
 Authenticate with `Authorization: Bearer <API key>`; `rk_live_...` keys see live data,
@@ -47,11 +51,13 @@ def create_app(
     extra_routers: Sequence[APIRouter] = (),
     buffer: Publisher | None = None,
     ingest_writer: Writer | None = None,
+    recover_alerts: bool = False,
 ) -> FastAPI:
     """The app on `store`; `buffer` (or ``RATECARD_EVENT_BUFFER=nats``) puts the JetStream
     buffer between the ingestion routes and the store (and, from startup, has the worker's
     usage-changed notices drop cached entitlements here); `ingest_writer` (or
-    ``RATECARD_INGEST_WRITER``) says where the group commit runs."""
+    ``RATECARD_INGEST_WRITER``) says where the group commit runs; `recover_alerts` (as
+    ``ratecard serve`` has it) checks every alert in the background at start."""
     settings = store if isinstance(store, Settings) else get_settings()
     engine = store if isinstance(store, Engine) else make_engine(settings.database_url, settings)
     clock = clock or SystemClock()
@@ -90,7 +96,14 @@ def create_app(
         await anyio.to_thread.run_sync(metering.committer.start)
         if isinstance(buffer, UsageNotices):  # the worker's listeners do not run here
             await buffer.on_usage_changed(metering.usage_changed)
+        recovery = threading.Thread(
+            target=_recover_alerts, args=(metering, _app.state), name="alerts-recovery", daemon=True
+        )
+        if recover_alerts:
+            recovery.start()
         yield
+        if recover_alerts:
+            await anyio.to_thread.run_sync(recovery.join)
         await anyio.to_thread.run_sync(metering.committer.close)
         await anyio.to_thread.run_sync(checkpointer.stop)
         if buffered is not None:
@@ -98,6 +111,7 @@ def create_app(
 
     app = FastAPI(title="Ratecard", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.wiring = wired
+    app.state.alerts_recovered = threading.Event()
     app.state.metrics = Metrics()
     problems.install(app)
     for router in (*ROUTERS, *extra_routers):
@@ -108,6 +122,19 @@ def create_app(
     app.add_middleware(RequestContext, metrics=app.state.metrics)
     _document_problems(app)
     return app
+
+
+def _recover_alerts(metering: MeteringServices, state: Any) -> None:
+    """At every start, in the background: a crossing that a crash left unevaluated (between a
+    batch's commit and its alerts) fires now (`AlertService.recover`)."""
+    try:
+        written = metering.alerts.recover()
+        if written:
+            log.info("alerts recovery: %d webhook events written", written)
+    except Exception:  # a store that is down now: the next batch evaluates its alerts anyway
+        log.exception("alerts recovery failed")
+    finally:
+        state.alerts_recovered.set()
 
 
 def _document_problems(app: FastAPI) -> None:

@@ -10,8 +10,9 @@ period; a UTC calendar month when the customer has none). When the usage (quanti
 ``usage_alert.triggered`` event is written to the webhook outbox. Its dedup key is
 ``alert:<id>:<period start>``, unique in the table, so concurrent or repeated evaluations of the
 same crossing write one event, and the next period can fire again. Evaluation after a batch is
-best effort; `evaluate_all` re-checks every alert (run it from a worker) so a crash between a
-batch's commit and its evaluation loses no crossing.
+best effort; `recover` re-checks every alert of every tenant, so a crash between a batch's
+commit and its evaluation loses no crossing: the API server runs it in the background at every
+start, and so does ``ratecard worker``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ratecard.adapters.db.models import (
     UsageAlertRow,
     WebhookOutboxRow,
 )
-from ratecard.adapters.db.scope import TenantScope, new_id
+from ratecard.adapters.db.scope import Mode, TenantScope, new_id
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import NotFound, invalid
 from ratecard.core.events import format_timestamp
@@ -169,6 +170,15 @@ class AlertService:
 
     def evaluate_all(self, scope: TenantScope) -> int:
         return self.evaluate(scope, None)
+
+    def recover(self) -> int:
+        """Check every alert of every tenant and mode (a crossing a crash left unevaluated
+        fires now; one already fired is not written again). Returns the events written."""
+        with statement_reader(self._sessions.kw["bind"]).connect() as reader:
+            scopes = reader.execute(
+                select(UsageAlertRow.tenant_id, UsageAlertRow.mode).distinct()
+            ).all()
+        return sum(self.evaluate_all(TenantScope(t, Mode(m))) for t, m in scopes)
 
     def _check(self, uow: UnitOfWork, alert: UsageAlertRow) -> int:
         session, scope = uow.session, uow.scope
