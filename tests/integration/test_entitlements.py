@@ -107,11 +107,11 @@ def test_a_cache_that_cannot_keep_a_fallback_is_tried_again(sessions, monkeypatc
     puts: list[str] = []
     real_put = cache.put
 
-    def failing_put(key, values, *, ttl_seconds):
+    def failing_put(key, values, **kwargs):
         puts.append(key)
         if key.startswith("entfail:"):
             raise CacheUnavailable("down")
-        real_put(key, values, ttl_seconds=ttl_seconds)
+        return real_put(key, values, **kwargs)
 
     monkeypatch.setattr(cache, "put", failing_put)
     service.list(m.scope, m.customer_id)
@@ -123,3 +123,42 @@ def test_a_cache_that_cannot_keep_a_fallback_is_tried_again(sessions, monkeypatc
     monkeypatch.setattr(cache, "put", failing_put)
     service.list(m.scope, m.customer_id)  # kept less than a day ago: not written again
     assert [k for k in puts if k.startswith("entfail:")] == []
+
+
+@pytest.mark.parametrize("cache_kind", ["memory", "redis"])
+def test_an_answer_read_while_an_invalidation_landed_is_not_cached(
+    sessions, monkeypatch, cache_kind
+):
+    """A check reads the store while the usage or the plan changes and the change drops the
+    customer's entry: what it read may be the old state, so it is answered but not cached."""
+    m = setup(sessions)
+    cache = InProcessCache() if cache_kind == "memory" else _redis()
+    service = EntitlementService(m.sessions, m.clock, cache=cache)
+    compute = service._compute
+
+    def racing(scope, customer_id):
+        read = compute(scope, customer_id)
+        service.invalidate(scope, customer_id)  # a change committed meanwhile
+        return read
+
+    monkeypatch.setattr(service, "_compute", racing)
+    assert service.check(m.scope, m.customer_id, "sso").source == "store"
+    monkeypatch.setattr(service, "_compute", compute)
+    assert service.check(m.scope, m.customer_id, "sso").source == "store"  # read again
+    assert service.check(m.scope, m.customer_id, "sso").source == "cache"
+
+
+def test_redis_versions_refuse_a_put_read_before_a_drop():
+    cache = _redis()
+    key = f"test:{secrets.token_hex(6)}"
+    seen = cache.version(key)
+    assert seen == 0
+    assert cache.put(key, {"f": "1", "g": "2"}, ttl_seconds=60, if_version=seen)
+    assert (cache.get(key, "f"), cache.get(key, "g")) == ("1", "2")
+    cache.drop(key)
+    assert cache.version(key) == 1 and cache.get(key, "f") is None
+    assert not cache.put(key, {"f": "stale"}, ttl_seconds=60, if_version=seen)
+    assert cache.get(key, "f") is None
+    assert cache.put(key, {"f": "3"}, ttl_seconds=60, if_version=1)
+    assert cache.put(key, {"f": "4"}, ttl_seconds=60)
+    assert cache.get(key, "f") == "4"

@@ -11,7 +11,8 @@ meter's usage in the current billing period; `remaining` = limit − usage).
 A check reads one hash field of the customer's cached entitlements (`adapters.cache`: in-process
 by default, Redis when configured). On a miss the customer's entitlements are computed from the
 store and cached as one hash; `invalidate` (a plan or subscription change) and every ingested
-batch for the customer (usage changed) drop the hash. Over the limit, ``deny`` refuses with
+batch for the customer (usage changed) drop the hash, and an answer read while a drop landed is
+not cached (the cache's versions, `adapters.cache`). Over the limit, ``deny`` refuses with
 ``limit_exceeded``, ``allow_and_notify`` allows and sets `notify`, ``throttle_and_notify``
 refuses with ``throttled`` and sets `notify`. When neither cache nor store can answer, a feature
 fails open or closed as its plan says (`fail_open`; open when it was never seen). What each
@@ -238,12 +239,23 @@ class EntitlementService:
             self.invalidate(scope, customer_id)
 
     def _load(self, scope: TenantScope, customer_id: str) -> dict[str, EntitlementView]:
+        """The customer's entitlements from the store, cached unless an invalidation landed
+        while they were read (the cache's version of the key moved: what was read may be
+        the old plan or usage, and the next check reads again)."""
+        key = self._key(scope, customer_id)
+        try:
+            seen: int | None = self.cache.version(key)
+        except CacheUnavailable as exc:
+            log.warning("entitlement cache unavailable: %s", exc)
+            seen = None
         views, until = self._compute(scope, customer_id)
         self._remember_fallbacks(scope, views.values())
+        if seen is None:
+            return views
         values = {feature: view.to_json() for feature, view in views.items()}
         values[_ALL] = _instant_text(until) or ""
         try:
-            self.cache.put(self._key(scope, customer_id), values, ttl_seconds=self._ttl)
+            self.cache.put(key, values, ttl_seconds=self._ttl, if_version=seen)
         except CacheUnavailable as exc:
             log.warning("entitlement cache unavailable: %s", exc)
         return views
