@@ -59,7 +59,7 @@ end: "2023-01-01"
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     for field in (
-        "subscriptions[0].quantity",
+        "subscription.quantity",
         "end:",
         "plans[0].charges[0].unit_price",
         "plans[0].charges[1].tiers[0].up_to",
@@ -125,8 +125,8 @@ def test_reference_errors_name_the_field(tmp_path: Path) -> None:
         "plans[0].charges[0].unit_price",
         "plans[0].charges[1].model",
         "plans[1].charges[0].meter",
-        "subscriptions[0].plan",
-        "subscriptions[0].changes[0].plan",
+        "subscription.plan",
+        "subscription.changes[0].plan",
     ):
         assert field in err, field
 
@@ -148,7 +148,7 @@ end: "2024-02-01T00:00:00Z"
     )
     result = runner.invoke(app, ["simulate", str(bad)])
     assert result.exit_code == 2
-    assert "subscriptions[0].changes[1]" in result.stderr
+    assert "subscription.changes[1]" in result.stderr
     assert "subscription_already_paused" in result.stderr
 
 

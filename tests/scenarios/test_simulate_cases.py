@@ -227,7 +227,7 @@ def test_contract_refuses_cancel_now_inside_the_minimum_term() -> None:
     with pytest.raises(ValidationFailed) as info:
         simulate(scenario)
     (problem,) = info.value.problems
-    assert problem.field == "subscriptions[0].changes[0]"
+    assert problem.field == "subscription.changes[0]"  # as the document names it
     assert problem.code == "subscription_in_minimum_term"
 
 
@@ -244,3 +244,27 @@ def test_contract_without_renewal_ends_at_the_term() -> None:
         }
     )
     assert [i["issued_on"] for i in invoices] == ["2024-01-01", "2024-02-01"]
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [("subscription", "subscription.quantity"), ("subscriptions", "subscriptions[0].quantity")],
+)
+def test_a_problem_names_the_subscription_as_the_document_writes_it(key, field):
+    from ratecard.core.errors import ValidationFailed
+
+    sub = {"plan": "p", "start": "2024-01-01T00:00:00Z", "quantity": -1}
+    scenario = {
+        "plans": [
+            {
+                "code": "p",
+                "currency": "USD",
+                "charges": [{"code": "c", "model": "flat", "amount": "1.00"}],
+            }
+        ],
+        key: sub if key == "subscription" else [sub],
+        "end": "2024-02-01T00:00:00Z",
+    }
+    with pytest.raises(ValidationFailed) as info:
+        simulate(scenario)
+    assert [p.field for p in info.value.problems] == [field]

@@ -14,7 +14,7 @@ has no admission to fail).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -248,7 +248,24 @@ def _first_failing_change(
 
 
 def simulate(data: Any) -> SimulationResult:
-    """Validate and run a scenario document; every problem is reported at once."""
+    """Validate and run a scenario document; every problem is reported at once, its path as
+    the document writes it (``subscription.quantity`` for a single ``subscription:``)."""
+    try:
+        return _simulate(data)
+    except ValidationFailed as failed:
+        if not (isinstance(data, dict) and "subscription" in data and "subscriptions" not in data):
+            raise
+        raise ValidationFailed([_as_written(p) for p in failed.problems]) from None
+
+
+def _as_written(problem: Problem) -> Problem:
+    field, single = problem.field, "subscriptions[0]"
+    if field is None or not (field == single or field.startswith((f"{single}.", f"{single}["))):
+        return problem
+    return replace(problem, field="subscription" + field.removeprefix(single))
+
+
+def _simulate(data: Any) -> SimulationResult:
     try:
         doc = parse_scenario(data)
     except ValidationFailed as exc:
