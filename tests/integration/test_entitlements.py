@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from ratecard.adapters.cache import CacheUnavailable, InProcessCache, RedisCache
+from ratecard.services.metering.alerts import outbox
 from ratecard.services.metering.entitlements import EntitlementService
 from tests.integration.metering_setup import event, setup
 
@@ -162,3 +163,34 @@ def test_redis_versions_refuse_a_put_read_before_a_drop():
     assert cache.put(key, {"f": "3"}, ttl_seconds=60, if_version=1)
     assert cache.put(key, {"f": "4"}, ttl_seconds=60)
     assert cache.get(key, "f") == "4"
+
+
+def test_a_soft_limit_exceeded_notifies_once_a_period(sessions):
+    """Over a soft limit the check allows and sets `notify`, and the tenant gets one
+    ``entitlement.limit_exceeded`` webhook event for the customer, feature and period, however
+    often it is checked, by however many processes."""
+    m = setup(sessions)
+    service = EntitlementService(m.sessions, m.clock)
+    m.ingestion.listeners.append(service.on_ingested)
+    within = service.check(m.scope, m.customer_id, "tokens", Decimal(1))
+    assert (within.allowed, within.notify) == (True, False)
+    m.ingest(event("t", meter="tokens", tokens="600", model="a"))
+    for checker in (service, service, EntitlementService(m.sessions, m.clock)):
+        over = checker.check(m.scope, m.customer_id, "tokens", Decimal(1))
+        assert (over.allowed, over.notify, over.reason) == (True, True, "limit_exceeded")
+    with m.sessions() as session:
+        events = outbox(session, m.scope)
+    assert [(e.event_type, e.payload) for e in events] == [
+        (
+            "entitlement.limit_exceeded",
+            {
+                "customer_id": m.customer_id,
+                "feature": "tokens",
+                "limit": "500",
+                "usage": "600",
+                "on_exceed": "allow_and_notify",
+                "allowed": "true",
+                "period_end": "2024-02-01T00:00:00.000000Z",
+            },
+        )
+    ]

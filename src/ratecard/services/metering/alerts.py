@@ -211,7 +211,7 @@ class AlertService:
             shown = lines[0].line.amount.format()
         if value < alert.threshold:
             return 0
-        return _enqueue(
+        return enqueue(
             session,
             scope,
             "usage_alert.triggered",
@@ -244,7 +244,7 @@ def _alert(uow: UnitOfWork, alert_id: str) -> UsageAlertRow:
     return row
 
 
-def _enqueue(
+def enqueue(
     session: Session,
     scope: TenantScope,
     event_type: str,

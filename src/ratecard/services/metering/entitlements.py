@@ -14,8 +14,10 @@ store and cached as one hash; `invalidate` (a plan or subscription change) and e
 batch for the customer (usage changed) drop the hash, and an answer read while a drop landed is
 not cached (the cache's versions, `adapters.cache`). Over the limit, ``deny`` refuses with
 ``limit_exceeded``, ``allow_and_notify`` allows and sets `notify`, ``throttle_and_notify``
-refuses with ``throttled`` and sets `notify`. When neither cache nor store can answer, a feature
-fails open or closed as its plan says (`fail_open`; open when it was never seen). What each
+refuses with ``throttled`` and sets `notify`; either also writes one
+``entitlement.limit_exceeded`` webhook event per customer, feature and period. When neither
+cache nor store can answer, a feature fails open or closed as its plan says (`fail_open`; open
+when it was never seen). What each
 feature does then is kept beside the entitlements, per tenant and for 30 days, in the cache as
 well as in the process: with Redis a restarted process still knows it while the store is down.
 A cached view is read until the billing period it counts ends (`EntitlementView.until`).
@@ -40,7 +42,9 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.catalog import EntitlementKind, ExceedAction
+from ratecard.core.events import format_timestamp
 from ratecard.core.periods import Period
+from ratecard.services.metering.alerts import enqueue
 from ratecard.services.metering.usage import UsageReader, plan_of
 from ratecard.services.subscriptions import live_subscription
 
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 _ALL = "__all__"
 _FALLBACK_TTL = 30 * 24 * 3600  # how long the cache keeps a feature's fallback, in seconds
 _DAY_NS = 24 * 3600 * 1_000_000_000
+_NOTIFIED_AT_MOST = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,10 @@ class EntitlementView:
             fail_open=bool(data["fail_open"]),
             until=_instant(data.get("until")),  # absent from views cached by older versions
         )
+
+
+def _text(value: Decimal | None) -> str:
+    return "" if value is None else format(value, "f")
 
 
 def _instant_text(at: datetime | None) -> str | None:
@@ -146,6 +155,7 @@ class EntitlementService:
         # Each feature's fallback as last seen, per (tenant, feature), with when this process
         # last kept it in the cache (monotonic ns)
         self._fail_open: dict[tuple[str, str], tuple[bool, int]] = {}
+        self._notified: set[tuple[str, str, str]] = set()  # the notices written (`_noticed`)
 
     @staticmethod
     def _key(scope: TenantScope, customer_id: str) -> str:
@@ -205,7 +215,7 @@ class EntitlementService:
             if cached is not None:
                 seen = EntitlementView.from_json(cached)
                 if seen.current(at):
-                    return decide(seen, requested)
+                    return self._noticed(scope, customer_id, seen, decide(seen, requested), at)
             else:
                 marker = self.cache.get(key, _ALL)  # the period's end, or "" without a plan
                 until = None if marker is None else _instant(marker)
@@ -222,7 +232,54 @@ class EntitlementService:
         view = views.get(feature)
         if view is None:
             return Check(False, feature, "not_entitled", source="store")
-        return _with_source(decide(view, requested), "store")
+        checked = _with_source(decide(view, requested), "store")
+        return self._noticed(scope, customer_id, view, checked, at)
+
+    def _noticed(
+        self,
+        scope: TenantScope,
+        customer_id: str,
+        view: EntitlementView,
+        check: Check,
+        at: datetime,
+    ) -> Check:
+        """A soft limit exceeded notifies: the check says so (`notify`) and the tenant gets an
+        ``entitlement.limit_exceeded`` webhook event, once per customer, feature and period
+        (the outbox's key; this process remembers the ones it wrote, so a customer checked
+        again and again over the limit costs no write). A store that cannot take the event
+        does not fail the check."""
+        if not check.notify:
+            return check
+        period_end = "" if view.until is None else format_timestamp(view.until)  # as alerts
+        dedup = f"entitlement:{customer_id}:{view.feature}:{period_end}"
+        if (scope.tenant_id, scope.mode, dedup) in self._notified:
+            return check
+        try:
+            with UnitOfWork(self._sessions, scope, actor="entitlements", clock=self._clock) as uow:
+                enqueue(
+                    uow.session,
+                    scope,
+                    "entitlement.limit_exceeded",
+                    dedup,
+                    payload={
+                        "customer_id": customer_id,
+                        "feature": view.feature,
+                        "limit": _text(view.limit),
+                        "usage": _text(view.usage),
+                        "on_exceed": str(view.on_exceed),
+                        "allowed": "true" if check.allowed else "false",
+                        "period_end": period_end,
+                    },
+                    at=at,
+                )
+                uow.commit()
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("entitlement notice not written: %s", exc)
+            return check
+        if len(self._notified) >= _NOTIFIED_AT_MOST:
+            self._notified.clear()
+        self._notified.add((scope.tenant_id, scope.mode, dedup))
+        return check
 
     def list(self, scope: TenantScope, customer_id: str) -> list[EntitlementView]:
         return sorted(self._load(scope, customer_id).values(), key=lambda v: v.feature)
