@@ -7,6 +7,7 @@ ratecard rollups rebuild TENANT METER   # re-aggregate a meter's rollups from ra
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import typer
 
@@ -31,7 +32,7 @@ def worker(  # noqa: PLR0917 (Typer options are parameters)
     ack wait passed) and its events are duplicates: each is counted once. The committed
     batches reach the alerts and the entitlement cache; the worker also announces whose usage
     changed on ``<prefix>_usage_changed``, which has every API process with the buffer on drop
-    those customers' cached entitlements (in-process caches included, Redis or not).
+    those customers' cached entitlements (in-process caches; a Redis cache the worker shares).
     """
     if consume != "nats":
         raise typer.BadParameter("only 'nats' is supported", param_hint="--consume")
@@ -56,7 +57,10 @@ def worker(  # noqa: PLR0917 (Typer options are parameters)
         )
         try:
             # a crossing a crash left unevaluated fires now, as the API server does at start
-            await asyncio.to_thread(metering.alerts.recover)
+            try:
+                await asyncio.to_thread(metering.alerts.recover)
+            except Exception:  # the store is down: consuming finds out, and retries
+                logging.getLogger(__name__).exception("alerts recovery failed")
             await run(buffer, metering.ingestion.ingest, durable=durable, ack_wait_seconds=ack_wait)
         finally:
             await buffer.close()

@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from ratecard.adapters.cache import CacheUnavailable, InProcessCache, RedisCache
+from ratecard.adapters.db.scope import Mode, TenantScope
+from ratecard.core.catalog import EntitlementKind, ExceedAction
 from ratecard.services.metering.alerts import outbox
-from ratecard.services.metering.entitlements import EntitlementService
+from ratecard.services.metering.entitlements import EntitlementService, EntitlementView
 from tests.integration.metering_setup import event, setup
 
 
@@ -194,3 +196,49 @@ def test_a_soft_limit_exceeded_notifies_once_a_period(sessions):
             },
         )
     ]
+
+
+def test_a_hash_an_older_version_cached_is_still_read(sessions):
+    """Before views carried their period's end, the hash marked a computed customer with
+    ``"1"``: during a rolling deploy such a hash answers as before, no error."""
+    m = setup(sessions)
+    cache = InProcessCache()
+    service = EntitlementService(m.sessions, m.clock, cache=cache)
+    old_view = (
+        '{"feature": "sso", "kind": "boolean", "enabled": true, "limit": null, "usage": null,'
+        ' "remaining": null, "on_exceed": "deny", "fail_open": true}'
+    )
+    cache.put(
+        f"ent:{m.scope.tenant_id}:{m.scope.mode}:{m.customer_id}",
+        {"sso": old_view, "__all__": "1"},
+        ttl_seconds=60,
+    )
+    sso = service.check(m.scope, m.customer_id, "sso")
+    assert (sso.allowed, sso.source) == (True, "cache")
+    nope = service.check(m.scope, m.customer_id, "nope")
+    assert (nope.allowed, nope.reason, nope.source) == (False, "not_entitled", "cache")
+
+
+def test_fallbacks_are_kept_per_mode(sessions, monkeypatch):
+    """A live feature closed and a test one of the same name open: each mode keeps its own."""
+    m = setup(sessions)
+    service = EntitlementService(m.sessions, m.clock)
+    live, test = m.scope, TenantScope(m.scope.tenant_id, Mode.TEST)
+
+    def view(fail_open: bool) -> EntitlementView:
+        return EntitlementView(
+            "api",
+            EntitlementKind.METERED,
+            True,
+            Decimal(1),
+            None,
+            None,
+            ExceedAction.DENY,
+            fail_open,
+        )
+
+    service._remember_fallbacks(live, [view(False)])
+    service._remember_fallbacks(test, [view(True)])
+    restarted = EntitlementService(m.sessions, m.clock, cache=service.cache)
+    for checker in (service, restarted):  # in the process, then from the cache
+        assert (checker._fails_open(live, "api"), checker._fails_open(test, "api")) == (False, True)

@@ -196,3 +196,28 @@ def test_a_failed_announcement_is_logged_and_fails_no_store(
     assert [r.getMessage() for r in caplog.records] == [
         "usage of 2 customers not announced: ConnectionClosedError()"
     ] * 2
+
+
+def test_a_connection_without_its_stream_is_closed(monkeypatch):
+    """Connected, but JetStream cannot give the stream (off, or electing a leader): the
+    connection is closed before the error goes up, so a retry loop leaks none."""
+    closed: list[bool] = []
+
+    class FakeJetStream:
+        async def add_stream(self, config):
+            raise RuntimeError("jetstream not enabled")
+
+    class FakeConnection:
+        def jetstream(self):
+            return FakeJetStream()
+
+        async def close(self):
+            closed.append(True)
+
+    async def connect(*args, **kwargs):
+        return FakeConnection()
+
+    monkeypatch.setattr(nats, "connect", connect)
+    with pytest.raises(RuntimeError, match="jetstream not enabled"):
+        asyncio.run(NatsBuffer.connect("nats://127.0.0.1:4222"))
+    assert closed == [True]

@@ -132,9 +132,13 @@ class NatsBuffer:
             max_age=STREAM_MAX_AGE_SECONDS,
         )
         try:
-            await js.add_stream(config)
-        except BadRequestError:
-            await js.stream_info(stream)
+            try:
+                await js.add_stream(config)
+            except BadRequestError:
+                await js.stream_info(stream)
+        except BaseException:  # no stream (JetStream off, a leader election): no connection left
+            await nc.close()
+            raise
         return cls(nc, js, stream, subject_prefix)
 
     def subject(self, scope: TenantScope) -> str:

@@ -21,6 +21,7 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy import Engine
 
 from ratecard import __version__
+from ratecard.adapters.cache import InProcessCache
 from ratecard.adapters.clock import Clock, SystemClock
 from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
 from ratecard.config import Settings, get_settings
@@ -94,16 +95,16 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         checkpointer.start()
         await anyio.to_thread.run_sync(metering.committer.start)
-        if isinstance(buffer, UsageNotices):  # the worker's listeners do not run here
+        if isinstance(buffer, UsageNotices) and isinstance(
+            metering.entitlements.cache, InProcessCache
+        ):  # the worker's listeners do not run here; with Redis it dropped the shared entry
             await buffer.on_usage_changed(metering.usage_changed)
         recovery = threading.Thread(
             target=_recover_alerts, args=(metering, _app.state), name="alerts-recovery", daemon=True
         )
-        if recover_alerts:
+        if recover_alerts:  # a daemon: a long recovery neither delays serving nor stopping
             recovery.start()
         yield
-        if recover_alerts:
-            await anyio.to_thread.run_sync(recovery.join)
         await anyio.to_thread.run_sync(metering.committer.close)
         await anyio.to_thread.run_sync(checkpointer.stop)
         if buffered is not None:

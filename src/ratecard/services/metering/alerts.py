@@ -173,12 +173,23 @@ class AlertService:
 
     def recover(self) -> int:
         """Check every alert of every tenant and mode (a crossing a crash left unevaluated
-        fires now; one already fired is not written again). Returns the events written."""
+        fires now; one already fired is not written again). Returns the events written.
+
+        Each alert in a transaction of its own: on SQLite a write transaction holds the write
+        lock, which ingestion waits for, so none lasts longer than one alert's usage read."""
         with statement_reader(self._sessions.kw["bind"]).connect() as reader:
-            scopes = reader.execute(
-                select(UsageAlertRow.tenant_id, UsageAlertRow.mode).distinct()
+            alerts = reader.execute(
+                select(UsageAlertRow.id, UsageAlertRow.tenant_id, UsageAlertRow.mode)
             ).all()
-        return sum(self.evaluate_all(TenantScope(t, Mode(m))) for t, m in scopes)
+        written = 0
+        for alert_id, tenant_id, mode in alerts:
+            with self._uow(TenantScope(tenant_id, Mode(mode))) as uow:
+                alert = uow.session.get(UsageAlertRow, alert_id)
+                if alert is None:  # deleted meanwhile
+                    continue
+                written += self._check(uow, alert)
+                uow.commit()
+        return written
 
     def _check(self, uow: UnitOfWork, alert: UsageAlertRow) -> int:
         session, scope = uow.session, uow.scope

@@ -108,7 +108,14 @@ def _instant_text(at: datetime | None) -> str | None:
 
 
 def _instant(text: str | None) -> datetime | None:
-    return None if not text else datetime.fromisoformat(text)
+    """An instant as cached; None for none, and for what an older version cached instead
+    (``"1"``: computed, without the period's end)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +159,9 @@ class EntitlementService:
         self._clock = clock
         self.cache: HashCache = cache or InProcessCache()
         self._ttl = ttl_seconds
-        # Each feature's fallback as last seen, per (tenant, feature), with when this process
+        # Each feature's fallback as last seen, per (tenant, mode, feature), with when this process
         # last kept it in the cache (monotonic ns)
-        self._fail_open: dict[tuple[str, str], tuple[bool, int]] = {}
+        self._fail_open: dict[tuple[str, str, str], tuple[bool, int]] = {}
         self._notified: set[tuple[str, str, str]] = set()  # the notices written (`_noticed`)
 
     @staticmethod
@@ -168,7 +175,7 @@ class EntitlementService:
     def _fails_open(self, scope: TenantScope, feature: str) -> bool:
         """Whether `feature` is allowed while the store cannot be read: as last seen by this
         process, else by any (the cache), else open."""
-        seen = self._fail_open.get((scope.tenant_id, feature))
+        seen = self._fail_open.get((scope.tenant_id, scope.mode, feature))
         if seen is not None:
             return seen[0]
         try:
@@ -182,7 +189,7 @@ class EntitlementService:
         passed since, in the cache for `_FALLBACK_TTL` (one write a feature a day)."""
         now = time.monotonic_ns()
         for view in views:
-            known = self._fail_open.get((scope.tenant_id, view.feature))
+            known = self._fail_open.get((scope.tenant_id, scope.mode, view.feature))
             if known is not None and known[0] == view.fail_open and now - known[1] < _DAY_NS:
                 continue
             try:
@@ -195,7 +202,7 @@ class EntitlementService:
             except CacheUnavailable as exc:
                 log.warning("entitlement cache unavailable: %s", exc)
                 kept = now - _DAY_NS  # not kept: the next load tries again
-            self._fail_open[(scope.tenant_id, view.feature)] = (view.fail_open, kept)
+            self._fail_open[(scope.tenant_id, scope.mode, view.feature)] = (view.fail_open, kept)
 
     def check(
         self,

@@ -701,6 +701,19 @@ def _subscription_usage(
     ]
 
 
+def _usage_of(
+    session: Session,
+    scope: TenantScope,
+    live: LiveSubscription,
+    revision: int,
+    rounding: RoundingMode,
+) -> SubscriptionUsage:
+    """One subscription's usage so far (`UsageService.subscription_usage`)."""
+    reader = UsageReader(session, scope, meters_revision=revision)
+    (usage,) = _subscription_usage(reader, [(live, plan_of(session, scope, live))], rounding)
+    return usage
+
+
 class UsageService:
     def __init__(self, sessions: sessionmaker[Session], clock: Clock) -> None:
         self._sessions = sessions
@@ -739,23 +752,21 @@ class UsageService:
         self, scope: TenantScope, subscription_id: str, *, now: datetime | None = None
     ) -> SubscriptionUsage:
         """Usage and cost so far of the subscription's period at `now` (default: the clock's)."""
+        at = now or self._clock.now()
         with self._readers() as session:
             sub = SubscriptionRepository(session, scope).get(subscription_id)
             tenant = session.get(TenantRow, scope.tenant_id)
             assert tenant is not None
-            at = now or self._clock.now()
-            if at >= sub.current_period_end_at:  # renewed (or changed) since it was written
-                from ratecard.services.subscriptions import current
+            revision, rounding = tenant.meters_revision, RoundingMode(tenant.rounding_mode)
+            if at < sub.current_period_end_at:
+                return _usage_of(session, scope, _live(sub), revision, rounding)
+        # Renewed (or changed) since it was written: its timeline says how it stands, and one
+        # unit of work reads it all (never two pooled connections at once).
+        from ratecard.services.subscriptions import current
 
-                with self._uow(scope) as uow:
-                    sub = current(uow, subscription_id, now=at)
-            live = _live(sub)
-            reader = UsageReader(session, scope, meters_revision=tenant.meters_revision)
-            plan = plan_of(session, scope, live)
-            (usage,) = _subscription_usage(
-                reader, [(live, plan)], RoundingMode(tenant.rounding_mode)
-            )
-            return usage
+        with self._uow(scope) as uow:
+            live = _live(current(uow, subscription_id, now=at))
+            return _usage_of(uow.session, scope, live, revision, rounding)
 
     def customer_usage(
         self, scope: TenantScope, customer_id: str, *, now: datetime | None = None
@@ -768,10 +779,11 @@ class UsageService:
         revision, and each live subscription with its plan (`_LIVE_PLANS`); and every meter's
         value, from its rollups and the raw events at its period's edges. The definitions of
         the meters come from the process's cache while the revision is current (a third
-        statement reads them otherwise). A subscription whose stored period has ended by `now`
-        (renewed, or changed at the boundary, and not written since) is read as it stands at
-        `now`, through its timeline (`subscriptions.accruing_at`).
+        statement reads them otherwise). When a stored period has ended by `now` (renewed, or
+        changed at the boundary, and not written since), the subscriptions are read as they
+        stand at `now`, through their timelines (`subscriptions.accruing_subscriptions`).
         """
+        at = now or self._clock.now()
         with self._readers() as session:
             found = session.connection().execute(
                 _LIVE_PLANS,
@@ -781,39 +793,33 @@ class UsageService:
             if not rows:  # the customer's 404
                 CustomerRepository(session, scope).get(customer_id)
                 raise AssertionError("unreachable: the customer is missing")
-            at = now or self._clock.now()
-            subs = []
-            for _, group in groupby(rows, key=lambda row: row.id):
-                of_sub = list(group)
-                row = of_sub[0]
-                if row.id is None:  # no live subscription
-                    break
-                if at >= row.current_period_end_at:
-                    subs = self._as_of(scope, customer_id, at)
-                    break
-                live = LiveSubscription(
-                    row.id,
-                    customer_id,
-                    row.plan_code,
-                    row.plan_version,
-                    Period(row.current_period_start_at, row.current_period_end_at),
-                )
-                if row.version is None:  # the plan version's 404
-                    plan_of(session, scope, live)
-                subs.append((live, _plan_from(row.plan_code, of_sub)))
-            reader = UsageReader(session, scope, meters_revision=rows[0].meters_revision)
-            return _subscription_usage(reader, subs, RoundingMode(rows[0].rounding_mode))
-
-    def _as_of(
-        self, scope: TenantScope, customer_id: str, now: datetime
-    ) -> list[tuple[LiveSubscription, Plan]]:
-        """The customer's subscriptions stored as live, as they accrue at `now` (the slow path
-        of `customer_usage`, once a stored period has ended)."""
+            revision, rounding = rows[0].meters_revision, RoundingMode(rows[0].rounding_mode)
+            if all(row.id is None or at < row.current_period_end_at for row in rows):
+                subs = []
+                for _, group in groupby(rows, key=lambda row: row.id):
+                    of_sub = list(group)
+                    row = of_sub[0]
+                    if row.id is None:  # no live subscription
+                        break
+                    live = LiveSubscription(
+                        row.id,
+                        customer_id,
+                        row.plan_code,
+                        row.plan_version,
+                        Period(row.current_period_start_at, row.current_period_end_at),
+                    )
+                    if row.version is None:  # the plan version's 404
+                        plan_of(session, scope, live)
+                    subs.append((live, _plan_from(row.plan_code, of_sub)))
+                reader = UsageReader(session, scope, meters_revision=revision)
+                return _subscription_usage(reader, subs, rounding)
         from ratecard.services.subscriptions import accruing_subscriptions
 
-        with self._uow(scope) as uow:
-            live = [_live(row) for row in accruing_subscriptions(uow, customer_id, now)]
-            return [(sub, plan_of(uow.session, scope, sub)) for sub in live]
+        with self._uow(scope) as uow:  # the slow path, in one unit of work
+            renewed = [_live(row) for row in accruing_subscriptions(uow, customer_id, at)]
+            reader = UsageReader(uow.session, scope, meters_revision=revision)
+            plans = [(sub, plan_of(uow.session, scope, sub)) for sub in renewed]
+            return _subscription_usage(reader, plans, rounding)
 
     def usage_source(self, scope: TenantScope, customer_id: str) -> StoreUsage:
         return StoreUsage(self._sessions, scope, customer_id)
