@@ -187,8 +187,8 @@ def test_held_events_are_still_released_after_the_policy_goes_back_to_reject(api
     assert holding.status_code == 200, holding.text
     early = [
         _event("u1", "later"),  # unknown customer
-        {"id": "m1", "type": "storage", "customer": "acme"},  # unknown meter
-        {"id": "b1", "type": "storage", "customer": "ghost"},  # both unknown
+        {"id": "m1", "type": "storage", "customer": "acme", "properties": {"gb": "1"}},
+        {"id": "b1", "type": "storage", "customer": "ghost", "properties": {"gb": "2"}},
     ]
     assert _statuses(api, tenant, early) == [("held", None)] * 3
 

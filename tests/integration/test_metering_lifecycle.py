@@ -337,3 +337,36 @@ def test_a_process_starting_on_a_stored_store_finds_every_older_id(sessions, mon
             assert event_store._id_filters[new_engine].complete
     finally:
         new_engine.dispose()
+
+
+def test_a_held_event_without_its_meters_property_stays_held(sessions):
+    """Held before its meter existed, an event is judged as it would have been at once: one
+    that lacks the property the new meter counts stays held (listed as such), not counted as
+    nothing."""
+    m = setup(sessions)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        save_policy(work.session, m.scope, MeteringPolicy(unknown_meter=Unknown.HOLD))
+        work.commit()
+    sent = m.ingest(event(1, meter="gb_used", gb="2.5"), event(2, meter="gb_used", size="9"))
+    assert sent == ["held", "held"]
+    with uow(m.sessions, m.scope, m.clock) as work:
+        work.meters.add(
+            MeterRow(
+                code="gb_used",
+                name="GB",
+                aggregation="sum",
+                value_field="gb",
+                created_at=m.clock.now(),
+            )
+        )
+        work.session.flush()
+        assert release_held(work) == 1
+        work.commit()
+    assert m.usage.meter_usage(m.scope, m.customer_id, "gb_used", JAN).total.value == Decimal("2.5")
+    with m.sessions() as session:
+        still = session.scalars(
+            sa.select(EventRow.event_id).where(
+                EventRow.tenant_id == m.scope.tenant_id, EventRow.customer_id.is_(None)
+            )
+        ).all()
+    assert still == ["evt_2"]

@@ -403,7 +403,7 @@ class IngestionService:
         by_subscription = _resolve(session, scope, _BY_SUBSCRIPTION, subscribed, closed)
         oldest, newest = received_at - policy.max_past, received_at + policy.max_future
         oldest_hour, newest_hour = event_store.hour_number(oldest), event_store.hour_number(newest)
-        needed = {code: _needed_property(spec) for code, spec in specs.items()}
+        needed = {code: needed_property(spec) for code, spec in specs.items()}
         reject_customer = policy.unknown_customer is Unknown.REJECT
         reject_meter = policy.unknown_meter is Unknown.REJECT
         reject_late = policy.late_events is LateEvents.REJECT
@@ -437,7 +437,7 @@ class IngestionService:
                     continue
                 customer_id = None  # held until the meter exists
             need = needed.get(meter)
-            if need is not None and (problem := _value_problem(need, properties[k])) is not None:
+            if need is not None and (problem := value_problem(need, properties[k])) is not None:
                 statuses[k] = _REJECTED
                 problems[k] = (problem,)
                 continue
@@ -477,7 +477,7 @@ def _retryable(exc: Exception) -> bool:
     return getattr(cause, "sqlstate", None) in _RETRYABLE
 
 
-def _needed_property(spec: MeterSpec) -> tuple[str, bool] | None:
+def needed_property(spec: MeterSpec) -> tuple[str, bool] | None:
     """The property an event of the meter must carry, and whether it must be a number (a
     meter that adds, compares or weighs values; a unique count takes any text). An event
     without it would count for nothing, unnoticed: it is refused."""
@@ -486,7 +486,7 @@ def _needed_property(spec: MeterSpec) -> tuple[str, bool] | None:
     return spec.value_property, spec.aggregation is not Aggregation.UNIQUE_COUNT
 
 
-def _value_problem(need: tuple[str, bool], properties: Mapping[str, str]) -> Problem | None:
+def value_problem(need: tuple[str, bool], properties: Mapping[str, str]) -> Problem | None:
     """The problem if the property `need` names is missing, or not a number where it must be."""
     name, number = need
     raw = properties.get(name)

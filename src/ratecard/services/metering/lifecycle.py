@@ -48,7 +48,8 @@ from ratecard.core.invoicing import InvoiceLine, LineKind, make_line
 from ratecard.core.money import RoundingMode, currency
 from ratecard.core.periods import Period
 from ratecard.core.pricing import rate
-from ratecard.services.metering.ingestion import rollup_partials
+from ratecard.services.metering.ingestion import needed_property, rollup_partials, value_problem
+from ratecard.services.metering.meters import meter_spec
 from ratecard.services.metering.policy import MIN_RETENTION_DAYS, load_policy, save_policy
 from ratecard.services.metering.usage import UsageReader
 
@@ -204,8 +205,13 @@ def release_held(uow: UnitOfWork) -> int:
         return 0
     released = []
     now = uow.clock.now()
+    meters = {row.code: row for row in uow.meters.list(limit=1000)}
+    needs = {code: needed_property(meter_spec(meter)) for code, meter in meters.items()}
     for seq in sorted(found):  # arrival order
         row, customer_id = found[seq]
+        need = needs.get(row.meter_code)
+        if need is not None and value_problem(need, row.properties) is not None:
+            continue  # as ingestion would refuse it now: it stays held, listed, not counted
         # counted from now: if its period was invoiced meanwhile, it is late usage (billed as
         # an adjustment, whatever the late-event policy: it was accepted before the closing)
         session.execute(
@@ -227,7 +233,6 @@ def release_held(uow: UnitOfWork) -> int:
                 seq,
             )
         )
-    meters = {row.code: row for row in uow.meters.list(limit=1000)}
     event_store.add_rollups(session, scope, rollup_partials(meters, released))
     # after the commit, the listeners of ingestion (entitlement cache, alerts) hear of them
     uow.usage_changed((new.customer_id, new.meter_code) for new, _ in released if new.customer_id)
