@@ -143,3 +143,62 @@ def test_a_test_clock_moved_past_the_period_end_moves_the_report_too(api: Api) -
     assert moved.status_code == 200, moved.text
     assert _quota(api, tenant, customer_id, Mode.TEST) == (True, "3")
     assert _report(api, tenant, customer_id, Mode.TEST) == ("2024-02-01T00:00:00Z", "0", "0.00")
+
+
+BIGGER = {
+    **PLAN,
+    "code": "api_plus",
+    "name": "API plus",
+    "charges": [{"code": "calls", "model": "per_unit", "meter": "calls", "unit_price": "1.00"}],
+    "entitlements": [{"feature": "quota", "type": "metered", "meter": "calls", "limit": "10"}],
+}
+
+
+def test_a_plan_change_due_at_the_period_end_prices_the_new_period(api: Api) -> None:
+    tenant = api.tenant()
+    customer_id, sub_id = _setup(api, tenant)
+    api.post("/v1/plans", tenant, BIGGER)
+    api.clock.advance(timedelta(days=10))
+    changed = api.client.post(
+        f"/v1/subscriptions/{sub_id}/change",
+        json={"plan_code": "api_plus", "when": "period_end"},
+        headers=tenant.admin,
+    )
+    assert changed.status_code == 200, changed.text
+    api.post("/v1/events", tenant, [_call("j1", "2024-01-05T10:00:00Z")])
+    assert _report(api, tenant, customer_id) == ("2024-01-01T00:00:00Z", "1", "0.50")
+    assert _quota(api, tenant, customer_id) == (True, "2")
+
+    api.clock.set(START + timedelta(days=40))  # February: the change took effect, unwritten
+    api.post("/v1/events", tenant, [_call("f1", "2024-02-05T10:00:00Z")])
+    (report,) = api.get(f"/v1/customers/{customer_id}/usage", tenant)["subscriptions"]
+    assert (report["plan_code"], report["amount"], report["period"]["start_at"]) == (
+        "api_plus",
+        "1.00",
+        "2024-02-01T00:00:00Z",
+    )
+    assert _quota(api, tenant, customer_id) == (True, "9")
+
+
+def test_the_subscription_that_accrues_now_is_the_one_read(api: Api) -> None:
+    """Two subscriptions: the first, canceled at the period end, ends on 1 February; from then
+    the entitlements and the report follow the second."""
+    tenant = api.tenant()
+    customer_id, first = _setup(api, tenant)
+    api.post("/v1/plans", tenant, BIGGER)
+    api.clock.advance(timedelta(days=1))  # created after the first
+    second = api.post(
+        "/v1/subscriptions",
+        tenant,
+        {"customer_id": customer_id, "plan_code": "api_plus", "start_at": START.isoformat()},
+    )
+    api.clock.advance(timedelta(days=9))
+    canceled = api.client.post(
+        f"/v1/subscriptions/{first}/cancel", json={"when": "period_end"}, headers=tenant.admin
+    )
+    assert canceled.status_code == 200, canceled.text
+    assert _quota(api, tenant, customer_id) == (True, "3")  # the first one created
+    api.clock.set(START + timedelta(days=40))
+    assert _quota(api, tenant, customer_id) == (True, "10")
+    reports = api.get(f"/v1/customers/{customer_id}/usage", tenant)["subscriptions"]
+    assert [r["subscription_id"] for r in reports] == [second["id"]]

@@ -165,6 +165,8 @@ def test_redis_versions_refuse_a_put_read_before_a_drop():
     assert cache.put(key, {"f": "3"}, ttl_seconds=60, if_version=1)
     assert cache.put(key, {"f": "4"}, ttl_seconds=60)
     assert cache.get(key, "f") == "4"
+    assert 0 < cache._redis.ttl(key) <= 60  # the hash expires
+    assert 0 < cache._redis.ttl(f"{key}:v") <= 24 * 3600  # and so does its version
 
 
 def test_a_soft_limit_exceeded_notifies_once_a_period(sessions):
