@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from benchmarks.ingest import _pct, _prepare, postgres_schema
 from ratecard.adapters.clock import FixedClock
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_store, rollup_seal, rollup_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
 from ratecard.adapters.db.models import (
     CustomerRow,
@@ -129,7 +129,7 @@ def _rollup_row(scope: TenantScope, item: tuple[Any, ...]) -> tuple[Any, ...]:
         customer_id,
         code,
         sqlite_instant_text(hour_at),
-        event_store.group_text(key),
+        rollup_store.group_text(key),
         p.event_count,
         p.value_count,
         text(p.value_sum),
@@ -162,7 +162,7 @@ def _seed(
             cursor.execute("BEGIN")
         cursor.execute(f"DROP INDEX {_EVENT_INDEX}")
         raw.commit()
-        rollup_sql = f"usage_rollups ({event_store._ROLLUP_COLUMNS})"
+        rollup_sql = f"usage_rollups ({rollup_store._ROLLUP_COLUMNS})"
         for events, rollups in _hours(total, customers, scope, meters, hashed=not postgres):
             if postgres:
                 with cursor.copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
@@ -296,7 +296,7 @@ def _seal(sessions: Any) -> str:
         if session.scalar(sa.select(RollupSealRow.sealed_before)) is not None:
             return ""
         started = time.perf_counter()
-        event_store.seal_rollups(session, NOW - event_store.SEAL_LAG)
+        rollup_seal.seal_rollups(session, NOW - rollup_store.SEAL_LAG)
         session.commit()
         spent = time.perf_counter() - started
     engine = sessions.kw["bind"]

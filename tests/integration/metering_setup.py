@@ -180,7 +180,7 @@ def raw_usage(m: Metering, meter: str, period: Period) -> MeterResult:
 @contextmanager
 def counted(module: object, name: str) -> Iterator[list[int]]:
     """The length of the last argument of each call of ``module.name`` while open (how many
-    meters each `event_store.read_usage` read)."""
+    meters each `usage_reads.read_usage` read)."""
     calls: list[int] = []
     real = getattr(module, name)
 

@@ -1,5 +1,5 @@
 """Daily rollups: a sealed day is read from one row a group, and stays exact through late events,
-rebuilds and concurrent rounds (`event_store.seal_rollups`, migration 0016).
+rebuilds and concurrent rounds (`rollup_seal.seal_rollups`, migration 0016).
 
 The test databases are shared by the session, and so is the seal: each test here works on days
 of its own, years after any other test's, and states what it expects of the seal relative to
@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import rollup_seal, rollup_store, usage_reads
 from ratecard.adapters.db.models import DailyRollupRow, MeterRow, RollupSealRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.periods import Period
@@ -37,7 +37,7 @@ READ = ("api_calls", "tokens", "payments", "peak", "low", "last", "mean", "total
 
 def _seal(sessions: sessionmaker[Session], before: datetime, **kw: bool) -> datetime:
     with sessions() as session:
-        sealed = event_store.seal_rollups(session, before, **kw)
+        sealed = rollup_seal.seal_rollups(session, before, **kw)
         session.commit()
     return sealed
 
@@ -116,10 +116,15 @@ def _hours_by_day(m: Metering, before: datetime) -> dict[tuple, Partial]:
     out: dict[tuple, Partial] = {}
     with m.sessions() as session:
         for code in READ:
-            for hour_at, key, p in event_store.read_rollups(
+            for hour_at, key, p in rollup_store.read_rollups(
                 session, m.scope, m.customer_id, code, from_hour=None, to_hour=before
             ):
-                at = (m.customer_id, code, event_store.day_of(hour_at), event_store.group_text(key))
+                at = (
+                    m.customer_id,
+                    code,
+                    rollup_store.day_of(hour_at),
+                    rollup_store.group_text(key),
+                )
                 out[at] = p if at not in out else out[at].merge(p)
     return out
 
@@ -147,7 +152,7 @@ def _check(m: Metering, base: datetime, sealed: datetime) -> None:
         for code in READ:
             got = m.usage.meter_usage(m.scope, m.customer_id, code, period)
             assert got == expected[code], (code, start, end, sealed)
-        with m.sessions() as session, counted(event_store, "read_usage") as calls:
+        with m.sessions() as session, counted(usage_reads, "read_usage") as calls:
             reader = UsageReader(session, m.scope)
             reader.load_specs(codes)
             reader.prefetch(m.customer_id, [(code, period) for code in codes])
@@ -188,7 +193,7 @@ def test_sealed_days_read_exactly_through_late_events_and_rebuilds(sessions):
 def test_the_writer_seals_each_day_once_it_is_over(sessions):
     base = datetime(2033, 1, 2, tzinfo=UTC)
     m = _metering(
-        sessions, "Writer", base + 2 * DAY + event_store.SEAL_LAG - timedelta(microseconds=1)
+        sessions, "Writer", base + 2 * DAY + rollup_store.SEAL_LAG - timedelta(microseconds=1)
     )
     _ingest(m, _events(random.Random(9), "w", base, days=2, n=80))
     committer = GroupCommitter(m.ingestion)
@@ -220,7 +225,7 @@ def test_sealing_waits_for_a_round_in_flight_and_counts_it(database, sessions):
     done: list[datetime] = []
     sealer = threading.Thread(target=lambda: done.append(_seal(sessions, base + DAY)))
     with sessions() as round_, sessions() as watcher:
-        event_store.add_rollups(round_, m.scope, [(m.customer_id, "tokens", hour, ("a",), late)])
+        rollup_store.add_rollups(round_, m.scope, [(m.customer_id, "tokens", hour, ("a",), late)])
         sealer.start()
         waiting = 0
         while not waiting and not done:  # until the sealing queues behind the round's lock

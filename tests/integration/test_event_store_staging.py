@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_store, rollup_store
 from ratecard.core.rollups import Partial
 from tests.integration.factories import uow
 from tests.integration.metering_setup import PERIOD_END, PERIOD_START, setup
@@ -24,7 +24,7 @@ def _partial(count: int) -> Partial:
 
 def _rollup_count(m) -> int:
     with m.sessions() as session:
-        rows = event_store.read_rollups(
+        rows = rollup_store.read_rollups(
             session, m.scope, m.customer_id, "api_calls", from_hour=None, to_hour=PERIOD_END
         )
     return sum(partial.event_count for _, _, partial in rows)
@@ -39,8 +39,8 @@ def test_two_uses_in_one_transaction_store_each_row_once(sessions):
         second = event_store.insert_events(
             work.session, m.scope, [_new(m, "b"), _new(m, "a")], m.clock.now()
         )
-        event_store.add_rollups(work.session, m.scope, [(*key, _partial(1))])
-        event_store.add_rollups(work.session, m.scope, [(*key, _partial(2))])
+        rollup_store.add_rollups(work.session, m.scope, [(*key, _partial(1))])
+        rollup_store.add_rollups(work.session, m.scope, [(*key, _partial(2))])
         work.commit()
     assert set(first) == {"a"} and set(second) == {"b"}  # "a" again is a duplicate
     assert first["a"] < second["b"]
@@ -61,7 +61,7 @@ def test_a_rolled_back_transaction_leaves_the_next_one_working(sessions):
         for attempt in range(2):  # the first rolled back
             with uow(fresh, m.scope, m.clock) as work:
                 event_store.insert_events(work.session, m.scope, [_new(m, "x")], m.clock.now())
-                event_store.add_rollups(work.session, m.scope, [(*key, _partial(5))])
+                rollup_store.add_rollups(work.session, m.scope, [(*key, _partial(5))])
                 if attempt:
                     work.commit()
         for n in range(2):  # then committed rounds on the same pooled connection
@@ -69,7 +69,7 @@ def test_a_rolled_back_transaction_leaves_the_next_one_working(sessions):
                 stored = event_store.insert_events(
                     work.session, m.scope, [_new(m, "x"), _new(m, f"y{n}")], m.clock.now()
                 )
-                event_store.add_rollups(work.session, m.scope, [(*key, _partial(1))])
+                rollup_store.add_rollups(work.session, m.scope, [(*key, _partial(1))])
                 work.commit()
             assert set(stored) == {f"y{n}"}
     finally:

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_store, rollup_store, usage_reads
 from ratecard.adapters.db.models import (
     PriceOverrideRow,
     SubscriptionChangeRow,
@@ -217,12 +217,12 @@ def test_merged_rollup_reads_equal_merging_each_stored_partial(sessions):
     with m.sessions() as session:
         for meter in meters:
             for lower in (None, PERIOD_START, PERIOD_START + timedelta(hours=2)):
-                stored = event_store.read_rollups(
+                stored = rollup_store.read_rollups(
                     session, m.scope, m.customer_id, meter, from_hour=lower, to_hour=end
                 )
                 expected = merge_groups({key: p} for _, key, p in stored)
-                read = event_store.UsageRead(meter, [], (lower, end))
-                (got, _), *_ = event_store.read_usage(session, m.scope, m.customer_id, [read])
+                read = usage_reads.UsageRead(meter, [], (lower, end))
+                (got, _), *_ = usage_reads.read_usage(session, m.scope, m.customer_id, [read])
                 assert got == expected, (meter, lower)
                 assert sum(p.event_count for p in got.values()) >= 1
     for meter in meters:
@@ -244,7 +244,7 @@ def test_rollups_keep_one_merged_row_per_hour_and_group(sessions):
         ]
         assert m.ingest(*events).count("accepted") == 6
     with m.sessions() as session:
-        rows = event_store.read_rollups(
+        rows = rollup_store.read_rollups(
             session, m.scope, m.customer_id, "tokens", from_hour=None, to_hour=PERIOD_END
         )
     assert sorted((hour, group) for hour, group, _ in rows) == [
@@ -316,7 +316,7 @@ def test_group_values_with_copy_escapes_round_trip_through_rollups(sessions):
     ]
     assert m.ingest(*events).count("accepted") == len(models)
     with m.sessions() as session:
-        rows = event_store.read_rollups(
+        rows = rollup_store.read_rollups(
             session, m.scope, m.customer_id, "tokens", from_hour=None, to_hour=PERIOD_END
         )
     sums = {group: partial.value_sum for _, group, partial in rows}
@@ -358,7 +358,7 @@ def test_customer_usage_reports_each_live_subscription_in_id_order(sessions):
         work.commit()
         lone_id = lone.id
     now = odd.start_at + timedelta(days=1)  # inside both periods (the rows have no timeline)
-    with counted(event_store, "read_usage") as reads:
+    with counted(usage_reads, "read_usage") as reads:
         reports = m.usage.customer_usage(m.scope, m.customer_id, now=now)
     assert reads == [6], "both subscriptions' three meters (two periods) in one statement"
     assert [r.subscription_id for r in reports] == sorted([m.subscription_id, second])
@@ -401,7 +401,7 @@ def test_a_report_takes_the_meters_definitions_from_the_cache_until_a_meter_chan
     engine = sessions.kw["bind"]
     sa.event.listen(engine, "before_cursor_execute", seen)
     try:
-        with counted(event_store, "read_usage") as reads:
+        with counted(usage_reads, "read_usage") as reads:
             (again,) = m.usage.customer_usage(m.scope, m.customer_id)
     finally:
         sa.event.remove(engine, "before_cursor_execute", seen)

@@ -476,7 +476,7 @@ class RollupValues:
 class UsageRollupRow(TenantScoped, RollupValues, Base):
     """The merged aggregate of one hour of one (customer, meter, group); partials merge exactly.
 
-    One row per key: ingestion merges each commit's partials into it (`event_store.add_rollups`).
+    One row per key: ingestion merges each commit's partials into it (`rollup_store.add_rollups`).
     On SQLite the table is ``WITHOUT ROWID``, clustered on the key, so a usage query reads one
     customer's hours from contiguous pages (migration 0006).
     """
@@ -499,11 +499,11 @@ class UsageRollupRow(TenantScoped, RollupValues, Base):
 class DailyRollupRow(TenantScoped, RollupValues, Base):
     """The merge of one sealed UTC day's hourly rollups of one (customer, meter, group).
 
-    A usage query reads a row a day for the whole days it covers instead of 24 (`event_store.
-    read_usage`). Days before `RollupSealRow.sealed_before` have them: `event_store.
+    A usage query reads a row a day for the whole days it covers instead of 24 (`usage_reads.
+    read_usage`). Days before `RollupSealRow.sealed_before` have them: `rollup_seal.
     seal_rollups` makes a day's once it is over, and every later write to an hour of a sealed
     day (a late event, a rebuild) merges into its day's row in the same transaction
-    (`event_store.add_rollups`). The hourly rows stay: hourly series and partial days read them.
+    (`rollup_store.add_rollups`). The hourly rows stay: hourly series and partial days read them.
     """
 
     __tablename__ = "usage_rollups_daily"

@@ -40,7 +40,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_store, rollup_seal, rollup_store
 from ratecard.adapters.db.models import CustomerRow, MeterRow, SubscriptionRow, UsageClosureRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
@@ -203,15 +203,15 @@ class IngestionService:
         self._sealed: datetime | None = None  # the seal as this service last saw it
 
     def seal_due(self) -> datetime:
-        """Seal the days of rollups that ended `SEAL_LAG` ago or more (`event_store.
+        """Seal the days of rollups that ended `SEAL_LAG` ago or more (`rollup_seal.
         seal_rollups`), in a transaction of its own: up to the first day with rollups per call,
         so that a store with a long unsealed history catches up a day per writer round.
         Returns the seal."""
-        due = event_store.day_of(self._clock.now() - event_store.SEAL_LAG)
+        due = rollup_store.day_of(self._clock.now() - rollup_store.SEAL_LAG)
         if self._sealed is not None and self._sealed >= due:
             return self._sealed
         with self._sessions() as session:
-            self._sealed = event_store.seal_rollups(session, due, one_day=True)
+            self._sealed = rollup_seal.seal_rollups(session, due, one_day=True)
             session.commit()
         return self._sealed
 
@@ -369,7 +369,7 @@ class IngestionService:
                     statuses[position] = _ACCEPTED
                     fresh.append((position, seq))
             partials, touched = _partials(meters, columns, customer_ids, fresh)
-            event_store.add_rollups(session, scope, partials)
+            rollup_store.add_rollups(session, scope, partials)
             uow.commit()
         return touched
 

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, select, update
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_store, rollup_store
 from ratecard.adapters.db.models import (
     CustomerRow,
     EventRow,
@@ -233,7 +233,7 @@ def release_held(uow: UnitOfWork) -> int:
                 seq,
             )
         )
-    event_store.add_rollups(session, scope, rollup_partials(meters, released))
+    rollup_store.add_rollups(session, scope, rollup_partials(meters, released))
     # after the commit, the listeners of ingestion (entitlement cache, alerts) hear of them
     uow.usage_changed((new.customer_id, new.meter_code) for new, _ in released if new.customer_id)
     return len(released)

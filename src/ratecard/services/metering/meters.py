@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import rollup_store
 from ratecard.adapters.db.models import EventRow, MeterRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
@@ -236,8 +236,8 @@ def rebuild_rollups(
 ) -> int:
     """Drop the meter's rollups (from the UTC day of `since`: a sealed day's row is rebuilt
     whole) and rebuild them from raw events."""
-    since_hour = event_store.day_of(since) if since is not None else None
-    event_store.delete_rollups(session, scope, meter.code, since_hour)
+    since_hour = rollup_store.day_of(since) if since is not None else None
+    rollup_store.delete_rollups(session, scope, meter.code, since_hour)
     spec = meter_spec(meter)
     if not decomposable(spec):
         return 0
@@ -268,7 +268,7 @@ def _write(
         for customer_id, hour_at, bucket in pending
         for group, partial in partials(spec, bucket).items()
     ]
-    return event_store.add_rollups(session, scope, rows)
+    return rollup_store.add_rollups(session, scope, rows)
 
 
 def _hour_buckets(

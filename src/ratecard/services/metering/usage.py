@@ -34,7 +34,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_store, rollup_store, usage_reads
 from ratecard.adapters.db.engine import read_only
 from ratecard.adapters.db.models import (
     CustomerRow,
@@ -128,7 +128,7 @@ class UsageReader:
         self._specs: dict[str, MeterSpec] = (
             {} if meters_revision is None else SPECS.get(scope, meters_revision).copy()
         )
-        self._found: dict[tuple[str, str, datetime | None, datetime], event_store.UsageFound] = {}
+        self._found: dict[tuple[str, str, datetime | None, datetime], usage_reads.UsageFound] = {}
 
     def meter(self, code: str) -> MeterRow:
         return MeterRepository(self.session, self.scope).get_by_code(code)
@@ -223,7 +223,7 @@ class UsageReader:
                 asks[(customer_id, code, lower, period.end_at)] = _usage_read(
                     code, lower, period.end_at
                 )
-        found = event_store.read_usage(self.session, self.scope, customer_id, list(asks.values()))
+        found = usage_reads.read_usage(self.session, self.scope, customer_id, list(asks.values()))
         self._found.update(zip(asks, found, strict=True))
 
     def _partials(
@@ -232,7 +232,7 @@ class UsageReader:
         found = self._found.get((customer_id, code, lower, end))
         if found is None:
             read = _usage_read(code, lower, end)
-            (found,) = event_store.read_usage(self.session, self.scope, customer_id, [read])
+            (found,) = usage_reads.read_usage(self.session, self.scope, customer_id, [read])
         return merge_groups([*(partials(spec, events) for events in found.events), found.rollups])
 
     def event_values(
@@ -298,7 +298,7 @@ class UsageReader:
             per_bucket[index][key] = partial if current is None else current.merge(partial)
 
         full_from, full_to = _ceil_hour(period.start_at), hour_of(period.end_at)
-        for hour_at, key, partial in event_store.read_rollups(
+        for hour_at, key, partial in rollup_store.read_rollups(
             self.session, self.scope, customer_id, code, from_hour=full_from, to_hour=full_to
         ):
             add(hour_at, key, partial)
@@ -314,19 +314,19 @@ class UsageReader:
         return [(b, finish(flat, parts)) for b, parts in zip(bounds, per_bucket, strict=True)]
 
 
-def _usage_read(code: str, lower: datetime | None, end: datetime) -> event_store.UsageRead:
+def _usage_read(code: str, lower: datetime | None, end: datetime) -> usage_reads.UsageRead:
     """A meter's value over ``[lower, end)``: the rollups of its whole hours and the raw events
     at its edges, or only raw events when it holds no whole hour."""
     full_from = None if lower is None else _ceil_hour(lower)
     full_to = hour_of(end)
     if lower is not None and full_from is not None and full_from >= full_to:
-        return event_store.UsageRead(code, [(lower, end)], None)
+        return usage_reads.UsageRead(code, [(lower, end)], None)
     edges: list[tuple[datetime, datetime]] = []
     if lower is not None and full_from is not None and lower < full_from:
         edges.append((lower, full_from))
     if full_to < end:
         edges.append((full_to, end))
-    return event_store.UsageRead(code, edges, (full_from, full_to))
+    return usage_reads.UsageRead(code, edges, (full_from, full_to))
 
 
 def _per_bucket(spec: MeterSpec) -> MeterSpec:

@@ -6,7 +6,7 @@ Create Date: 2026-12-07
 
 A current-period usage query read one hourly rollup row per hour and group: 744 a group for a
 month, most of its time with 10 million events stored. Each UTC day that is over is now merged
-into one row (`event_store.seal_rollups`), kept exact by every later write to its hours; a
+into one row (`rollup_seal.seal_rollups`), kept exact by every later write to its hours; a
 query reads the whole days from them and hourly rows only for the hours around them. The seal
 row says up to which midnight the daily rows are complete (none yet here: the first sealing
 makes them for every stored day).
