@@ -166,6 +166,35 @@ def test_redefining_a_meter_reaggregates_from_raw_events(sessions):
     )
 
 
+def test_an_aggregation_that_reads_the_same_partials_is_changed_without_a_rebuild(sessions):
+    """Sum, max, min, latest and average read the same rollup partials: changing one into
+    another rebuilds nothing and reads right at once; a new group-by or a move to a unique
+    count (raw events) still rebuilds."""
+    m = setup(sessions)
+    _load(m)
+    period = Period(PERIOD_START, PERIOD_END)
+    for kind in ("max", "min", "latest", "average", "sum"):
+        with uow(sessions, m.scope, m.clock) as work:
+            assert redefine_meter(work, "tokens", aggregation=kind) == 0, kind
+            work.commit()
+        assert m.usage.meter_usage(m.scope, m.customer_id, "tokens", period) == raw_usage(
+            m, "tokens", period
+        ), kind
+    with uow(sessions, m.scope, m.clock) as work:
+        assert redefine_meter(work, "tokens", group_by=[]) > 0  # other groups: rebuilt
+        work.commit()
+    assert m.usage.meter_usage(m.scope, m.customer_id, "tokens", period) == raw_usage(
+        m, "tokens", period
+    )
+    with uow(sessions, m.scope, m.clock) as work:
+        redefine_meter(work, "tokens", aggregation="unique_count")  # from raw events
+        assert redefine_meter(work, "tokens", aggregation="max") > 0  # the rollups come back
+        work.commit()
+    assert m.usage.meter_usage(m.scope, m.customer_id, "tokens", period) == raw_usage(
+        m, "tokens", period
+    )
+
+
 def _events(m, meter):
     with m.sessions() as session:
         return event_store.read_events(

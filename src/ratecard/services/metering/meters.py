@@ -183,7 +183,10 @@ def redefine(uow: UnitOfWork, row: MeterRow, definition: Definition, *, at: str 
     `ValidationFailed` (fields named under `at`) before anything changes.
 
     Returns the number of rollup partials written. The rebuild reads every raw event of the
-    meter: its time grows with the meter's history.
+    meter: its time grows with the meter's history. None is needed when only the aggregation
+    changes between kinds that read merged partials (sum, max, min, latest, average): a
+    rollup row holds the same partial whichever of them reads it (`core.rollups`), so the
+    change takes effect at once.
     """
     fields = _Redefined(
         definition.aggregation,
@@ -194,13 +197,29 @@ def redefine(uow: UnitOfWork, row: MeterRow, definition: Definition, *, at: str 
         row.rounding_mode,
         row.rounding_precision,
     )
-    checked_spec(fields, at)
+    before = Definition.of(row)
+    try:
+        was: MeterSpec | None = meter_spec(row)
+    except ValidationFailed:  # a row stored before its definition was checked: rebuilt
+        was = None
+    now = checked_spec(fields, at)
     row.aggregation = definition.aggregation
     row.value_field = definition.value_field
     row.filters = dict(definition.filters)
     row.group_by = list(definition.group_by)
     uow.session.flush()  # raises the tenant's meters_revision (`models._meters_changed`)
+    if was and decomposable(was) and decomposable(now) and _same_partials(before, definition):
+        return 0
     return rebuild_rollups(uow.session, uow.scope, row)
+
+
+def _same_partials(a: Definition, b: Definition) -> bool:
+    """Whether rollups of `a` hold what `b` would write: the same values, events and groups."""
+    return (a.value_field or None, a.filters, a.group_by) == (
+        b.value_field or None,
+        b.filters,
+        b.group_by,
+    )
 
 
 def redefine_meter(
