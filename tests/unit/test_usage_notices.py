@@ -22,6 +22,8 @@ from ratecard.adapters.usage_notices import (
     usage_changed_subject,
     usage_notices,
 )
+from ratecard.core.errors import RatecardError
+from ratecard.services.metering.ingestion import MeterBeingRedefined
 
 SCOPE = TenantScope("ten_a", Mode.LIVE)
 
@@ -92,6 +94,9 @@ class FakeMsg:
 
     async def term(self) -> None:
         self.outcome.append("term")
+
+    async def nak(self) -> None:
+        self.outcome.append("nak")
 
 
 @dataclass
@@ -221,3 +226,31 @@ def test_a_connection_without_its_stream_is_closed(monkeypatch):
     with pytest.raises(RuntimeError, match="jetstream not enabled"):
         asyncio.run(NatsBuffer.connect("nats://127.0.0.1:4222"))
     assert closed == [True]
+
+
+def test_a_batch_of_a_tenant_whose_meter_is_being_redefined_is_redelivered() -> None:
+    """The store answers busy (`MeterBeingRedefined`): the message is nak'd, to come back,
+    and the consumer goes on with the next one; other errors still stop it."""
+    nc, store = FakeConnection(), FakeStore(TOUCHED)
+    busy_scope = TenantScope("ten_busy", Mode.LIVE)
+
+    def ingest(scope: TenantScope, events: list[Any]) -> FakeStored:
+        if scope == busy_scope:
+            raise MeterBeingRedefined()
+        return store.ingest(scope, events)
+
+    outcome: list[str] = []
+    bodies = [encode_batch(busy_scope, [EVENT]), encode_batch(SCOPE, [EVENT])]
+    subscription = FakeSubscription([[FakeMsg(data, outcome) for data in bodies]])
+    buffer = NatsBuffer(nc, FakeJetStream(subscription), "S", "rc.events")
+    handled = asyncio.run(consume(buffer, ingest, idle_rounds=1))
+    assert (handled, outcome) == (1, ["nak", "ack"])
+    assert store.stored == [(SCOPE, [EVENT])]
+
+    def broken(scope: TenantScope, events: list[Any]) -> FakeStored:
+        raise RatecardError("the store is down")
+
+    subscription = FakeSubscription([[FakeMsg(bodies[1], [])]])
+    buffer = NatsBuffer(nc, FakeJetStream(subscription), "S", "rc.events")
+    with pytest.raises(RatecardError, match="the store is down"):
+        asyncio.run(consume(buffer, broken, idle_rounds=1))

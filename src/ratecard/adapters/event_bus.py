@@ -45,7 +45,7 @@ from ratecard.adapters.usage_notices import (
     usage_changed_subject,
     usage_notices,
 )
-from ratecard.core.errors import ValidationFailed
+from ratecard.core.errors import ErrorCode, RatecardError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +347,12 @@ async def consume(
                 except (ValidationFailed, ValueError, KeyError) as exc:
                     log.error("dropping a batch that cannot be ingested: %s", exc)
                     await msg.term()
+                    continue
+                except RatecardError as exc:
+                    if exc.code is not ErrorCode.INGESTION_BUSY:
+                        raise
+                    log.warning("a batch waits: %s", exc)  # a meter being redefined
+                    await msg.nak()  # redelivered; each try waits on the lock first
                     continue
                 await msg.ack()
                 handled += 1

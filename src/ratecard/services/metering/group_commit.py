@@ -225,8 +225,10 @@ class GroupCommitter:
             try:
                 outcomes = self._ingestion.store_valid(scope, [j.batch for j in group], actor=actor)
             except Exception as exc:
-                if len(group) == 1:
-                    group[0].fail(exc)
+                busy = isinstance(exc, RatecardError) and exc.code is ErrorCode.INGESTION_BUSY
+                if len(group) == 1 or busy:  # busy (a meter being redefined): all retry later
+                    for job in group:
+                        job.fail(exc)
                     continue
                 log.warning("a group commit failed (%s); storing its batches one by one", exc)
                 for job in group:  # every stored slot is written again: nothing stale remains

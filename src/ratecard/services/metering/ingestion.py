@@ -35,7 +35,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -616,15 +616,40 @@ def _resolve(
     return found
 
 
+class MeterBeingRedefined(RatecardError):
+    """A meter of the batch's tenant is locked (being redefined, its rollups rebuilt): the
+    batch was not stored; retry it in a moment. The writer goes on with other tenants."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a meter of this tenant is being redefined: retry in a moment",
+            code=ErrorCode.INGESTION_BUSY,
+        )
+
+
+#: How long a round waits for its tenant's meters (PostgreSQL) before it gives their batches
+#: back as busy: a redefinition holds them while it rebuilds, and the writer serves every tenant.
+METER_LOCK_WAIT_MS = 1000
+
+
 def _meters(session: Session, scope: TenantScope, *, lock: bool = False) -> dict[str, MeterRow]:
     """The scope's meters by code; `lock` takes a share lock (PostgreSQL) so a meter cannot be
-    redefined while events are rolled up under its old definition."""
+    redefined while events are rolled up under its old definition, waiting at most
+    `METER_LOCK_WAIT_MS` (`MeterBeingRedefined`)."""
     statement = select(MeterRow).where(
         MeterRow.tenant_id == scope.tenant_id, MeterRow.mode == scope.mode
     )
-    if lock and session.get_bind().dialect.name == "postgresql":
-        statement = statement.with_for_update(read=True)
-    return {row.code: row for row in session.scalars(statement)}
+    if not (lock and session.get_bind().dialect.name == "postgresql"):
+        return {row.code: row for row in session.scalars(statement)}
+    session.execute(text(f"SET LOCAL lock_timeout = '{METER_LOCK_WAIT_MS}ms'"))
+    try:
+        rows = list(session.scalars(statement.with_for_update(read=True)))
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+            raise MeterBeingRedefined() from None
+        raise
+    session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+    return {row.code: row for row in rows}
 
 
 def _instant(value: Any) -> datetime:
