@@ -35,7 +35,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -641,15 +641,19 @@ def _meters(session: Session, scope: TenantScope, *, lock: bool = False) -> dict
     )
     if not (lock and session.get_bind().dialect.name == "postgresql"):
         return {row.code: row for row in session.scalars(statement)}
-    session.execute(text(f"SET LOCAL lock_timeout = '{METER_LOCK_WAIT_MS}ms'"))
+    connection = session.connection()
+    connection.exec_driver_sql(_WAIT_FOR_METERS)
     try:
         rows = list(session.scalars(statement.with_for_update(read=True)))
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
             raise MeterBeingRedefined() from None
         raise
-    session.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+    connection.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")  # the rest waits as ever
     return {row.code: row for row in rows}
+
+
+_WAIT_FOR_METERS = f"SET LOCAL lock_timeout = '{METER_LOCK_WAIT_MS}ms'"
 
 
 def _instant(value: Any) -> datetime:
