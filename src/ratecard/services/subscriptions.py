@@ -514,6 +514,7 @@ def drafts(
 @dataclass(frozen=True, slots=True)
 class MigrationResult:
     subscription_id: str
+    customer_id: str  # whose entitlements change with it (`web.api.plans` drops their cache)
     migrated: bool
     code: str | None = None
     message: str | None = None
@@ -556,8 +557,10 @@ def migrate_plan(
             try:
                 _apply(uow, row, request, now=now)  # checks everything before it writes
             except RatecardError as error:
-                results.append(MigrationResult(row.id, False, str(error.code), error.message))
+                results.append(
+                    MigrationResult(row.id, row.customer_id, False, str(error.code), error.message)
+                )
                 continue
-            results.append(MigrationResult(row.id, True))
+            results.append(MigrationResult(row.id, row.customer_id, True))
     uow.commit()
     return results

@@ -626,7 +626,16 @@ class LiveSubscription(NamedTuple):
     period: Period  # the current one
 
 
-def _live(row: SubscriptionRow) -> LiveSubscription:
+class _Current(Planned, Protocol):
+    """A subscription's row with its stored period (a `SubscriptionRow`, a `_LIVE_PLANS` row)."""
+
+    @property
+    def current_period_start_at(self) -> datetime: ...
+    @property
+    def current_period_end_at(self) -> datetime: ...
+
+
+def _live(row: _Current) -> LiveSubscription:
     return LiveSubscription(
         row.id,
         row.customer_id,
@@ -646,6 +655,7 @@ _LIVE_PLANS = (
         _T.rounding_mode,
         _T.meters_revision,
         _S.id,
+        _S.customer_id,
         _S.plan_code,
         _S.plan_version,
         _S.current_period_start_at,
@@ -801,13 +811,7 @@ class UsageService:
                     row = of_sub[0]
                     if row.id is None:  # no live subscription
                         break
-                    live = LiveSubscription(
-                        row.id,
-                        customer_id,
-                        row.plan_code,
-                        row.plan_version,
-                        Period(row.current_period_start_at, row.current_period_end_at),
-                    )
+                    live = _live(row)
                     if row.version is None:  # the plan version's 404
                         plan_of(session, scope, live)
                     subs.append((live, _plan_from(row.plan_code, of_sub)))

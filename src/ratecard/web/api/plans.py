@@ -16,13 +16,12 @@ from fastapi import Path
 from pydantic import BaseModel, Field
 
 from ratecard.adapters.db.models import PlanRow, PlanVersionRow
-from ratecard.adapters.db.repositories import MAX_PAGE
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.subscriptions import Effective
 from ratecard.services import catalog, subscriptions
 from ratecard.services.common import Input, paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
-from ratecard.web.deps import BillingWriter, CatalogWriter, Ctx, Reader
+from ratecard.web.deps import BillingWriter, CatalogWriter, Reader
 from ratecard.web.routing import Router
 
 router = Router(prefix="/v1/plans", tags=["plans"])
@@ -177,7 +176,9 @@ def migrate_subscriptions(
             when=body.when,
             now=ctx.now(),
         )
-    _entitlements_changed(ctx, plan_code, {r.subscription_id for r in results if r.migrated})
+    # after the commit: a check before it read the old plan, and what it cached goes here
+    for customer_id in sorted({r.customer_id for r in results if r.migrated}):
+        ctx.metering.entitlements.invalidate(ctx.principal.scope, customer_id)
     items = [
         MigrationItem(
             subscription_id=r.subscription_id, migrated=r.migrated, code=r.code, message=r.message
@@ -192,22 +193,3 @@ def migrate_subscriptions(
         skipped=len(results) - migrated,
         results=items,
     )
-
-
-def _entitlements_changed(ctx: Ctx, plan_code: str, moved: set[str]) -> None:
-    """Drop the cached entitlements of the customers whose subscriptions moved.
-
-    Only after the commit: a check that runs before it reads the old plan from the store, and
-    whatever it cached is dropped here; dropped earlier, it would be answered until the TTL.
-    The moved subscriptions are still on `plan_code` (a migration changes only the version)."""
-    if not moved:
-        return
-    customer_ids: set[str] = set()
-    after: str | None = None
-    with ctx.reader() as uow:
-        while batch := uow.subscriptions.list(limit=MAX_PAGE, after_id=after, plan_code=plan_code):
-            customer_ids.update(row.customer_id for row in batch if row.id in moved)
-            after = batch[-1].id
-    assert len(customer_ids) <= len(moved), "a subscription has one customer"
-    for customer_id in sorted(customer_ids):
-        ctx.metering.entitlements.invalidate(ctx.principal.scope, customer_id)
