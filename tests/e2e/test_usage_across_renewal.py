@@ -96,9 +96,9 @@ def test_february_reads_february_though_the_subscription_was_last_written_in_jan
 
     fired = api.get("/v1/webhook_events", tenant)["data"]  # one crossing a period
     assert sorted((f["payload"]["period_start"], f["payload"]["value"]) for f in fired) == [
-        ("2024-01-01T00:00:00.000000Z", "2"),
-        ("2024-02-01T00:00:00.000000Z", "1"),
-    ]
+        ("2024-01-01T00:00:00Z", "2"),
+        ("2024-02-01T00:00:00Z", "1"),
+    ]  # instants written as the REST views write them
     series = api.get(f"/v1/customers/{customer_id}/usage/series?meter=calls", tenant)
     assert (series["period"]["start_at"], series["period"]["end_at"]) == (
         "2024-02-01T00:00:00Z",

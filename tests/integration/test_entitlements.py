@@ -194,7 +194,7 @@ def test_a_soft_limit_exceeded_notifies_once_a_period(sessions):
                 "usage": "600",
                 "on_exceed": "allow_and_notify",
                 "allowed": "true",
-                "period_end": "2024-02-01T00:00:00.000000Z",
+                "period_end": "2024-02-01T00:00:00Z",
             },
         )
     ]

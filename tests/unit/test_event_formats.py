@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import doctest
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 import ratecard.core.events as events
 from ratecard.core.errors import Problem, ValidationFailed
-from ratecard.core.events import parse_batch, parse_event, parse_timestamp
+from ratecard.core.events import format_instant, parse_batch, parse_event, parse_timestamp
 from ratecard.web.formats import cloudevents, lago, segment
 
 NOW = datetime(2024, 3, 1, 12, tzinfo=UTC)
@@ -175,3 +176,28 @@ def test_a_refused_property_says_why(body, message):
     (problem,) = refused.value.problems
     assert (problem.code, problem.message) == ("invalid_value", message)
     assert problem.field is not None and problem.field.startswith("properties.")
+
+
+class _Instant(BaseModel):
+    at: datetime
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),  # noqa: DTZ001
+        max_value=datetime(9999, 12, 30),  # noqa: DTZ001
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))]),
+    )
+)
+def test_webhook_instants_are_written_as_the_rest_api_writes_them(at):
+    written = format_instant(at)
+    assert written == json.loads(_Instant(at=at.astimezone(UTC)).model_dump_json())["at"]
+    assert written.endswith("Z")
+    assert datetime.fromisoformat(written) == at
+
+
+def test_a_whole_second_has_no_fraction_and_a_fraction_has_six_digits():
+    assert format_instant(datetime(2024, 2, 1, tzinfo=UTC)) == "2024-02-01T00:00:00Z"
+    assert format_instant(datetime(2024, 2, 1, 0, 0, 0, 250_000, tzinfo=UTC)) == (
+        "2024-02-01T00:00:00.250000Z"
+    )

@@ -86,6 +86,13 @@ def format_timestamp(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def format_instant(at: datetime) -> str:
+    """An instant as the REST API writes it (pydantic's form): UTC with ``Z``, and a fraction
+    only when there is one, e.g. ``2024-03-01T00:00:00Z``, ``2024-03-01T11:00:00.250000Z``.
+    Webhook payloads write their instants so too."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def decimal_text(value: Decimal) -> str:
     """The exact decimal text of a number (never exponent notation)."""
     return format(value, "f")

@@ -37,7 +37,7 @@ from ratecard.adapters.db.models import (
 from ratecard.adapters.db.scope import Mode, TenantScope, new_id
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import NotFound, invalid
-from ratecard.core.events import format_timestamp
+from ratecard.core.events import format_instant, format_timestamp
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
 from ratecard.services.common import check_cursor, exists
@@ -234,9 +234,9 @@ class AlertService:
                 "metric": alert.metric,
                 "threshold": format(alert.threshold, "f"),
                 "value": shown,
-                "period_start": format_timestamp(period.start_at),
-                "period_end": format_timestamp(period.end_at),
-                "at": format_timestamp(now),
+                "period_start": format_instant(period.start_at),
+                "period_end": format_instant(period.end_at),
+                "at": format_instant(now),
             },
             at=now,
         )

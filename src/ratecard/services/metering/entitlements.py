@@ -42,7 +42,7 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.catalog import EntitlementKind, ExceedAction
-from ratecard.core.events import format_timestamp
+from ratecard.core.events import format_instant, format_timestamp
 from ratecard.core.periods import Period
 from ratecard.services.metering.alerts import enqueue
 from ratecard.services.metering.usage import UsageReader, plan_of
@@ -257,8 +257,8 @@ class EntitlementService:
         does not fail the check."""
         if not check.notify:
             return check
-        period_end = "" if view.until is None else format_timestamp(view.until)  # as alerts
-        dedup = f"entitlement:{customer_id}:{view.feature}:{period_end}"
+        until = "" if view.until is None else format_timestamp(view.until)  # keyed as alerts
+        dedup = f"entitlement:{customer_id}:{view.feature}:{until}"
         if (scope.tenant_id, scope.mode, dedup) in self._notified:
             return check
         try:
@@ -275,7 +275,7 @@ class EntitlementService:
                         "usage": _text(view.usage),
                         "on_exceed": str(view.on_exceed),
                         "allowed": "true" if check.allowed else "false",
-                        "period_end": period_end,
+                        "period_end": "" if view.until is None else format_instant(view.until),
                     },
                     at=at,
                 )
