@@ -656,6 +656,19 @@ def _meters(session: Session, scope: TenantScope, *, lock: bool = False) -> dict
 _WAIT_FOR_METERS = f"SET LOCAL lock_timeout = '{METER_LOCK_WAIT_MS}ms'"
 
 
+def meters_to_roll_up(session: Session, scope: TenantScope) -> dict[str, MeterRow]:
+    """The scope's meters by code, for rolling up events outside a round (a release of held
+    events): under a share lock on PostgreSQL, as a round takes it, but waiting for as long as
+    a redefinition holds them. So no partial of the old definition lands in rollups that a
+    redefinition rebuilds meanwhile. (SQLite serializes every writer already.)"""
+    statement = select(MeterRow).where(
+        MeterRow.tenant_id == scope.tenant_id, MeterRow.mode == scope.mode
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(read=True)
+    return {row.code: row for row in session.scalars(statement)}
+
+
 def _instant(value: Any) -> datetime:
     """`max()` over a UtcDateTime loses the column type on SQLite: read it back here."""
     if isinstance(value, str):

@@ -48,7 +48,12 @@ from ratecard.core.invoicing import InvoiceLine, LineKind, make_line
 from ratecard.core.money import RoundingMode, currency
 from ratecard.core.periods import Period
 from ratecard.core.pricing import rate
-from ratecard.services.metering.ingestion import needed_property, rollup_partials, value_problem
+from ratecard.services.metering.ingestion import (
+    meters_to_roll_up,
+    needed_property,
+    rollup_partials,
+    value_problem,
+)
 from ratecard.services.metering.meters import meter_spec
 from ratecard.services.metering.policy import MIN_RETENTION_DAYS, load_policy, save_policy
 from ratecard.services.metering.usage import UsageReader
@@ -205,7 +210,7 @@ def release_held(uow: UnitOfWork) -> int:
         return 0
     released = []
     now = uow.clock.now()
-    meters = {row.code: row for row in uow.meters.list(limit=1000)}
+    meters = meters_to_roll_up(session, scope)  # as they stand once no redefinition runs
     needs = {code: needed_property(meter_spec(meter)) for code, meter in meters.items()}
     for seq in sorted(found):  # arrival order
         row, customer_id = found[seq]
