@@ -29,7 +29,7 @@ from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.config import Settings, get_settings
 from ratecard.core.errors import RatecardError
-from ratecard.services import catalog, customers, subscriptions
+from ratecard.services import catalog, customers, plan_meters, subscriptions
 from ratecard.services.documents import load_file
 from ratecard.services.tenancy import TenancyService
 
@@ -252,6 +252,9 @@ def plans_apply(
         scope = TenantScope(tenant, mode)
         with UnitOfWork(sessions, scope, actor="cli:plans-apply", clock=clock) as uow:
             changes = catalog.plan_changes(uow, documents)
+            needs = plan_meters.meter_needs(uow, documents)
+            for line in needs.lines():
+                typer.echo(line)
             for change in changes:
                 label = {"create": "new plan", "new_version": "new version"}.get(change.action)
                 typer.echo(f"{change.plan_code}: {label or 'unchanged'}")
@@ -260,10 +263,14 @@ def plans_apply(
             if dry_run:
                 typer.echo("dry run: nothing changed")
                 return
-            made = catalog.apply_plan_changes(uow, changes, publish=publish, now=clock.now())
+            made = catalog.apply_plan_changes(
+                uow, changes, publish=publish, now=clock.now(), new_meters=needs.create
+            )
+        for meter in needs.create:
+            typer.echo(f"applied meter {meter.code}")
         for row in made:
             typer.echo(f"applied {row.plan_code} v{row.version} ({row.status})")
-        if not made:
+        if not made and not needs.create:
             typer.echo("nothing to apply")
     except RatecardError as error:
         for problem in error.problems:

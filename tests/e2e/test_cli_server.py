@@ -80,7 +80,11 @@ def test_plans_apply_diffs_and_adds_versions(tmp_path: Path) -> None:
             {
                 "code": "new",
                 "currency": "USD",
-                "charges": [{"code": "base", "model": "flat", "amount": "5.00"}],
+                "charges": [
+                    {"code": "base", "model": "flat", "amount": "5.00"},
+                    {"code": "calls", "model": "per_unit", "meter": "api_calls", "unit_price": "1"},
+                    {"code": "gpu", "model": "per_unit", "meter": "gpu_hours", "unit_price": "2"},
+                ],
             },
         ]
     }
@@ -92,7 +96,12 @@ def test_plans_apply_diffs_and_adds_versions(tmp_path: Path) -> None:
     assert "pro: new version" in dry.output and "new: new plan" in dry.output
     assert '-  "amount": "100.00"' in dry.output.replace("      ", "  ") or "100.00" in dry.output
     assert "dry run: nothing changed" in dry.output
+    missing = "warning: plan new bills meter gpu_hours, which does not exist: its events are "
+    assert missing in dry.output  # named, not refused: meters are the tenant's to define
+    assert "bills meter api_calls" not in dry.output  # the demo has that one
     applied = runner.invoke(app, args)
+    assert applied.exit_code == 0 and missing in applied.output, applied.output
+    assert "applied meter" not in applied.output  # a native document implies no meter
     assert "applied pro v2 (published)" in applied.output, applied.output
     assert "applied new v1 (published)" in applied.output
     again = runner.invoke(app, args)
@@ -101,6 +110,16 @@ def test_plans_apply_diffs_and_adds_versions(tmp_path: Path) -> None:
     failed = runner.invoke(app, args)
     assert failed.exit_code == 1
     assert "plans[0].currency" in failed.output and "plans[0].charges" in failed.output
+
+
+def _meter_codes(url: str, headers: dict[str, str]) -> list[str]:
+    engine = make_engine(url)
+    try:
+        with TestClient(create_app(engine)) as client:
+            listed = client.get("/v1/meters", headers=headers).json()["data"]
+    finally:
+        engine.dispose()
+    return sorted(m["code"] for m in listed)
 
 
 def test_plans_apply_accepts_the_brief_template(tmp_path: Path) -> None:
@@ -117,17 +136,41 @@ def test_plans_apply_accepts_the_brief_template(tmp_path: Path) -> None:
     dry = runner.invoke(app, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "enterprise_v2: new plan" in dry.output and "dry run: nothing changed" in dry.output
+    # the demo's api_calls meter counts; the template's would sum: kept, and said so
+    assert "meter storage_gb: new (latest of value, never reset)" in dry.output
+    assert "meter api_calls: exists (count), kept; the template implies sum of value" in dry.output
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert _meter_codes(url, headers) == ["api_calls"]  # the dry run created nothing
     applied = runner.invoke(app, args)
+    assert "applied meter storage_gb" in applied.output, applied.output
     assert "applied enterprise_v2 v1 (published)" in applied.output, applied.output
-    assert "enterprise_v2: unchanged" in runner.invoke(app, args).output
+    again = runner.invoke(app, args).output
+    assert "enterprise_v2: unchanged" in again and "nothing to apply" in again
+    assert "meter storage_gb" not in again  # it exists now, as the template implies it
     engine = make_engine(url)
     try:
         with TestClient(create_app(engine)) as client:
-            got = client.get(
-                "/v1/plans/enterprise_v2/versions/1", headers={"Authorization": f"Bearer {secret}"}
-            )
+            got = client.get("/v1/plans/enterprise_v2/versions/1", headers=headers)
+            meters = {
+                m["code"]: m for m in client.get("/v1/meters", headers=headers).json()["data"]
+            }
+            event = {
+                "id": "gb-1",
+                "type": "storage_gb",
+                "customer": "acme",
+                "properties": {"value": "1200"},
+            }
+            stored = client.post("/v1/events", json=event, headers=headers)
     finally:
         engine.dispose()
+    storage = meters["storage_gb"]
+    assert (storage["aggregation"], storage["value_field"], storage["reset"]) == (
+        "latest",
+        "value",
+        "never",
+    )
+    assert meters["api_calls"]["aggregation"] == "count"  # kept as it was
+    assert (stored.status_code, stored.json()["accepted"]) == (200, 1), stored.text
     assert got.status_code == 200, got.text
     document = got.json()["document"]
     charges = {c["code"]: c for c in document["charges"]}

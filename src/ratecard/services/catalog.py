@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -107,6 +108,15 @@ class MeterInput(Input):
 
 
 def create_meter(uow: UnitOfWork, data: MeterInput, *, now: datetime) -> MeterRow:
+    row = add_meter(uow, data, now=now)
+    commit_unique(uow, f"meter {data.code}")
+    if release_held(uow):  # events that arrived before their meter
+        uow.commit()
+    return row
+
+
+def add_meter(uow: UnitOfWork, data: MeterInput, *, now: datetime) -> MeterRow:
+    """`create_meter` without its commit (the caller commits, then releases held events)."""
     if exists(lambda: uow.meters.get_by_code(data.code)):
         raise Conflict(f"meter {data.code} already exists", code=ErrorCode.ALREADY_EXISTS)
     row = MeterRow(
@@ -124,9 +134,6 @@ def create_meter(uow: UnitOfWork, data: MeterInput, *, now: datetime) -> MeterRo
     )
     meters.checked_spec(row, "body")  # the definition's one check, as a change has it
     uow.meters.add(row)
-    commit_unique(uow, f"meter {data.code}")
-    if release_held(uow):  # events that arrived before their meter
-        uow.commit()
     return row
 
 
@@ -495,9 +502,17 @@ def plan_changes(uow: UnitOfWork, documents: list[Any]) -> list[PlanChange]:
 
 
 def apply_plan_changes(
-    uow: UnitOfWork, changes: list[PlanChange], *, publish: bool, now: datetime
+    uow: UnitOfWork,
+    changes: list[PlanChange],
+    *,
+    publish: bool,
+    now: datetime,
+    new_meters: Sequence[MeterInput] = (),
 ) -> list[PlanVersionRow]:
-    """Each changed plan gets a new version (or is created); nothing is edited in place."""
+    """Each changed plan gets a new version (or is created); nothing is edited in place.
+    `new_meters` (those a template implies: `plan_meters`) are created in the same commit."""
+    for meter in new_meters:
+        add_meter(uow, meter, now=now)
     made = []
     for change in changes:
         if change.action == "unchanged":
@@ -513,5 +528,7 @@ def apply_plan_changes(
             plan.name = data.name or plan.code
             number = uow.plan_versions.next_version_number(data.code)
             made.append(_add_version(uow, data, number, now=now))
-    commit_unique(uow, "plan version")
+    commit_unique(uow, "plan version" if made or not new_meters else "meter")
+    if new_meters and release_held(uow):  # events sent before their meter existed
+        uow.commit()
     return made
