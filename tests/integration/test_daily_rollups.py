@@ -22,10 +22,11 @@ from ratecard.adapters.db.models import DailyRollupRow, MeterRow, RollupSealRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.periods import Period
 from ratecard.core.rollups import Partial
+from ratecard.services.metering import meters
 from ratecard.services.metering.group_commit import GroupCommitter
 from ratecard.services.metering.meters import rebuild_rollups
 from ratecard.services.metering.usage import UsageReader
-from tests.integration.factories import uow
+from tests.integration.factories import customer, uow
 from tests.integration.metering_setup import Metering, counted, event, raw_usage, setup
 
 DAY = timedelta(days=1)
@@ -161,7 +162,7 @@ def _check(m: Metering, base: datetime, sealed: datetime) -> None:
         assert calls == [len(READ)], "every decomposable meter in one statement"
 
 
-def test_sealed_days_read_exactly_through_late_events_and_rebuilds(sessions):
+def test_sealed_days_read_exactly_through_late_events_and_rebuilds(sessions, monkeypatch):
     base = datetime(2031, 3, 1, tzinfo=UTC)
     before = _sealed(sessions)
     assert before is None or before <= base, "no other test seals this far"
@@ -187,6 +188,14 @@ def test_sealed_days_read_exactly_through_late_events_and_rebuilds(sessions):
     _check(m, base, base + 6 * DAY)
     # Sealing past days that hold nothing moves the seal alone.
     assert _seal(sessions, base + 9 * DAY) == base + 9 * DAY
+    _check(m, base, base + 9 * DAY)
+    # A whole rebuild, its rows written a few at a time (each customer's in one write, so
+    # its days' rows are whole): the same hours and days again.
+    monkeypatch.setattr(meters, "_FLUSH_EVERY", 2)
+    with uow(sessions, m.scope, m.clock) as work:
+        written = rebuild_rollups(work.session, m.scope, work.meters.get_by_code("tokens"))
+        work.commit()
+    assert written > 2
     _check(m, base, base + 9 * DAY)
 
 
@@ -243,3 +252,43 @@ def test_sealing_waits_for_a_round_in_flight_and_counts_it(database, sessions):
     assert done == [base + DAY]
     (row,) = _daily_rows(sessions, m.scope).values()
     assert (row.event_count, row.value_sum, row.latest_seq) == (2, Decimal(7), 99)
+
+
+def _rollup_rows(sessions: sessionmaker[Session], scope: TenantScope) -> dict[str, set]:
+    """Every hourly and daily rollup row of the scope, as stored."""
+    out = {}
+    with sessions() as session:
+        for table in ("usage_rollups", "usage_rollups_daily"):
+            rows = session.execute(
+                text(f"SELECT * FROM {table} WHERE tenant_id = :t"), {"t": scope.tenant_id}
+            )
+            out[table] = {tuple(str(v) for v in row) for row in rows}
+    return out
+
+
+def test_a_rebuild_writes_the_rows_ingestion_wrote(sessions, monkeypatch):
+    """Rebuilt from raw events, a few customers' rows a write (`meters._FLUSH_EVERY`), the
+    hourly and daily rows are the ones ingestion merged round after round."""
+    base = datetime(2034, 2, 1, tzinfo=UTC)
+    m = _metering(sessions, "Rebuilt", base + 4 * DAY)
+    with uow(sessions, m.scope, m.clock) as work:
+        for name in ("beta", "gamma"):
+            work.customers.add(customer(name, m.clock.now()))
+        work.commit()
+    rng = random.Random(11)
+    for tag, who in (("r", "acme"), ("s", "beta"), ("t", "gamma")):
+        batch = _events(rng, tag, base, days=4, n=90)
+        for raw in batch:
+            raw["customer"] = who
+        _ingest(m, batch[:60])
+        if who == "acme":
+            assert _seal(sessions, base + 2 * DAY) >= base + 2 * DAY
+        _ingest(m, batch[60:])  # after the seal: merged into the sealed days' rows too
+    ingested = _rollup_rows(sessions, m.scope)
+    assert ingested["usage_rollups_daily"], "the sealed days have daily rows"
+    monkeypatch.setattr(meters, "_FLUSH_EVERY", 1)
+    with uow(sessions, m.scope, m.clock) as work:
+        for code in READ:
+            rebuild_rollups(work.session, m.scope, work.meters.get_by_code(code))
+        work.commit()
+    assert _rollup_rows(sessions, m.scope) == ingested

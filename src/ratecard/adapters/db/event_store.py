@@ -551,6 +551,40 @@ def read_events(
     return _fetch_events(session, sql + " ORDER BY occurred_at, seq", params)
 
 
+def meter_events(
+    session: Session, scope: TenantScope, meter_code: str, *, since: datetime | None = None
+) -> Iterator[tuple[str, Event, int]]:
+    """Every counted event of a meter (from `since`) as ``(customer_id, event, seq)``, in
+    (customer, time, arrival) order: what a rebuild of its rollups reads. Streamed through the
+    driver (a server-side cursor on PostgreSQL), `_REBUILD_FETCH` rows at a time."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    mark = "%s" if postgres else "?"
+    sql = (
+        f"SELECT customer_id, occurred_at, {'properties::text' if postgres else 'properties'}, "
+        f"seq FROM events WHERE tenant_id = {mark} AND mode = {mark} AND meter_code = {mark} "
+        "AND customer_id IS NOT NULL"
+    )
+    params: list[Any] = [scope.tenant_id, scope.mode.value, meter_code]
+    if since is not None:
+        sql += f" AND occurred_at >= {mark}"
+        params.append(since if postgres else sqlite_instant_text(since))
+    dbapi: Any = session.connection().connection.dbapi_connection
+    cursor = dbapi.cursor(name="ratecard_meter_events") if postgres else dbapi.cursor()
+    try:
+        if postgres:
+            cursor.itersize = _REBUILD_FETCH
+        cursor.execute(sql + " ORDER BY customer_id, occurred_at, seq", params)
+        while rows := cursor.fetchmany(_REBUILD_FETCH):
+            for customer_id, at, properties, seq in rows:
+                event, number = _stored_event(postgres, at, properties, seq)
+                yield str(customer_id), event, number
+    finally:
+        cursor.close()
+
+
+_REBUILD_FETCH = 5_000
+
+
 def _fetch_all(session: Session, sql: str, params: Any) -> list[Any]:
     """The rows of `sql` run on the session's driver connection (no ORM on the read path)."""
     dbapi: Any = session.connection().connection.dbapi_connection

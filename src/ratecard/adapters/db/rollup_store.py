@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 from ratecard.adapters.db.event_store import (
     _EPOCH,
     _stage,
+    _utc,
     copy_column,
     copy_text,
     stored_instant,
@@ -115,6 +117,7 @@ class _Level(NamedTuple):
     table: str
     read: str  # the stored rows of listed keys (`_stored_rollups`)
     write: str  # a row, merged already (``INSERT OR REPLACE``)
+    insert: str  # a row of a key not stored (`insert_rollups`)
 
 
 def _level(table: str, at: str) -> _Level:
@@ -130,8 +133,8 @@ def _level(table: str, at: str) -> _Level:
         f"AND r.meter_code = k.meter_code AND r.{at} = k.{at} AND r.group_key = k.group_key"
     )
     columns = _ROLLUP_COLUMNS.replace("hour_at", at)
-    write = f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({', '.join('?' * 14)})"
-    return _Level(table, read, write)
+    insert = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * 14)})"
+    return _Level(table, read, insert.replace("INSERT", "INSERT OR REPLACE", 1), insert)
 
 
 _HOURLY = _level("usage_rollups", "hour_at")
@@ -139,8 +142,61 @@ _DAILY = _level("usage_rollups_daily", "day_at")
 _ROLLUP_CHUNK = 150  # keys per read: 900 parameters
 
 
+@lru_cache(maxsize=4_096)
 def group_text(key: GroupKey) -> str:
+    """A group's stored text (a JSON array); the same few groups recur in every round."""
     return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
+
+
+def insert_rollups(
+    session: Session,
+    scope: TenantScope,
+    partials: Sequence[tuple[str, str, datetime, GroupKey, Partial]],
+) -> int:
+    """Write partials ``(customer_id, meter_code, hour_at, group, partial)`` whose keys no
+    stored row has, with plain inserts: what a rebuild writes after `delete_rollups`. The
+    rows of sealed days go to their days' rows too, merged here, so every hour of a customer's
+    day must be in the one call (a key written twice raises: the store's unique key). Returns
+    how many hourly rows were written.
+
+    `add_rollups` reads what is stored (SQLite) or merges in SQL (PostgreSQL) for every key;
+    here nothing is stored yet, so each row is written once, as it is.
+    """
+    if not partials:
+        return 0
+    postgres = session.get_bind().dialect.name == "postgresql"
+    dbapi: Any = session.connection().connection.dbapi_connection
+    sealed = _seal(dbapi, postgres)
+    instant = _instants()
+    hours: list[tuple[Any, ...]] = []
+    days: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
+    for customer_id, meter_code, hour_at, group, partial in partials:
+        key = (customer_id, meter_code, hour_at, group)
+        hours.append(_rollup_row(scope, key, partial, instant))
+        if sealed is not None and hour_at < sealed:
+            _merge_into(days, (customer_id, meter_code, day_of(hour_at), group), partial)
+    daily = [_rollup_row(scope, key, partial, instant) for key, partial in days.items()]
+    if postgres:
+        with dbapi.cursor() as cursor:
+            for table, columns, rows in (
+                (_HOURLY.table, _ROLLUP_COLUMNS, hours),
+                (_DAILY.table, _DAILY_COLUMNS, daily),
+            ):
+                if rows:
+                    texts = [
+                        copy_column([None if v is None else str(v) for v in column])
+                        for column in zip(*rows, strict=True)
+                    ]
+                    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                        copy.write(copy_text(texts))
+    else:
+        cursor = dbapi.cursor()
+        try:
+            cursor.executemany(_HOURLY.insert, hours)
+            cursor.executemany(_DAILY.insert, daily)
+        finally:
+            cursor.close()
+    return len(hours)
 
 
 def add_rollups(
@@ -192,13 +248,21 @@ def day_of(at: datetime) -> datetime:
 
 def _sealed_before(dbapi: Any) -> datetime | None:
     """SQLite: the seal (`seal_rollups`), read in the caller's transaction."""
+    return _seal(dbapi, postgres=False)
+
+
+def _seal(dbapi: Any, postgres: bool) -> datetime | None:
+    """The seal (`seal_rollups`), read in the caller's transaction: the days before it have
+    daily rows."""
     cursor = dbapi.cursor()
     try:
         cursor.execute(_SEAL)
         row = cursor.fetchone()
     finally:
         cursor.close()
-    return None if row is None or row[0] is None else stored_instant(row[0])
+    if row is None or row[0] is None:
+        return None
+    return _utc(row[0]) if postgres else stored_instant(row[0])
 
 
 def _rollup_row(

@@ -17,21 +17,20 @@ once. `meter_spec` is the one check of a definition: a refused one changes nothi
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import rollup_store
-from ratecard.adapters.db.models import EventRow, MeterRow
+from ratecard.adapters.db import event_store, rollup_store
+from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import (
     Aggregation,
     Event,
+    GroupKey,
     MeterReset,
     MeterRounding,
     MeterSpec,
@@ -39,9 +38,9 @@ from ratecard.core.aggregation import (
 )
 from ratecard.core.errors import ValidationFailed, invalid
 from ratecard.core.money import RoundingMode
-from ratecard.core.rollups import decomposable, hour_of, partials
+from ratecard.core.rollups import Partial, decomposable, hour_of, partials
 
-_FLUSH_EVERY = 5_000
+_FLUSH_EVERY = 5_000  # rollup rows a write, at least (a customer's rows are written together)
 
 
 class MeterFields(Protocol):
@@ -254,67 +253,39 @@ def rebuild_rollups(
     session: Session, scope: TenantScope, meter: MeterRow, *, since: datetime | None = None
 ) -> int:
     """Drop the meter's rollups (from the UTC day of `since`: a sealed day's row is rebuilt
-    whole) and rebuild them from raw events."""
+    whole) and rebuild them from raw events; return the number of hourly rows written.
+
+    The events are read a customer after another (`event_store.meter_events`), and the rows
+    are written with plain inserts (`rollup_store.insert_rollups`), a few customers' rows at a
+    time, each customer's in one call: the keys are new, so nothing is read back or merged."""
     since_hour = rollup_store.day_of(since) if since is not None else None
     rollup_store.delete_rollups(session, scope, meter.code, since_hour)
     spec = meter_spec(meter)
     if not decomposable(spec):
         return 0
-    meters = {meter.code: meter}
+    code = meter.code
     written = 0
-    pending: list[tuple[str, datetime, list[tuple[Event, int]]]] = []
-    count = 0
-    for customer_id, hour_at, bucket in _hour_buckets(session, scope, meter.code, since_hour):
-        pending.append((customer_id, hour_at, bucket))
-        count += len(bucket)
-        if count >= _FLUSH_EVERY:
-            written += _write(session, scope, meters, spec, pending)
-            pending, count = [], 0
-    written += _write(session, scope, meters, spec, pending)
-    return written
-
-
-def _write(
-    session: Session,
-    scope: TenantScope,
-    meters: dict[str, MeterRow],
-    spec: MeterSpec,
-    pending: list[tuple[str, datetime, list[tuple[Event, int]]]],
-) -> int:
-    (code,) = meters
-    rows = [
-        (customer_id, code, hour_at, group, partial)
-        for customer_id, hour_at, bucket in pending
-        for group, partial in partials(spec, bucket).items()
-    ]
-    return rollup_store.add_rollups(session, scope, rows)
-
-
-def _hour_buckets(
-    session: Session, scope: TenantScope, meter_code: str, since: datetime | None
-) -> Iterator[tuple[str, datetime, list[tuple[Event, int]]]]:
-    """The meter's counted events, one (customer, hour) bucket at a time, in time order."""
-    statement = (
-        select(EventRow.customer_id, EventRow.occurred_at, EventRow.properties, EventRow.seq)
-        .where(
-            EventRow.tenant_id == scope.tenant_id,
-            EventRow.mode == scope.mode,
-            EventRow.meter_code == meter_code,
-            EventRow.customer_id.is_not(None),
-        )
-        .order_by(EventRow.customer_id, EventRow.occurred_at, EventRow.seq)
-        .execution_options(yield_per=2_000)
-    )
-    if since is not None:
-        statement = statement.where(EventRow.occurred_at >= since)
-    current: tuple[str, datetime] | None = None
+    pending: list[tuple[str, str, datetime, GroupKey, Partial]] = []
     bucket: list[tuple[Event, int]] = []
-    for customer_id, occurred_at, properties, seq in session.execute(statement):
-        key = (str(customer_id), hour_of(occurred_at))
+    current: tuple[str, datetime] | None = None
+    for customer_id, event, seq in event_store.meter_events(session, scope, code, since=since_hour):
+        key = (customer_id, hour_of(event.timestamp))
         if key != current:
             if current is not None:
-                yield current[0], current[1], bucket
+                pending += _partial_rows(spec, code, current, bucket)
+                if len(pending) >= _FLUSH_EVERY and customer_id != current[0]:
+                    written += rollup_store.insert_rollups(session, scope, pending)
+                    pending = []
             current, bucket = key, []
-        bucket.append((Event(occurred_at, properties), int(seq)))
+        bucket.append((event, seq))
     if current is not None:
-        yield current[0], current[1], bucket
+        pending += _partial_rows(spec, code, current, bucket)
+    return written + rollup_store.insert_rollups(session, scope, pending)
+
+
+def _partial_rows(
+    spec: MeterSpec, code: str, key: tuple[str, datetime], bucket: list[tuple[Event, int]]
+) -> list[tuple[str, str, datetime, GroupKey, Partial]]:
+    """The rollup rows of one customer's hour of events."""
+    customer_id, hour_at = key
+    return [(customer_id, code, hour_at, group, p) for group, p in partials(spec, bucket).items()]
