@@ -49,7 +49,7 @@ from ratecard.core.money import CURRENCY_EXPONENTS, RoundingMode, currency
 from ratecard.core.subscriptions import ACCRUING
 from ratecard.services.common import Code, Input, commit_unique, exists, refuse
 from ratecard.services.documents import ExactDecimal, problems_from
-from ratecard.services.metering import meters
+from ratecard.services.metering import meters, rebuild
 from ratecard.services.metering.lifecycle import release_held
 from ratecard.services.plan_documents import PlanDoc, load_plan, native_document
 
@@ -174,12 +174,28 @@ def update_meter(uow: UnitOfWork, meter_id: str, data: MeterUpdate) -> MeterRow:
 
     Rounding applies when usage is read, so it rebuilds nothing. A new definition (aggregation,
     value field, filters, group-by) is checked as a whole first — a refused one changes
-    nothing — then the meter's rollups are rebuilt from its raw events in this transaction
-    (`meters.redefine`: the longer the history, the longer it takes). Either way usage,
+    nothing — then the meter's rollups are rebuilt from its raw events: read first without
+    holding the meter's lock (`rebuild.prepare`), then swapped in this transaction under it
+    (`meters.redefine`: the longer the history, the longer both take). Either way usage,
     drafts, entitlements and alerts read the change at once: the tenant's `meters_revision`
     rises with the row, and the entitlement cache and the alerts of customers billed on the
     meter hear that their usage changed.
     """
+    row = uow.meters.get(meter_id)
+    definition = data.definition(row)
+    prepared = None
+    if definition != meters.Definition.of(row):  # its history read first, outside the lock
+        prepared = rebuild.prepare(uow, row, definition, at="body")
+    try:
+        return _update_meter(uow, meter_id, data, prepared)
+    finally:
+        if prepared is not None:
+            prepared.close()
+
+
+def _update_meter(
+    uow: UnitOfWork, meter_id: str, data: MeterUpdate, prepared: rebuild.Prepared | None
+) -> MeterRow:
     row = uow.meters.get_for_update(meter_id)
     given = data.model_fields_set
     definition = data.definition(row)
@@ -196,7 +212,7 @@ def update_meter(uow: UnitOfWork, meter_id: str, data: MeterUpdate) -> MeterRow:
     if redefined:
         # Checked whole before its first flush: a refusal leaves the row unwritten, and the
         # request's unit of work rolls back. One flush then writes (and audits) every change.
-        meters.redefine(uow, row, definition, at="body")
+        meters.redefine(uow, row, definition, at="body", prepared=prepared)
     if redefined or rounded:
         uow.usage_changed((customer_id, row.code) for customer_id in _metered(uow, row.code))
     uow.commit()

@@ -48,6 +48,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     literal_column,
     select,
     union_all,
@@ -552,22 +553,26 @@ def read_events(
 
 
 def meter_events(
-    session: Session, scope: TenantScope, meter_code: str, *, since: datetime | None = None
+    session: Session,
+    scope: TenantScope,
+    meter_code: str,
+    *,
+    since: datetime | None = None,
+    up_to_seq: int | None = None,
 ) -> Iterator[tuple[str, Event, int]]:
-    """Every counted event of a meter (from `since`) as ``(customer_id, event, seq)``, in
-    (customer, time, arrival) order: what a rebuild of its rollups reads. Streamed through the
-    driver (a server-side cursor on PostgreSQL), `_REBUILD_FETCH` rows at a time."""
+    """Every counted event of a meter (from `since`, up to ``seq`` `up_to_seq`) as
+    ``(customer_id, event, seq)``, in (customer, time, arrival) order: what a rebuild of its
+    rollups reads. Streamed through the driver (a server-side cursor on PostgreSQL),
+    `_REBUILD_FETCH` rows at a time."""
     postgres = session.get_bind().dialect.name == "postgresql"
-    mark = "%s" if postgres else "?"
-    sql = (
-        f"SELECT customer_id, occurred_at, {'properties::text' if postgres else 'properties'}, "
-        f"seq FROM events WHERE tenant_id = {mark} AND mode = {mark} AND meter_code = {mark} "
-        "AND customer_id IS NOT NULL"
-    )
+    sql, mark = _counted_of_meter(postgres)
     params: list[Any] = [scope.tenant_id, scope.mode.value, meter_code]
     if since is not None:
         sql += f" AND occurred_at >= {mark}"
         params.append(since if postgres else sqlite_instant_text(since))
+    if up_to_seq is not None:
+        sql += f" AND seq <= {mark}"
+        params.append(up_to_seq)
     dbapi: Any = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor(name="ratecard_meter_events") if postgres else dbapi.cursor()
     try:
@@ -583,6 +588,64 @@ def meter_events(
 
 
 _REBUILD_FETCH = 5_000
+
+
+def _counted_of_meter(postgres: bool) -> tuple[str, str]:
+    """A query of one meter's counted events, ``(customer_id, occurred_at, properties text,
+    seq)``, the scope and the meter bound in that order; and the engine's bind mark."""
+    mark = "%s" if postgres else "?"
+    sql = (
+        f"SELECT customer_id, occurred_at, {'properties::text' if postgres else 'properties'}, "
+        f"seq FROM events WHERE tenant_id = {mark} AND mode = {mark} AND meter_code = {mark} "
+        "AND customer_id IS NOT NULL"
+    )
+    return sql, mark
+
+
+def last_seq(session: Session, scope: TenantScope) -> int:
+    """The highest ``seq`` of the scope's events (0: none), through its ``(tenant_id, mode,
+    seq)`` index."""
+    found = session.scalar(
+        select(func.max(EventRow.seq)).where(
+            EventRow.tenant_id == scope.tenant_id, EventRow.mode == scope.mode
+        )
+    )
+    return int(found or 0)
+
+
+def held_seqs(session: Session, scope: TenantScope, meter_code: str, up_to_seq: int) -> list[int]:
+    """The ``seq`` of the meter's events held (no customer yet) up to `up_to_seq`."""
+    return [
+        int(seq)
+        for seq in session.scalars(
+            select(EventRow.seq).where(
+                EventRow.tenant_id == scope.tenant_id,
+                EventRow.mode == scope.mode,
+                EventRow.customer_id.is_(None),
+                EventRow.meter_code == meter_code,
+                EventRow.seq <= up_to_seq,
+            )
+        )
+    ]
+
+
+def counted_since(
+    session: Session, scope: TenantScope, meter_code: str, after_seq: int, released: Sequence[int]
+) -> list[tuple[str, Event, int]]:
+    """The meter's counted events stored after `after_seq`, and those of `released` (``seq``
+    of events that were held) counted now, in (customer, time, arrival) order: what arrived
+    while a rebuild read the rest (`services.metering.rebuild`)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    select_, mark = _counted_of_meter(postgres)
+    scoped = [scope.tenant_id, scope.mode.value, meter_code]
+    rows = _fetch_all(session, f"{select_} AND seq > {mark}", [*scoped, after_seq])
+    for chunk in _chunks([str(seq) for seq in released], _LOOKUP_CHUNK):
+        marks = ", ".join([mark] * len(chunk))
+        rows += _fetch_all(session, f"{select_} AND seq IN ({marks})", [*scoped, *map(int, chunk)])
+    events = [
+        (str(c), *_stored_event(postgres, at, properties, seq)) for c, at, properties, seq in rows
+    ]
+    return sorted(events, key=lambda e: (e[0], e[1].timestamp, e[2]))
 
 
 def _fetch_all(session: Session, sql: str, params: Any) -> list[Any]:

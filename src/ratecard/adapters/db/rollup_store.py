@@ -162,11 +162,29 @@ def insert_rollups(
     `add_rollups` reads what is stored (SQLite) or merges in SQL (PostgreSQL) for every key;
     here nothing is stored yet, so each row is written once, as it is.
     """
-    if not partials:
-        return 0
     postgres = session.get_bind().dialect.name == "postgresql"
-    dbapi: Any = session.connection().connection.dbapi_connection
-    sealed = _seal(dbapi, postgres)
+    made = new_rows(scope, partials, sealed=sealed_before(session), postgres=postgres)
+    return write_new_rows(session, made)
+
+
+class NewRows(NamedTuple):
+    """`insert_rollups`'s rows, made before they are written (`new_rows`): SQLite's rows, or
+    PostgreSQL's ``COPY`` texts, hourly and daily."""
+
+    hours: list[tuple[Any, ...]] | str
+    days: list[tuple[Any, ...]] | str
+    hourly: int  # how many hourly rows
+
+
+def new_rows(
+    scope: TenantScope,
+    partials: Sequence[tuple[str, str, datetime, GroupKey, Partial]],
+    *,
+    sealed: datetime | None,
+    postgres: bool,
+) -> NewRows:
+    """The rows `insert_rollups` writes for `partials`, the days before `sealed` merged into
+    daily rows as well."""
     instant = _instants()
     hours: list[tuple[Any, ...]] = []
     days: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
@@ -176,27 +194,50 @@ def insert_rollups(
         if sealed is not None and hour_at < sealed:
             _merge_into(days, (customer_id, meter_code, day_of(hour_at), group), partial)
     daily = [_rollup_row(scope, key, partial, instant) for key, partial in days.items()]
-    if postgres:
+    if not postgres:
+        return NewRows(hours, daily, len(hours))
+    return NewRows(_copy_rows(hours), _copy_rows(daily), len(hours))
+
+
+def _copy_rows(rows: list[tuple[Any, ...]]) -> str:
+    """Rows as ``COPY``'s text."""
+    if not rows:
+        return ""
+    return copy_text(
+        [
+            copy_column([None if v is None else str(v) for v in column])
+            for column in zip(*rows, strict=True)
+        ]
+    )
+
+
+def write_new_rows(session: Session, rows: NewRows) -> int:
+    """Write rows made by `new_rows` (their keys not stored); how many hourly rows."""
+    dbapi: Any = session.connection().connection.dbapi_connection
+    if isinstance(rows.hours, str):
         with dbapi.cursor() as cursor:
-            for table, columns, rows in (
-                (_HOURLY.table, _ROLLUP_COLUMNS, hours),
-                (_DAILY.table, _DAILY_COLUMNS, daily),
+            for table, columns, text in (
+                (_HOURLY.table, _ROLLUP_COLUMNS, rows.hours),
+                (_DAILY.table, _DAILY_COLUMNS, rows.days),
             ):
-                if rows:
-                    texts = [
-                        copy_column([None if v is None else str(v) for v in column])
-                        for column in zip(*rows, strict=True)
-                    ]
+                if text:
                     with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                        copy.write(copy_text(texts))
+                        copy.write(text)
     else:
         cursor = dbapi.cursor()
         try:
-            cursor.executemany(_HOURLY.insert, hours)
-            cursor.executemany(_DAILY.insert, daily)
+            cursor.executemany(_HOURLY.insert, rows.hours)
+            cursor.executemany(_DAILY.insert, rows.days)
         finally:
             cursor.close()
-    return len(hours)
+    return rows.hourly
+
+
+def sealed_before(session: Session) -> datetime | None:
+    """The seal (`seal_rollups`), read in the session's transaction: the days before it have
+    daily rows."""
+    dbapi: Any = session.connection().connection.dbapi_connection
+    return _seal(dbapi, session.get_bind().dialect.name == "postgresql")
 
 
 def add_rollups(

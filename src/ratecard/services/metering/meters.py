@@ -17,9 +17,10 @@ once. `meter_spec` is the one check of a definition: a refused one changes nothi
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -39,6 +40,9 @@ from ratecard.core.aggregation import (
 from ratecard.core.errors import ValidationFailed, invalid
 from ratecard.core.money import RoundingMode
 from ratecard.core.rollups import Partial, decomposable, hour_of, partials
+
+if TYPE_CHECKING:
+    from ratecard.services.metering.rebuild import Prepared
 
 _FLUSH_EVERY = 5_000  # rollup rows a write, at least (a customer's rows are written together)
 
@@ -154,7 +158,7 @@ class Definition:
     group_by: tuple[str, ...]
 
     @classmethod
-    def of(cls, row: MeterRow) -> Definition:
+    def of(cls, row: MeterFields) -> Definition:
         return cls(
             row.aggregation,
             row.value_field,
@@ -176,18 +180,59 @@ class _Redefined:
     rounding_precision: int | None
 
 
-def redefine(uow: UnitOfWork, row: MeterRow, definition: Definition, *, at: str = "") -> int:
+def redefine(
+    uow: UnitOfWork,
+    row: MeterRow,
+    definition: Definition,
+    *,
+    at: str = "",
+    prepared: Prepared | None = None,
+) -> int:
     """Give the meter (locked by the caller: `get_for_update`) `definition` and rebuild its
     rollups from raw events; the caller commits. A definition `meter_spec` refuses raises
     `ValidationFailed` (fields named under `at`) before anything changes.
 
     Returns the number of rollup partials written. The rebuild reads every raw event of the
-    meter: its time grows with the meter's history. None is needed when only the aggregation
-    changes between kinds that read merged partials (sum, max, min, latest, average): a
-    rollup row holds the same partial whichever of them reads it (`core.rollups`), so the
-    change takes effect at once.
+    meter: its time grows with the meter's history, unless `prepared` (`rebuild.prepare`)
+    read them already, outside the lock. None is needed when only the aggregation changes
+    between kinds that read merged partials (sum, max, min, latest, average): a rollup row
+    holds the same partial whichever of them reads it (`core.rollups`), so the change takes
+    effect at once.
     """
-    fields = _Redefined(
+    before = Definition.of(row)
+    rebuild = needs_rebuild(row, definition, at)
+    row.aggregation = definition.aggregation
+    row.value_field = definition.value_field
+    row.filters = dict(definition.filters)
+    row.group_by = list(definition.group_by)
+    uow.session.flush()  # raises the tenant's meters_revision (`models._meters_changed`)
+    if not rebuild:
+        return 0
+    if prepared is not None:
+        if prepared.fits(before, definition):
+            return prepared.finish(uow, row)
+        prepared.close()  # another change came between: read again, under the lock
+    return rebuild_rollups(uow.session, uow.scope, row)
+
+
+def needs_rebuild(row: MeterFields, definition: Definition, at: str = "") -> bool:
+    """Whether giving the meter `definition` rebuilds its rollups; `ValidationFailed` (fields
+    named under `at`) if `meter_spec` refuses it."""
+    fields = as_defined(row, definition)
+    try:
+        was: MeterSpec | None = meter_spec(row)
+    except ValidationFailed:  # a row stored before its definition was checked: rebuilt
+        was = None
+    now = checked_spec(fields, at)
+    before = Definition.of(row)
+    return not (
+        was and decomposable(was) and decomposable(now) and _same_partials(before, definition)
+    )
+
+
+def as_defined(row: MeterFields, definition: Definition) -> MeterFields:
+    """The meter's fields with `definition` in place of its own (nothing written)."""
+    return _Redefined(
         definition.aggregation,
         definition.value_field,
         definition.filters,
@@ -196,20 +241,6 @@ def redefine(uow: UnitOfWork, row: MeterRow, definition: Definition, *, at: str 
         row.rounding_mode,
         row.rounding_precision,
     )
-    before = Definition.of(row)
-    try:
-        was: MeterSpec | None = meter_spec(row)
-    except ValidationFailed:  # a row stored before its definition was checked: rebuilt
-        was = None
-    now = checked_spec(fields, at)
-    row.aggregation = definition.aggregation
-    row.value_field = definition.value_field
-    row.filters = dict(definition.filters)
-    row.group_by = list(definition.group_by)
-    uow.session.flush()  # raises the tenant's meters_revision (`models._meters_changed`)
-    if was and decomposable(was) and decomposable(now) and _same_partials(before, definition):
-        return 0
-    return rebuild_rollups(uow.session, uow.scope, row)
 
 
 def _same_partials(a: Definition, b: Definition) -> bool:
@@ -257,35 +288,50 @@ def rebuild_rollups(
 
     The events are read a customer after another (`event_store.meter_events`), and the rows
     are written with plain inserts (`rollup_store.insert_rollups`), a few customers' rows at a
-    time, each customer's in one call: the keys are new, so nothing is read back or merged."""
+    time (`rollup_chunks`): the keys are new, so nothing is read back or merged."""
     since_hour = rollup_store.day_of(since) if since is not None else None
     rollup_store.delete_rollups(session, scope, meter.code, since_hour)
     spec = meter_spec(meter)
     if not decomposable(spec):
         return 0
-    code = meter.code
-    written = 0
-    pending: list[tuple[str, str, datetime, GroupKey, Partial]] = []
+    events = event_store.meter_events(session, scope, meter.code, since=since_hour)
+    return sum(
+        rollup_store.insert_rollups(session, scope, chunk)
+        for chunk in rollup_chunks(spec, meter.code, events)
+    )
+
+
+RollupPartial = tuple[str, str, datetime, GroupKey, Partial]  # customer, meter, hour, group
+
+
+def rollup_chunks(
+    spec: MeterSpec, code: str, events: Iterable[tuple[str, Event, int]]
+) -> Iterator[list[RollupPartial]]:
+    """The rollup partials of a meter's events given in (customer, time, arrival) order, in
+    chunks of at least `_FLUSH_EVERY` (the last may be smaller), each customer's partials in
+    one chunk (so its sealed days' rows are whole: `rollup_store.insert_rollups`)."""
+    pending: list[RollupPartial] = []
     bucket: list[tuple[Event, int]] = []
     current: tuple[str, datetime] | None = None
-    for customer_id, event, seq in event_store.meter_events(session, scope, code, since=since_hour):
+    for customer_id, event, seq in events:
         key = (customer_id, hour_of(event.timestamp))
         if key != current:
             if current is not None:
                 pending += _partial_rows(spec, code, current, bucket)
                 if len(pending) >= _FLUSH_EVERY and customer_id != current[0]:
-                    written += rollup_store.insert_rollups(session, scope, pending)
+                    yield pending
                     pending = []
             current, bucket = key, []
         bucket.append((event, seq))
     if current is not None:
         pending += _partial_rows(spec, code, current, bucket)
-    return written + rollup_store.insert_rollups(session, scope, pending)
+    if pending:
+        yield pending
 
 
 def _partial_rows(
     spec: MeterSpec, code: str, key: tuple[str, datetime], bucket: list[tuple[Event, int]]
-) -> list[tuple[str, str, datetime, GroupKey, Partial]]:
+) -> list[RollupPartial]:
     """The rollup rows of one customer's hour of events."""
     customer_id, hour_at = key
     return [(customer_id, code, hour_at, group, p) for group, p in partials(spec, bucket).items()]
