@@ -192,3 +192,30 @@ def test_a_day_sealed_while_the_history_is_read_makes_the_swap_rebuild_under_the
         assert prepared.spill.closed and len(asked) > 1  # the rebuild read the seal again
         work.commit()
     assert _rows(m) == _rebuilt_under_the_lock(m)
+
+
+def test_a_release_in_the_middle_of_the_reading_is_counted_once(sessions, monkeypatch):
+    """Held events released after the reading listed them as held, before it read the
+    counted ones: one snapshot for both reads, so the swap counts them, once."""
+    m = _held_setup(sessions)
+    rng = random.Random(7)
+    assert set(m.ingest(*_tokens("g", 40, rng))) == {"accepted"}
+    assert set(m.ingest(*_tokens("k", 4, rng, who="newco"))) == {"held"}
+    real = event_store.meter_events
+
+    def reading(*args, **kwargs):
+        with uow(m.sessions, m.scope, m.clock) as other:
+            other.customers.add(customer("newco", m.clock.now()))
+            other.session.flush()
+            assert release_held(other) == 4
+            other.commit()
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(event_store, "meter_events", reading)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        row, prepared = _prepare_tokens(work)
+        monkeypatch.setattr(event_store, "meter_events", real)
+        assert len(prepared.held) == 4
+        meters.redefine(work, work.meters.get_for_update(row.id), MAX_BY_REGION, prepared=prepared)
+        work.commit()
+    assert _rows(m) == _rebuilt_under_the_lock(m)

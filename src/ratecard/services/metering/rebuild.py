@@ -147,10 +147,13 @@ def prepare(
 
 @contextmanager
 def _reader(engine: Engine) -> Iterator[Session]:
-    """A session for the reading: SQLite's deferred ``BEGIN`` (no write lock); PostgreSQL's
-    usual transaction, which a server-side cursor needs."""
+    """A session for the reading, one snapshot for all of it (the held events and the counted
+    ones, so none is in both): SQLite's deferred ``BEGIN`` (no write lock), PostgreSQL's
+    ``REPEATABLE READ`` (a transaction, which its server-side cursor needs too)."""
     with engine.connect() as connection:
-        if engine.dialect.name != "postgresql":
+        if engine.dialect.name == "postgresql":
+            connection.execution_options(isolation_level="REPEATABLE READ")
+        else:
             connection.execution_options(**{READ_ONLY: True})
         with Session(bind=connection) as session:
             yield session
