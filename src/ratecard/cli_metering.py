@@ -100,7 +100,9 @@ def rebuild(
         ) as uow:
             if uow.session.get(TenantRow, tenant_id) is None:
                 raise NotFound(f"tenant {tenant_id} not found")
-            written = rebuild_rollups(uow.session, scope, uow.meters.get_by_code(meter))
+            found = uow.meters.get_by_code(meter)
+            locked = uow.meters.get_for_update(found.id)  # as a redefinition's swap holds it
+            written = rebuild_rollups(uow.session, scope, locked)
             uow.commit()
     except RatecardError as error:
         for problem in error.problems:

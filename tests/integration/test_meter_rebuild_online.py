@@ -6,8 +6,10 @@ the lock."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -28,12 +30,14 @@ MAX_BY_REGION = Definition("max", "tokens", {}, ("region",))
 CUSTOMERS = ("acme", "beta", "gamma")
 
 
-def _tokens(tag: str, n: int, rng: random.Random, who: str | None = None) -> list[dict]:
+def _tokens(
+    tag: str, n: int, rng: random.Random, who: str | None = None, base: datetime = PERIOD_START
+) -> list[dict]:
     return [
         event(
             f"{tag}-{i}",
             meter="tokens",
-            at=PERIOD_START + timedelta(hours=rng.randrange(24 * 15), minutes=rng.randrange(60)),
+            at=base + timedelta(hours=rng.randrange(24 * 15), minutes=rng.randrange(60)),
             customer=who or rng.choice(CUSTOMERS),
             tokens=str(rng.randrange(1, 10_000)),
             model=rng.choice("ab"),
@@ -219,3 +223,76 @@ def test_a_release_in_the_middle_of_the_reading_is_counted_once(sessions, monkey
         meters.redefine(work, work.meters.get_for_update(row.id), MAX_BY_REGION, prepared=prepared)
         work.commit()
     assert _rows(m) == _rebuilt_under_the_lock(m)
+
+
+def test_a_day_sealed_while_the_swap_waits_is_in_its_daily_rows(sessions, database):
+    """PostgreSQL: a sealing under way when the swap starts is waited for by the swap's drop,
+    which then drops its daily rows of the meter too; the swap sees the new seal and rebuilds
+    (a check of the seal before the drop lost that day's daily rows)."""
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's write lock serializes a sealing and the swap by itself")
+    m = _held_setup(sessions)
+    with sessions() as session:
+        seal = rollup_store.sealed_before(session)
+    assert seal is not None
+    m.clock.set(max(m.clock.now(), seal + timedelta(days=8)))  # events around the seal: recent
+    base = seal - timedelta(days=7)
+    assert set(m.ingest(*_tokens("s", 80, random.Random(9), base=base))) == {"accepted"}
+    with uow(m.sessions, m.scope, m.clock) as work:
+        row, prepared = _prepare_tokens(work)
+        assert prepared.sealed == seal
+        sealer = m.sessions()
+        rollup_seal.seal_rollups(sealer, seal + timedelta(days=1))  # under way: not committed
+        failed: list[BaseException] = []
+
+        def swap() -> None:
+            try:
+                meters.redefine(
+                    work, work.meters.get_for_update(row.id), MAX_BY_REGION, prepared=prepared
+                )
+                work.commit()
+            except BaseException as exc:
+                failed.append(exc)
+
+        swapping = threading.Thread(target=swap)
+        swapping.start()
+        deadline = time.monotonic() + 30
+        while not _waiting_on_a_lock(database.engine):  # the swap's drop waits for the sealing
+            assert swapping.is_alive() and time.monotonic() < deadline, failed
+            swapping.join(0.01)
+        sealer.commit()
+        sealer.close()
+        swapping.join(30)
+        assert not failed, failed
+        assert prepared.spill.closed
+    assert _rows(m) == _rebuilt_under_the_lock(m)
+
+
+def _waiting_on_a_lock(engine) -> bool:
+    with engine.connect() as probe:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        return bool(probe.execute(text(waiting)).scalar())
+
+
+def test_a_reading_that_fails_changes_nothing_and_leaves_no_file(sessions, monkeypatch):
+    m = _held_setup(sessions)
+    assert set(m.ingest(*_tokens("x", 30, random.Random(8)))) == {"accepted"}
+    before = _rows(m)
+    closed: list[bool] = []
+    real_close = rebuild.Prepared.close
+
+    def close(self: rebuild.Prepared) -> None:
+        closed.append(True)
+        real_close(self)
+
+    def broken(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(rebuild.Prepared, "close", close)
+    monkeypatch.setattr(rollup_store, "new_rows", broken)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        with pytest.raises(OSError, match="no space"):
+            rebuild.prepare(work, work.meters.get_by_code("tokens"), MAX_BY_REGION)
+        assert closed == [True]  # its temporary file
+        assert Definition.of(work.meters.get_by_code("tokens")) != MAX_BY_REGION
+    assert _rows(m) == before

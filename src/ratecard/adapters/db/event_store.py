@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import re
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from hashlib import blake2b
@@ -559,7 +559,7 @@ def meter_events(
     *,
     since: datetime | None = None,
     up_to_seq: int | None = None,
-) -> Iterator[tuple[str, Event, int]]:
+) -> Generator[tuple[str, Event, int], None, None]:
     """Every counted event of a meter (from `since`, up to ``seq`` `up_to_seq`) as
     ``(customer_id, event, seq)``, in (customer, time, arrival) order: what a rebuild of its
     rollups reads. Streamed through the driver (a server-side cursor on PostgreSQL),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -295,10 +296,11 @@ def rebuild_rollups(
     if not decomposable(spec):
         return 0
     events = event_store.meter_events(session, scope, meter.code, since=since_hour)
-    return sum(
-        rollup_store.insert_rollups(session, scope, chunk)
-        for chunk in rollup_chunks(spec, meter.code, events)
-    )
+    with closing(events):  # its server-side cursor closed before the connection goes
+        return sum(
+            rollup_store.insert_rollups(session, scope, chunk)
+            for chunk in rollup_chunks(spec, meter.code, events)
+        )
 
 
 RollupPartial = tuple[str, str, datetime, GroupKey, Partial]  # customer, meter, hour, group

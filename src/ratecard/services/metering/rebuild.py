@@ -33,7 +33,7 @@ from __future__ import annotations
 import pickle
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
@@ -44,7 +44,9 @@ from sqlalchemy.orm import Session
 from ratecard.adapters.db import event_store, rollup_store
 from ratecard.adapters.db.engine import READ_ONLY
 from ratecard.adapters.db.models import MeterRow
+from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.aggregation import MeterSpec
 from ratecard.core.rollups import decomposable
 from ratecard.services.metering.meters import (
     Definition,
@@ -78,10 +80,12 @@ class Prepared:
         number of hourly rows written."""
         assert row.id == self.meter_id
         session, scope = uow.session, uow.scope
+        # The drop first: from it on no sealing can run (PostgreSQL: it waits for one under
+        # way, whose daily rows it then drops too), so the seal read next stays.
+        rollup_store.delete_rollups(session, scope, row.code, None)
         if rollup_store.sealed_before(session) != self.sealed:  # a day was sealed meanwhile
             self.close()
             return rebuild_rollups(session, scope, row)
-        rollup_store.delete_rollups(session, scope, row.code, None)
         written = sum(rollup_store.write_new_rows(session, rows) for rows in self._read())
         self.close()
         late = event_store.counted_since(session, scope, row.code, self.last_seq, self.held)
@@ -115,6 +119,9 @@ def prepare(
     released in one of its own, and the caller locks the meter again for the swap."""
     if not needs_rebuild(row, definition, at):
         return None
+    spec = meter_spec(as_defined(row, definition))
+    if not decomposable(spec):
+        return None  # no rollups to build: the swap drops the old ones
     meter_id, before = row.id, Definition.of(row)
     session = uow.session
     assert not session.dirty and not session.new and not session.deleted, "nothing pending"
@@ -123,26 +130,34 @@ def prepare(
     if Definition.of(locked) != before:
         uow.rollback()
         return None  # redefined meanwhile: the swap rebuilds under the lock
-    spec = meter_spec(as_defined(locked, definition))
     last_seq = event_store.last_seq(session, uow.scope)
     code = locked.code
     uow.rollback()  # nothing of the session is touched again here: it would begin anew
-    if not decomposable(spec):
-        return None  # no rollups to build: the swap drops the old ones
     prepared = Prepared(meter_id, before, definition, last_seq, [])
     bind = session.get_bind()
     assert isinstance(bind, Engine)
-    postgres = bind.dialect.name == "postgresql"
-    with _reader(bind) as reader:
-        prepared.sealed = rollup_store.sealed_before(reader)
-        prepared.held = event_store.held_seqs(reader, uow.scope, code, last_seq)
-        events = event_store.meter_events(reader, uow.scope, code, up_to_seq=last_seq)
-        for chunk in rollup_chunks(spec, code, events):  # the rows made here, written as made
-            rows = rollup_store.new_rows(
-                uow.scope, chunk, sealed=prepared.sealed, postgres=postgres
-            )
-            prepared._write(rows)
+    try:
+        _read_into(prepared, bind, uow.scope, code, spec)
+    except BaseException:
+        prepared.close()
+        raise
     return prepared
+
+
+def _read_into(
+    prepared: Prepared, engine: Engine, scope: TenantScope, code: str, spec: MeterSpec
+) -> None:
+    """The reading (step 2): the rows, spilled as made, and the events then held."""
+    postgres = engine.dialect.name == "postgresql"
+    with _reader(engine) as reader:
+        prepared.sealed = rollup_store.sealed_before(reader)
+        prepared.held = event_store.held_seqs(reader, scope, code, prepared.last_seq)
+        events = event_store.meter_events(reader, scope, code, up_to_seq=prepared.last_seq)
+        with closing(events):  # its server-side cursor closed before the connection goes
+            for chunk in rollup_chunks(spec, code, events):
+                prepared._write(
+                    rollup_store.new_rows(scope, chunk, sealed=prepared.sealed, postgres=postgres)
+                )
 
 
 @contextmanager
