@@ -79,7 +79,8 @@ def rebuild(
     mode: str = typer.Option("live", help="live or test"),
     database_url: str | None = typer.Option(None, envvar="RATECARD_DATABASE_URL"),
 ) -> None:
-    """Drop a meter's rollups and rebuild them from raw events (one transaction)."""
+    """Drop a meter's rollups and rebuild them from raw events: the events read while ingestion
+    goes on, then the rollups swapped under the meter's lock."""
     from ratecard.adapters.clock import SystemClock
     from ratecard.adapters.db.engine import make_engine, make_session_factory
     from ratecard.adapters.db.models import TenantRow
@@ -87,7 +88,7 @@ def rebuild(
     from ratecard.adapters.db.uow import UnitOfWork
     from ratecard.config import get_settings
     from ratecard.core.errors import NotFound, RatecardError
-    from ratecard.services.metering.meters import rebuild_rollups
+    from ratecard.services.metering.rebuild import rebuild_meter
 
     if mode not in {str(m) for m in Mode}:
         typer.echo(f"error: --mode is live or test, not {mode!r}", err=True)
@@ -100,9 +101,7 @@ def rebuild(
         ) as uow:
             if uow.session.get(TenantRow, tenant_id) is None:
                 raise NotFound(f"tenant {tenant_id} not found")
-            found = uow.meters.get_by_code(meter)
-            locked = uow.meters.get_for_update(found.id)  # as a redefinition's swap holds it
-            written = rebuild_rollups(uow.session, scope, locked)
+            written = rebuild_meter(uow, uow.meters.get_by_code(meter))
             uow.commit()
     except RatecardError as error:
         for problem in error.problems:

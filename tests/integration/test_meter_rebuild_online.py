@@ -296,3 +296,28 @@ def test_a_reading_that_fails_changes_nothing_and_leaves_no_file(sessions, monke
         assert closed == [True]  # its temporary file
         assert Definition.of(work.meters.get_by_code("tokens")) != MAX_BY_REGION
     assert _rows(m) == before
+
+
+def test_a_rebuild_by_hand_reads_while_ingestion_goes_on(sessions, monkeypatch):
+    """``ratecard rollups rebuild`` (`rebuild.rebuild_meter`): the same definition, the same
+    three steps; events stored during the reading are counted once."""
+    m = _held_setup(sessions)
+    rng = random.Random(12)
+    assert set(m.ingest(*_tokens("r", 50, rng))) == {"accepted"}
+    with uow(m.sessions, m.scope, m.clock) as work:  # the rollups lost, as the CLI's test has it
+        rollup_store.delete_rollups(work.session, m.scope, "tokens", None)
+        work.commit()
+    real = event_store.meter_events
+    during: list[list[str]] = []
+
+    def reading(*args, **kwargs):
+        during.append(m.ingest(*_tokens("s", 20, rng)))
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(event_store, "meter_events", reading)
+    with uow(m.sessions, m.scope, m.clock) as work:
+        assert rebuild.rebuild_meter(work, work.meters.get_by_code("tokens")) > 0
+        work.commit()
+    monkeypatch.setattr(event_store, "meter_events", real)
+    assert set(during[0]) == {"accepted"}
+    assert _rows(m) == _rebuilt_under_the_lock(m)

@@ -119,6 +119,25 @@ def prepare(
     released in one of its own, and the caller locks the meter again for the swap."""
     if not needs_rebuild(row, definition, at):
         return None
+    return read_history(uow, row, definition)
+
+
+def rebuild_meter(uow: UnitOfWork, row: MeterRow) -> int:
+    """Rebuild the meter's rollups under its own definition (``ratecard rollups rebuild``), its
+    history read outside the lock as a redefinition's is; the caller commits."""
+    definition = Definition.of(row)
+    prepared = read_history(uow, row, definition)
+    locked = uow.meters.get_for_update(row.id)
+    if prepared is None or not prepared.fits(Definition.of(locked), definition):
+        if prepared is not None:
+            prepared.close()
+        return rebuild_rollups(uow.session, uow.scope, locked)
+    return prepared.finish(uow, locked)
+
+
+def read_history(uow: UnitOfWork, row: MeterRow, definition: Definition) -> Prepared | None:
+    """Steps 1 and 2 for the meter under `definition` (checked already); None when it has no
+    rollups, or when the meter changed before the mark."""
     spec = meter_spec(as_defined(row, definition))
     if not decomposable(spec):
         return None  # no rollups to build: the swap drops the old ones
