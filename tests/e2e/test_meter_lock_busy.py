@@ -58,11 +58,6 @@ def test_a_release_of_held_events_waits_for_a_redefinition_and_rolls_up_under_th
     def create_customer() -> None:
         created.append(api.post("/v1/customers", m.tenant, customer_body("newco")))
 
-    def waiting_on_a_lock() -> bool:
-        with engine.connect() as probe:
-            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            return bool(probe.execute(sa.text(waiting)).scalar())
-
     with engine.connect() as redefining, redefining.begin():  # what a meter PATCH holds
         redefining.execute(
             sa.text(
@@ -71,10 +66,11 @@ def test_a_release_of_held_events_waits_for_a_redefinition_and_rolls_up_under_th
             ),
             {"t": tenant_id},
         )
+        blocker = redefining.execute(sa.text("SELECT pg_backend_pid()")).scalar()
         releasing = threading.Thread(target=create_customer)
         releasing.start()
         deadline = time.monotonic() + 30
-        while not waiting_on_a_lock():  # the release waits for the meter's lock
+        while not blocked_by(engine, blocker):  # the release waits for the meter's lock
             assert releasing.is_alive(), created
             assert time.monotonic() < deadline, "the release never waited for the meter"
             releasing.join(0.01)
@@ -90,3 +86,10 @@ def test_a_release_of_held_events_waits_for_a_redefinition_and_rolls_up_under_th
             {"t": tenant_id, "c": created[0]["id"]},
         ).one()
     assert tuple(rollup) == (1, 1, 5)  # summed as the new definition has it
+
+
+def blocked_by(engine: sa.Engine, pid: object) -> bool:
+    """Whether a PostgreSQL backend waits on a lock the backend `pid` holds."""
+    with engine.connect() as probe:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+        return bool(probe.execute(sa.text(waiting), {"pid": pid}).scalar())

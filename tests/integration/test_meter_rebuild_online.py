@@ -21,6 +21,7 @@ from ratecard.services.metering import meters, rebuild
 from ratecard.services.metering.lifecycle import release_held
 from ratecard.services.metering.meters import Definition, rebuild_rollups
 from ratecard.services.metering.policy import Unknown, load_policy, save_policy
+from tests.e2e.test_meter_lock_busy import blocked_by
 from tests.integration.factories import customer, uow
 from tests.integration.metering_setup import PERIOD_START, Metering, event, setup
 
@@ -243,6 +244,7 @@ def test_a_day_sealed_while_the_swap_waits_is_in_its_daily_rows(sessions, databa
         assert prepared.sealed == seal
         sealer = m.sessions()
         rollup_seal.seal_rollups(sealer, seal + timedelta(days=1))  # under way: not committed
+        blocker = sealer.execute(text("SELECT pg_backend_pid()")).scalar()
         failed: list[BaseException] = []
 
         def swap() -> None:
@@ -257,7 +259,7 @@ def test_a_day_sealed_while_the_swap_waits_is_in_its_daily_rows(sessions, databa
         swapping = threading.Thread(target=swap)
         swapping.start()
         deadline = time.monotonic() + 30
-        while not _waiting_on_a_lock(database.engine):  # the swap's drop waits for the sealing
+        while not blocked_by(database.engine, blocker):  # the swap's drop waits for the sealing
             assert swapping.is_alive() and time.monotonic() < deadline, failed
             swapping.join(0.01)
         sealer.commit()
@@ -266,12 +268,6 @@ def test_a_day_sealed_while_the_swap_waits_is_in_its_daily_rows(sessions, databa
         assert not failed, failed
         assert prepared.spill.closed
     assert _rows(m) == _rebuilt_under_the_lock(m)
-
-
-def _waiting_on_a_lock(engine) -> bool:
-    with engine.connect() as probe:
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        return bool(probe.execute(text(waiting)).scalar())
 
 
 def test_a_reading_that_fails_changes_nothing_and_leaves_no_file(sessions, monkeypatch):

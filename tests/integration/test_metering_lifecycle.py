@@ -19,12 +19,14 @@ from ratecard.adapters.db.models import (
 from ratecard.core.errors import ValidationFailed
 from ratecard.core.periods import Period
 from ratecard.services.metering.alerts import AlertMetric, AlertService, outbox
+from ratecard.services.metering.ingestion import meters_to_roll_up
 from ratecard.services.metering.lifecycle import (
     close_usage,
     late_adjustments,
     purge_events,
     release_held,
 )
+from ratecard.services.metering.meters import redefine_meter
 from ratecard.services.metering.policy import (
     LateEvents,
     MeteringPolicy,
@@ -370,3 +372,19 @@ def test_a_held_event_without_its_meters_property_stays_held(sessions):
             )
         ).all()
     assert still == ["evt_2"]
+
+
+def test_a_release_reads_the_meters_as_stored_not_as_loaded(sessions):
+    """A meter created (its object kept by the session past the commit, as `create_meter`
+    keeps it) and redefined elsewhere before the release: the release reads it again."""
+    m = setup(sessions, "Stale")
+    with uow(m.sessions, m.scope, m.clock) as work:
+        held = work.meters.add(  # referenced, so the session's identity map keeps it
+            MeterRow(code="gpu", name="gpu", aggregation="count", created_at=m.clock.now())
+        )
+        work.commit()  # the session still holds the row as a count
+        with uow(m.sessions, m.scope, m.clock) as other:
+            redefine_meter(other, "gpu", aggregation="sum", value_property="n")
+            other.commit()
+        gpu = meters_to_roll_up(work.session, m.scope)["gpu"]
+        assert gpu is held and (gpu.aggregation, gpu.value_field) == ("sum", "n")

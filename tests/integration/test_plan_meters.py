@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from ratecard.adapters.db.models import EventRow, MeterRow
+from ratecard.core.errors import ValidationFailed
 from ratecard.services import catalog
 from ratecard.services.documents import load_file
 from ratecard.services.metering.policy import Unknown, load_policy, save_policy
@@ -91,3 +93,51 @@ def test_a_native_document_names_the_meters_it_bills_that_do_not_exist(sessions)
             )
         )
     assert "gpu_hours" not in codes and "storage_gb" not in codes  # nothing made unasked
+
+
+def _template(plan: str, **feature: object) -> dict:
+    return {"planId": plan, "currency": "USD", "features": [feature]}
+
+
+def test_templates_that_imply_one_meter_two_ways_are_refused_naming_both(sessions):
+    m = setup(sessions, "Twice")
+    a = _template("a", key="disk", rating={"model": "per_unit", "rate": "1"})
+    b = _template(
+        "b", key="disk", meteringType="snapshot", rating={"model": "per_unit", "rate": "1"}
+    )
+    with uow(m.sessions, m.scope, m.clock) as work, pytest.raises(ValidationFailed) as refused:
+        meter_needs(work, [a, b])
+    (problem,) = refused.value.problems
+    assert problem.field == "plans[1].features"
+    assert problem.message == (
+        "meter disk is sum of value in plan a and latest of value, never reset in plan b"
+    )
+    with uow(m.sessions, m.scope, m.clock) as work:  # the same way twice is one meter
+        assert [
+            x.code for x in meter_needs(work, [a, _template("c", **a["features"][0])]).create
+        ] == ["disk"]
+
+
+def test_a_flat_feature_with_a_limit_implies_the_meter_it_counts(sessions):
+    m = setup(sessions, "Flat")
+    flat = _template(
+        "f",
+        key="seats_used",
+        rating={"model": "flat", "rate": "10"},
+        entitlement={"type": "hard_limit", "limit": "5"},
+    )
+    plain = _template("g", key="support", rating={"model": "flat", "rate": "10"})
+    with uow(m.sessions, m.scope, m.clock) as work:
+        needs = meter_needs(work, [flat, plain])
+    assert [(x.code, describe(x)) for x in needs.create] == [("seats_used", "sum of value")]
+    assert needs.missing == []
+
+
+def test_an_existing_meter_that_filters_or_groups_is_named_as_kept(sessions):
+    m = setup(sessions, "Grouped")  # its tokens meter sums tokens by model
+    tokens = _template("t", key="tokens", rating={"model": "per_unit", "rate": "1"})
+    with uow(m.sessions, m.scope, m.clock) as work:
+        needs = meter_needs(work, [tokens])
+    assert [(row.code, describe(row)) for row, _ in needs.kept] == [
+        ("tokens", "sum of tokens, by model")
+    ]

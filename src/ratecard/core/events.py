@@ -87,9 +87,10 @@ def format_timestamp(at: datetime) -> str:
 
 
 def format_instant(at: datetime) -> str:
-    """An instant as the REST API writes it (pydantic's form): UTC with ``Z``, and a fraction
-    only when there is one, e.g. ``2024-03-01T00:00:00Z``, ``2024-03-01T11:00:00.250000Z``.
-    Webhook payloads write their instants so too."""
+    """An aware instant in UTC as the REST API writes a UTC instant (pydantic's form): ``Z``,
+    and a fraction only when there is one, e.g. ``2024-03-01T00:00:00Z``,
+    ``2024-03-01T11:00:00.250000Z``. Webhook payloads write their instants so too."""
+    assert at.tzinfo is not None, "an aware instant (clock.py)"
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 

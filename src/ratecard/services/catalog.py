@@ -544,7 +544,10 @@ def apply_plan_changes(
             plan.name = data.name or plan.code
             number = uow.plan_versions.next_version_number(data.code)
             made.append(_add_version(uow, data, number, now=now))
-    commit_unique(uow, "plan version" if made or not new_meters else "meter")
+    commit_unique(
+        uow,
+        " or ".join(([f"meter {m.code}" for m in new_meters]) + (["plan version"] if made else [])),
+    )
     if new_meters and release_held(uow):  # events sent before their meter existed
         uow.commit()
     return made

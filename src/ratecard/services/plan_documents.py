@@ -370,7 +370,8 @@ def from_template(data: Any, path: str = "") -> LoadedPlan:
             reset="never" if f.meteringType == "snapshot" else "period",
         )
         for f in tpl.features
-        if f.rating.model != "flat"
+        # a flat fee counts nothing, unless its feature has a limit to count against
+        if f.rating.model != "flat" or (f.entitlement and f.entitlement.type != "boolean")
     )
     return LoadedPlan(build_plan(doc, path), meters)
 

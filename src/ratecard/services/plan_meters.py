@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 from ratecard.services.catalog import MeterInput
 from ratecard.services.plan_documents import ImpliedMeter, from_template, native_document
 
@@ -43,18 +44,27 @@ class MeterNeeds:
         ]
         out += [
             f"warning: plan {plan} bills meter {code}, which does not exist: its events are "
-            f"refused until it is created (POST /v1/meters)"
+            f"refused (or held, per the metering policy) until it is created (POST /v1/meters)"
             for plan, code in self.missing
         ]
         return out
 
 
 def describe(meter: MeterRow | MeterInput) -> str:
-    """A meter's definition in a few words: ``sum of value``, ``latest of gb, never reset``."""
+    """A meter's definition in a few words: ``sum of value``, ``latest of gb, never reset``,
+    ``count, where region = eu, by model``. Two meters count alike when their words are
+    alike."""
     what = str(meter.aggregation)
     if meter.value_field:
         what += f" of {meter.value_field}"
-    return what + (", never reset" if meter.reset == "never" else "")
+    if meter.reset == "never":
+        what += ", never reset"
+    for name, value in sorted((meter.filters or {}).items()):
+        shown = " or ".join(map(str, value)) if isinstance(value, list) else value
+        what += f", where {name} = {shown}"
+    if meter.group_by:
+        what += f", by {', '.join(map(str, meter.group_by))}"
+    return what
 
 
 def implied_input(implied: ImpliedMeter) -> MeterInput:
@@ -74,14 +84,30 @@ def meter_needs(uow: UnitOfWork, documents: list[Any]) -> MeterNeeds:
     `catalog.plan_changes`)."""
     needs = MeterNeeds()
     implied: dict[str, MeterInput] = {}
+    implied_by: dict[str, str] = {}  # meter code -> the first plan implying it
+    problems: list[Problem] = []
     billed: list[tuple[str, str]] = []  # (plan, meter) of every charge and entitlement
-    for data in documents:
+    for index, data in enumerate(documents):
         if isinstance(data, dict) and "planId" in data:
+            plan = str(data["planId"])
             for meter in from_template(data).meters:
-                implied.setdefault(meter.code, implied_input(meter))
+                wanted = implied.setdefault(meter.code, implied_input(meter))
+                implied_by.setdefault(meter.code, plan)
+                if describe(wanted) != describe(implied_input(meter)):
+                    problems.append(
+                        Problem(
+                            ErrorCode.INVALID_VALUE,
+                            f"meter {meter.code} is {describe(wanted)} in plan "
+                            f"{implied_by[meter.code]} and "
+                            f"{describe(implied_input(meter))} in plan {plan}",
+                            f"plans[{index}].features",
+                        )
+                    )
         native = native_document(data)
         parts = [*native.get("charges", []), *native.get("entitlements", [])]
         billed += [(str(native["code"]), str(p["meter"])) for p in parts if p.get("meter")]
+    if problems:
+        raise ValidationFailed(problems)
     scope = uow.scope
     wanted_codes = {*implied, *(code for _, code in billed)}
     existing = {

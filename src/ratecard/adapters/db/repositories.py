@@ -85,7 +85,10 @@ class Repository(Generic[RowT]):
     def get_for_update(self, row_id: str) -> RowT:
         """Like `get`, locking the row until commit (PostgreSQL; SQLite locks the database)."""
         row = self.session.scalars(
-            self._select().where(self.row_type.id == row_id).with_for_update()
+            self._select()
+            .where(self.row_type.id == row_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)  # as locked, not as read before
         ).one_or_none()
         if row is None:
             raise NotFound(f"{self.noun} {row_id} not found")

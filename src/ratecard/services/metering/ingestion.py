@@ -666,6 +666,8 @@ def meters_to_roll_up(session: Session, scope: TenantScope) -> dict[str, MeterRo
     )
     if session.get_bind().dialect.name == "postgresql":
         statement = statement.with_for_update(read=True)
+    # as stored now, not as an object the session loaded before (a meter just created)
+    statement = statement.execution_options(populate_existing=True)
     return {row.code: row for row in session.scalars(statement)}
 
 

@@ -209,8 +209,8 @@ def release_held(uow: UnitOfWork) -> int:
     if not found:
         return 0
     released = []
-    now = uow.clock.now()
     meters = meters_to_roll_up(session, scope)  # as they stand once no redefinition runs
+    now = uow.clock.now()  # stamped under that lock, as a round stamps (`close_usage` takes it)
     needs = {code: needed_property(meter_spec(meter)) for code, meter in meters.items()}
     for seq in sorted(found):  # arrival order
         row, customer_id = found[seq]
@@ -219,12 +219,15 @@ def release_held(uow: UnitOfWork) -> int:
             continue  # as ingestion would refuse it now: it stays held, listed, not counted
         # counted from now: if its period was invoiced meanwhile, it is late usage (billed as
         # an adjustment, whatever the late-event policy: it was accepted before the closing)
-        session.execute(
+        result = session.execute(
             update(EventRow)
             .where(EventRow.tenant_id == scope.tenant_id, EventRow.mode == scope.mode)
             .where(EventRow.seq == seq)  # the scope first: PostgreSQL's key (migration 0018)
+            .where(EventRow.customer_id.is_(None))  # a concurrent release counted it already
             .values(customer_id=customer_id, counted_at=now)
         )
+        if getattr(result, "rowcount", 1) != 1:
+            continue
         released.append(
             (
                 event_store.NewEvent(
