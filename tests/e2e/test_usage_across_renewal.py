@@ -12,8 +12,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from ratecard.adapters.db.scope import Mode, Role
-from tests.e2e.conftest import START, Api, Tenant, customer_body
+from ratecard.adapters.db.scope import Mode, Role, TenantScope
+from ratecard.adapters.db.uow import UnitOfWork
+from ratecard.services import subscriptions
+from tests.e2e.conftest import MAX, PRO, SEATS, START, Api, Tenant, customer_body
 
 PLAN = {
     "code": "api",
@@ -202,3 +204,102 @@ def test_the_subscription_that_accrues_now_is_the_one_read(api: Api) -> None:
     assert _quota(api, tenant, customer_id) == (True, "10")
     reports = api.get(f"/v1/customers/{customer_id}/usage", tenant)["subscriptions"]
     assert [r["subscription_id"] for r in reports] == [second["id"]]
+
+
+YEARLY = {**PRO, "code": "pro_year", "name": "Pro yearly", "interval": "year"}
+_STATE_FIELDS = (
+    "status",
+    "plan_code",
+    "plan_version",
+    "quantity",
+    "anchor_at",
+    "current_period_start_at",
+    "current_period_end_at",
+    "trial_ends_at",
+    "cancel_at_period_end",
+    "canceled_at",
+    "pending_change",
+)
+
+
+def test_the_state_usage_reads_past_a_period_is_the_full_replays(api: Api) -> None:
+    """Usage reads a subscription whose period ended through `_state_as_of` (one statement,
+    plans parsed once, no price overrides); it must give the state `_as_of` gives, whatever
+    the timeline: trials, quantity and plan changes, a new interval, cancels, overrides."""
+    tenant = api.tenant()
+    for plan in (PRO, MAX, SEATS, YEARLY):
+        api.post("/v1/plans", tenant, plan)
+    cus = api.post("/v1/customers", tenant, customer_body())["id"]
+    api.post(
+        f"/v1/customers/{cus}/price_overrides",
+        tenant,
+        {"plan_code": "team", "charge_code": "seats", "price": {"unit_price": "8.00"}},
+    )
+    own = {"plan_code": "team", "charge_code": "seats", "price": {"unit_price": "7.50"}}
+
+    def subscribe(**body: Any) -> str:
+        return str(api.post("/v1/subscriptions", tenant, {"customer_id": cus, **body})["id"])
+
+    def change(sub_id: str, body: dict[str, Any]) -> None:
+        api.post(f"/v1/subscriptions/{sub_id}/change", tenant, body)
+
+    trial = subscribe(plan_code="pro", trial_days=45)
+    seats = subscribe(plan_code="team", quantity=3, price_overrides=[own])
+    to_max = subscribe(plan_code="pro")
+    to_year = subscribe(plan_code="pro")
+    ending = subscribe(plan_code="max")
+    paused = subscribe(plan_code="pro")
+    api.clock.advance(timedelta(days=12))
+    change(seats, {"quantity": 5})
+    change(to_max, {"plan_code": "max", "when": "period_end"})
+    change(to_year, {"plan_code": "pro_year", "when": "period_end"})
+    api.post(f"/v1/subscriptions/{ending}/cancel", tenant, {"when": "period_end"})
+    api.post(f"/v1/subscriptions/{paused}/pause", tenant)
+    api.clock.advance(timedelta(days=8))
+    api.post(f"/v1/subscriptions/{paused}/resume", tenant)
+    ids = (trial, seats, to_max, to_year, ending, paused)
+    for days in (31, 47, 75, 400):
+        now = START + timedelta(days=days, hours=5)
+        with UnitOfWork(
+            api.sessions, TenantScope(tenant.id, Mode.LIVE), actor="t", clock=api.clock
+        ) as uow:
+            for sub_id in ids:
+                full = subscriptions._as_of(uow, uow.subscriptions.get(sub_id), now)
+                expected = {name: getattr(full, name) for name in _STATE_FIELDS}
+                light = subscriptions._state_as_of(uow, uow.subscriptions.get(sub_id), now)
+                assert {name: getattr(light, name) for name in _STATE_FIELDS} == expected, (
+                    sub_id,
+                    days,
+                )
+    cached = subscriptions._STATE_PLANS[api.sessions.kw["bind"]]
+    assert {key[2:] for key in cached if key[0] == tenant.id} == {
+        ("pro", 1),
+        ("team", 1),
+        ("max", 1),
+        ("pro_year", 1),
+    }
+
+
+def test_state_plans_are_cached_once_they_can_no_longer_change(api: Api) -> None:
+    """A draft version is parsed again at each read (it may still be edited); a published one
+    is parsed once per scope: another tenant's plan of the same code is its own."""
+    first, second = api.tenant("First"), api.tenant("Second")
+    api.post("/v1/plans", first, PRO)
+    api.post("/v1/plans", second, {**PRO, "interval": "year"})
+    draft = {**MAX, "publish": False}
+    api.post("/v1/plans", first, draft)
+    intervals = []
+    for tenant in (first, second):
+        with UnitOfWork(
+            api.sessions, TenantScope(tenant.id, Mode.LIVE), actor="t", clock=api.clock
+        ) as uow:
+            intervals.append(
+                str(subscriptions._state_plan(uow.session, uow.scope, "pro", 1).interval.unit)
+            )
+            if tenant is first:
+                subscriptions._state_plan(uow.session, uow.scope, "max", 1)
+    assert intervals == ["month", "year"]
+    cached = subscriptions._STATE_PLANS[api.sessions.kw["bind"]]
+    assert (first.id, "live", "pro", 1) in cached
+    assert (second.id, "live", "pro", 1) in cached
+    assert (first.id, "live", "max", 1) not in cached  # a draft

@@ -16,6 +16,7 @@ which is also what `ratecard simulate` and billing runs call.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,9 +24,12 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import AwareDatetime, Field, model_validator
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.models import PlanVersionRow, SubscriptionChangeRow, SubscriptionRow
+from ratecard.adapters.db.repositories import PlanVersionRepository
+from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.billing import Draft
 from ratecard.core.catalog import Plan
@@ -153,7 +157,8 @@ def _load_plan(uow: UnitOfWork, replay: _Replay, code: str, version: int) -> Non
         replay.plans[(code, version)] = _plan(uow, replay, row)
 
 
-def _change_spec(row: SubscriptionChangeRow) -> ChangeSpec:
+def _change_spec(row: Any) -> ChangeSpec:
+    """A change row (or a row of its columns) as the state machine takes it."""
     payload = row.payload
     plan = None
     if payload.get("plan_code") is not None:
@@ -170,10 +175,34 @@ def _change_spec(row: SubscriptionChangeRow) -> ChangeSpec:
 
 def _replay(uow: UnitOfWork, row: SubscriptionRow) -> _Replay:
     timeline = list(uow.subscription_changes.timeline(row.id))
-    assert timeline and timeline[0].command == "start", f"{row.id} has no start"
+    replay = _replay_of(row, timeline)
+    _load_plan(uow, replay, replay.spec.plan.plan_code, replay.spec.plan.plan_version)
+    for item in replay.changes:
+        if item.plan is not None:
+            _load_plan(uow, replay, item.plan.plan_code, item.plan.plan_version)
+    return replay
+
+
+def _replay_of(row: SubscriptionRow, timeline: Sequence[Any]) -> _Replay:
+    """The replay of the row's timeline, its plans not loaded yet."""
+    spec, changes = _timeline_of(row.id, timeline)
+    start = timeline[0].payload
+    overrides = tuple(
+        SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"]))
+        for o in start.get("price_overrides", [])
+    )
+    return _Replay(row, spec, changes, {}, overrides)
+
+
+def _timeline_of(
+    subscription_id: str, timeline: Sequence[Any]
+) -> tuple[SubscriptionSpec, list[ChangeSpec]]:
+    """A subscription's start and changes, from its timeline's rows (change rows, or rows of
+    those columns), in order."""
+    assert timeline and timeline[0].command == "start", f"{subscription_id} has no start"
     start = timeline[0].payload
     spec = SubscriptionSpec(
-        id=row.id,
+        id=subscription_id,
         plan=PlanRef(start["plan_code"], int(start["plan_version"])),
         start_at=timeline[0].effective_at,
         quantity=int(start["quantity"]),
@@ -181,22 +210,29 @@ def _replay(uow: UnitOfWork, row: SubscriptionRow) -> _Replay:
         calendar=bool(start.get("calendar", False)),
         trial_days=start.get("trial_days"),
     )
-    overrides = tuple(
-        SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"]))
-        for o in start.get("price_overrides", [])
-    )
-    replay = _Replay(row, spec, [_change_spec(c) for c in timeline[1:]], {}, overrides)
-    _load_plan(uow, replay, spec.plan.plan_code, spec.plan.plan_version)
-    for item in replay.changes:
-        if item.plan is not None:
-            _load_plan(uow, replay, item.plan.plan_code, item.plan.plan_version)
-    return replay
+    return spec, [_change_spec(c) for c in timeline[1:]]
 
 
 def _refresh(row: SubscriptionRow, replay: _Replay, now: datetime) -> Subscription:
     """Set the row's state to the state machine's state at ``now`` (or at the start)."""
-    at = max(now, replay.spec.start_at)
-    state = rating.timeline(replay.spec, replay.changes, replay.plans, at).state_at(at)
+    state = _state(replay.spec, replay.changes, replay.plans, now)
+    _assign(row, state)
+    return state
+
+
+def _state(
+    spec: SubscriptionSpec,
+    changes: Sequence[ChangeSpec],
+    plans: dict[tuple[str, int], Plan],
+    now: datetime,
+) -> Subscription:
+    """The state machine's state at ``now`` (or at the start)."""
+    at = max(now, spec.start_at)
+    return rating.timeline(spec, changes, plans, at).state_at(at)
+
+
+def _assign(row: SubscriptionRow, state: Subscription) -> None:
+    """Write `state` into the row's columns."""
     row.status = str(state.status)
     row.plan_code, row.plan_version = state.plan.plan_code, state.plan.plan_version
     row.quantity = Decimal(state.quantity)
@@ -215,7 +251,6 @@ def _refresh(row: SubscriptionRow, replay: _Replay, now: datetime) -> Subscripti
     if pending:
         pending["effective_at"] = state.current_period.end_at.isoformat()
     row.pending_change = pending or None
-    return state
 
 
 def create_subscription(
@@ -322,8 +357,70 @@ def accruing_at(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> Subscri
     written); None if it accrues no longer."""
     if now < row.current_period_end_at:
         return row
-    fresh = _as_of(uow, row, now)
+    fresh = _state_as_of(uow, row, now)
     return fresh if fresh.status in ACCRUING else None
+
+
+def _state_as_of(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> SubscriptionRow:
+    """`_as_of` through `state_at`: the row, detached, with its state at ``now``."""
+    state = state_at(uow.session, uow.scope, row.id, now)
+    with uow.session.no_autoflush:
+        _assign(row, state)
+    uow.session.expunge(row)
+    return row
+
+
+def state_at(
+    session: Session, scope: TenantScope, subscription_id: str, now: datetime
+) -> Subscription:
+    """The subscription's state at ``now`` (status, plan, period, pending change), as usage
+    reads it after a renewal nothing has written: one statement for the timeline, its plans
+    parsed once per process (`_state_plan`) and without price overrides, which change prices
+    and never a period's dates. `tests/e2e/test_usage_across_renewal.py` checks it gives what
+    `_as_of` gives."""
+    params = {"tenant": scope.tenant_id, "mode": scope.mode, "subscription": subscription_id}
+    spec, changes = _timeline_of(subscription_id, session.execute(_TIMELINE, params).all())
+    plans: dict[tuple[str, int], Plan] = {}
+    for ref in [spec.plan, *(c.plan for c in changes if c.plan is not None)]:
+        key = (ref.plan_code, ref.plan_version)
+        if key not in plans:
+            plans[key] = _state_plan(session, scope, *key)
+    return _state(spec, changes, plans, now)
+
+
+_SC = SubscriptionChangeRow.__table__.c
+_TIMELINE = (
+    select(_SC.command, _SC.effective_at, _SC.payload)
+    .where(
+        _SC.tenant_id == bindparam("tenant"),
+        _SC.mode == bindparam("mode"),
+        _SC.subscription_id == bindparam("subscription"),
+    )
+    .order_by(_SC.seq)
+)
+
+# Parsed plans of versions that can no longer change (published or archived: a version's
+# document is never edited once it can be sold), per engine and scope.
+_STATE_PLANS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str, int], Plan]] = (
+    weakref.WeakKeyDictionary()
+)
+_STATE_PLANS_MAX = 4096  # then the cache starts over
+
+
+def _state_plan(session: Session, scope: TenantScope, plan_code: str, version: int) -> Plan:
+    """The plan of a version as the state machine reads it (its interval, its trial), without
+    any price override: parsed once per process."""
+    cache = _STATE_PLANS.setdefault(session.get_bind(), {})
+    key = (scope.tenant_id, str(scope.mode), plan_code, version)
+    plan = cache.get(key)
+    if plan is None:
+        row = PlanVersionRepository(session, scope).get_version(plan_code, version)
+        plan = plan_of(row)
+        if row.status != "draft":
+            if len(cache) >= _STATE_PLANS_MAX:
+                cache.clear()
+            cache[key] = plan
+    return plan
 
 
 def accruing_subscriptions(

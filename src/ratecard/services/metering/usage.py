@@ -635,6 +635,27 @@ class _Current(Planned, Protocol):
     def current_period_end_at(self) -> datetime: ...
 
 
+def _as_at(
+    session: Session, scope: TenantScope, row: _Current, at: datetime
+) -> LiveSubscription | None:
+    """A subscription whose stored period ended by `at` (renewed, or changed at the boundary,
+    and not written since), as it stands at `at` (`subscriptions.state_at`); None if it no
+    longer accrues usage."""
+    from ratecard.services.subscriptions import state_at
+
+    state = state_at(session, scope, row.id, at)
+    if state.status not in ACCRUING:
+        return None
+    period = state.current_period
+    return LiveSubscription(
+        row.id,
+        row.customer_id,
+        state.plan.plan_code,
+        state.plan.plan_version,
+        Period(period.start_at, period.end_at),
+    )
+
+
 def _live(row: _Current) -> LiveSubscription:
     return LiveSubscription(
         row.id,
@@ -789,9 +810,9 @@ class UsageService:
         revision, and each live subscription with its plan (`_LIVE_PLANS`); and every meter's
         value, from its rollups and the raw events at its period's edges. The definitions of
         the meters come from the process's cache while the revision is current (a third
-        statement reads them otherwise). When a stored period has ended by `now` (renewed, or
-        changed at the boundary, and not written since), the subscriptions are read as they
-        stand at `now`, through their timelines (`subscriptions.accruing_subscriptions`).
+        statement reads them otherwise). A subscription whose stored period has ended by `now`
+        (renewed, or changed at the boundary, and not written since) is read as it stands at
+        `now`, from its timeline: one statement more (`_as_at`).
         """
         at = now or self._clock.now()
         with self._readers() as session:
@@ -804,26 +825,27 @@ class UsageService:
                 CustomerRepository(session, scope).get(customer_id)
                 raise AssertionError("unreachable: the customer is missing")
             revision, rounding = rows[0].meters_revision, RoundingMode(rows[0].rounding_mode)
-            if all(row.id is None or at < row.current_period_end_at for row in rows):
-                subs = []
-                for _, group in groupby(rows, key=lambda row: row.id):
-                    of_sub = list(group)
-                    row = of_sub[0]
-                    if row.id is None:  # no live subscription
-                        break
-                    live = _live(row)
-                    if row.version is None:  # the plan version's 404
-                        plan_of(session, scope, live)
+            subs = []
+            for _, group in groupby(rows, key=lambda row: row.id):
+                of_sub = list(group)
+                row = of_sub[0]
+                if row.id is None:  # no live subscription
+                    break
+                live = (
+                    _live(row)
+                    if at < row.current_period_end_at
+                    else _as_at(session, scope, row, at)
+                )
+                if live is None:  # ended, or paused, since its stored period
+                    continue
+                if row.version is None:  # the plan version's 404
+                    plan_of(session, scope, live)
+                if (live.plan_code, live.plan_version) == (row.plan_code, row.plan_version):
                     subs.append((live, _plan_from(row.plan_code, of_sub)))
-                reader = UsageReader(session, scope, meters_revision=revision)
-                return _subscription_usage(reader, subs, rounding)
-        from ratecard.services.subscriptions import accruing_subscriptions
-
-        with self._uow(scope) as uow:  # the slow path, in one unit of work
-            renewed = [_live(row) for row in accruing_subscriptions(uow, customer_id, at)]
-            reader = UsageReader(uow.session, scope, meters_revision=revision)
-            plans = [(sub, plan_of(uow.session, scope, sub)) for sub in renewed]
-            return _subscription_usage(reader, plans, rounding)
+                else:  # a change took effect at the boundary
+                    subs.append((live, plan_of(session, scope, live)))
+            reader = UsageReader(session, scope, meters_revision=revision)
+            return _subscription_usage(reader, subs, rounding)
 
     def usage_source(self, scope: TenantScope, customer_id: str) -> StoreUsage:
         return StoreUsage(self._sessions, scope, customer_id)
