@@ -223,9 +223,10 @@ _STATE_FIELDS = (
 
 
 def test_the_state_usage_reads_past_a_period_is_the_full_replays(api: Api) -> None:
-    """Usage reads a subscription whose period ended through `_state_as_of` (one statement,
-    plans parsed once, no price overrides); it must give the state `_as_of` gives, whatever
-    the timeline: trials, quantity and plan changes, a new interval, cancels, overrides."""
+    """Usage reads a subscription whose period ended through `subscriptions.state_at` (one
+    statement, plans parsed once, no price overrides), and entitlements and alerts through
+    `_state_as_of`, its row form; it must give the state `_as_of` gives, whatever the
+    timeline: trials, quantity and plan changes, a new interval, cancels, pauses, overrides."""
     tenant = api.tenant()
     for plan in (PRO, MAX, SEATS, YEARLY):
         api.post("/v1/plans", tenant, plan)
@@ -281,8 +282,8 @@ def test_the_state_usage_reads_past_a_period_is_the_full_replays(api: Api) -> No
 
 
 def test_state_plans_are_cached_once_they_can_no_longer_change(api: Api) -> None:
-    """A draft version is parsed again at each read (it may still be edited); a published one
-    is parsed once per scope: another tenant's plan of the same code is its own."""
+    """Only a version that can be sold is kept parsed (a draft is read again each time); once
+    per scope: another tenant's plan of the same code is its own."""
     first, second = api.tenant("First"), api.tenant("Second")
     api.post("/v1/plans", first, PRO)
     api.post("/v1/plans", second, {**PRO, "interval": "year"})

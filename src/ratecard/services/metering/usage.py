@@ -646,13 +646,9 @@ def _as_at(
     state = state_at(session, scope, row.id, at)
     if state.status not in ACCRUING:
         return None
-    period = state.current_period
+    plan = state.plan
     return LiveSubscription(
-        row.id,
-        row.customer_id,
-        state.plan.plan_code,
-        state.plan.plan_version,
-        Period(period.start_at, period.end_at),
+        row.id, row.customer_id, plan.plan_code, plan.plan_version, state.current_period
     )
 
 
@@ -812,7 +808,8 @@ class UsageService:
         the meters come from the process's cache while the revision is current (a third
         statement reads them otherwise). A subscription whose stored period has ended by `now`
         (renewed, or changed at the boundary, and not written since) is read as it stands at
-        `now`, from its timeline: one statement more (`_as_at`).
+        `now`, from its timeline (`_as_at`): a statement more for the timeline, and one for the
+        plan of a change that took effect at the boundary.
         """
         at = now or self._clock.now()
         with self._readers() as session:
@@ -838,12 +835,12 @@ class UsageService:
                 )
                 if live is None:  # ended, or paused, since its stored period
                     continue
+                if (live.plan_code, live.plan_version) != (row.plan_code, row.plan_version):
+                    subs.append((live, plan_of(session, scope, live)))  # changed at the boundary
+                    continue
                 if row.version is None:  # the plan version's 404
                     plan_of(session, scope, live)
-                if (live.plan_code, live.plan_version) == (row.plan_code, row.plan_version):
-                    subs.append((live, _plan_from(row.plan_code, of_sub)))
-                else:  # a change took effect at the boundary
-                    subs.append((live, plan_of(session, scope, live)))
+                subs.append((live, _plan_from(row.plan_code, of_sub)))
             reader = UsageReader(session, scope, meters_revision=revision)
             return _subscription_usage(reader, subs, rounding)
 
