@@ -49,7 +49,8 @@ from ratecard.core.aggregation import aggregate
 from ratecard.core.periods import Period
 from ratecard.runtime import tune_gc
 from ratecard.services.metering.ingestion import rollup_partials
-from ratecard.services.metering.usage import UsageReader, UsageService
+from ratecard.services.metering.usage import UsageService
+from ratecard.services.metering.usage_reader import UsageReader
 from ratecard.services.tenancy import TenancyService
 
 NOW = datetime(2024, 1, 20, tzinfo=UTC)

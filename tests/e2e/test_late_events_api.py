@@ -23,7 +23,7 @@ from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.periods import Period
 from ratecard.services.metering.lifecycle import close_usage, late_adjustments
-from ratecard.services.metering.usage import plan_of
+from ratecard.services.metering.priced_usage import plan_of
 from tests.e2e.conftest import START, Api, Tenant, customer_body
 
 FEBRUARY_1 = START + timedelta(days=31)

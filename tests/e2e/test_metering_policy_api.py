@@ -18,7 +18,7 @@ from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.periods import Period
 from ratecard.services.metering.lifecycle import close_usage, late_adjustments
-from ratecard.services.metering.usage import plan_of
+from ratecard.services.metering.priced_usage import plan_of
 from tests.e2e.conftest import START, Api, Tenant, customer_body
 
 POLICY = "/v1/metering_policy"

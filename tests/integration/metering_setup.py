@@ -18,7 +18,8 @@ from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.aggregation import MeterReset, MeterResult, aggregate
 from ratecard.core.periods import Period
 from ratecard.services.metering.ingestion import IngestionService
-from ratecard.services.metering.usage import UsageReader, UsageService
+from ratecard.services.metering.usage import UsageService
+from ratecard.services.metering.usage_reader import UsageReader
 from tests.integration.factories import customer, tenant_scope, uow
 
 PERIOD_START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -25,7 +25,7 @@ from ratecard.core.rollups import Partial
 from ratecard.services.metering import meters
 from ratecard.services.metering.group_commit import GroupCommitter
 from ratecard.services.metering.meters import rebuild_rollups
-from ratecard.services.metering.usage import UsageReader
+from ratecard.services.metering.usage_reader import UsageReader
 from tests.integration.factories import customer, uow
 from tests.integration.metering_setup import Metering, counted, event, raw_usage, setup
 

@@ -34,7 +34,7 @@ from ratecard.services.metering.policy import (
     load_policy,
     save_policy,
 )
-from ratecard.services.metering.usage import plan_of
+from ratecard.services.metering.priced_usage import plan_of
 from tests.integration.factories import uow
 from tests.integration.metering_setup import PERIOD_END, PERIOD_START, event, setup
 

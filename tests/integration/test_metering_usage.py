@@ -23,7 +23,8 @@ from ratecard.core.periods import Period
 from ratecard.core.proration import ProrationPolicy
 from ratecard.core.subscriptions import PlanRef
 from ratecard.services.metering.meters import redefine_meter
-from ratecard.services.metering.usage import Granularity, UsageReader, plan_of
+from ratecard.services.metering.priced_usage import plan_of
+from ratecard.services.metering.usage_reader import Granularity, UsageReader
 from ratecard.services.rating import SubscriptionSpec, subscription_drafts
 from tests.integration.factories import customer, uow
 from tests.integration.metering_setup import (

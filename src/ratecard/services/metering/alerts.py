@@ -41,7 +41,8 @@ from ratecard.core.events import format_instant, format_timestamp
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
 from ratecard.services.common import check_cursor, exists
-from ratecard.services.metering.usage import UsageReader, plan_of, usage_lines
+from ratecard.services.metering.priced_usage import plan_of, usage_lines
+from ratecard.services.metering.usage_reader import UsageReader
 from ratecard.services.subscriptions import live_subscription
 
 _ALERT_PREFIX = "alrt"  # an alert's id: alrt_…

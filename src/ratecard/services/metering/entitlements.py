@@ -45,7 +45,8 @@ from ratecard.core.catalog import EntitlementKind, ExceedAction
 from ratecard.core.events import format_instant, format_timestamp
 from ratecard.core.periods import Period
 from ratecard.services.metering.alerts import enqueue
-from ratecard.services.metering.usage import UsageReader, plan_of
+from ratecard.services.metering.priced_usage import plan_of
+from ratecard.services.metering.usage_reader import UsageReader
 from ratecard.services.subscriptions import live_subscription
 
 log = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ from ratecard.services.metering.ingestion import (
 )
 from ratecard.services.metering.meters import meter_spec
 from ratecard.services.metering.policy import MIN_RETENTION_DAYS, load_policy, save_policy
-from ratecard.services.metering.usage import UsageReader
+from ratecard.services.metering.usage_reader import UsageReader
 
 
 def close_usage(uow: UnitOfWork, customer_id: str, period: Period) -> UsageClosureRow:

@@ -50,7 +50,7 @@ _FLUSH_EVERY = 5_000  # rollup rows a write, at least (a customer's rows are wri
 
 class MeterFields(Protocol):
     """What a meter's spec is made of: a `MeterRow`, or a row of just these columns
-    (`usage.UsageReader.checked` reads them without loading the ORM object)."""
+    (`usage_reader.UsageReader.checked` reads them without loading the ORM object)."""
 
     @property
     def aggregation(self) -> str: ...
@@ -144,7 +144,7 @@ class SpecCache:
             self._by_scope[scope] = (revision, specs)
 
 
-#: The process's cache of meter specs (`usage.UsageReader.load_specs`).
+#: The process's cache of meter specs (`usage_reader.UsageReader.load_specs`).
 SPECS = SpecCache()
 
 
