@@ -33,7 +33,8 @@ from ratecard.adapters.db.schema import migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.periods import Period
-from ratecard.services.metering.ingestion import EventStatus, IngestionService
+from ratecard.services.metering.batches import EventStatus
+from ratecard.services.metering.ingestion import IngestionService
 from ratecard.services.metering.usage import UsageService
 from ratecard.services.tenancy import TenancyService
 

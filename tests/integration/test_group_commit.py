@@ -16,8 +16,9 @@ from ratecard.adapters.db.repositories import key_state
 from ratecard.adapters.db.scope import Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode
+from ratecard.services.metering.batches import IngestResult
 from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy, writers_for
-from ratecard.services.metering.ingestion import IngestionService, IngestResult
+from ratecard.services.metering.ingestion import IngestionService
 from ratecard.services.tenancy import TenancyService, hash_secret
 from ratecard.web.problems import error_response
 from tests.integration.metering_setup import event, setup

@@ -20,8 +20,8 @@ from ratecard.adapters.clock import FixedClock
 from ratecard.adapters.db import event_store
 from ratecard.config import Settings
 from ratecard.core.errors import ErrorCode, RatecardError
+from ratecard.services.metering.batches import IngestResult, Prepared
 from ratecard.services.metering.group_commit import GroupCommitter, IngestionBusy
-from ratecard.services.metering.ingestion import IngestResult, Prepared
 from ratecard.services.metering.writer_process import (
     SYNC_FAILED,
     DiskFailed,

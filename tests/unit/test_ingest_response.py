@@ -7,7 +7,7 @@ import json
 from fastapi import Response
 
 from ratecard.core.errors import ErrorCode, Problem
-from ratecard.services.metering.ingestion import EventResult, EventStatus, IngestResult
+from ratecard.services.metering.batches import EventResult, EventStatus, IngestResult
 from ratecard.web.api.events import _renamed, _respond
 
 PROBLEMS = (

@@ -35,7 +35,7 @@ from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.usage_notices import UsageListener
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 from ratecard.core.events import MAX_BATCH, IncomingEvent, format_timestamp, parse_event
-from ratecard.services.metering.ingestion import EventResult, EventStatus, IngestResult
+from ratecard.services.metering.batches import EventResult, EventStatus, IngestResult
 
 
 class Publisher(Protocol):

@@ -1,4 +1,4 @@
-"""An event's row: the values `ingestion.Columns` holds for it, made where a batch is validated.
+"""An event's row: the values `batches.Columns` holds for it, made where a batch is validated.
 
 `event_row` reads any one event: it validates it (`core.events.parse_event`, every problem
 named) and makes its stored forms (`event_store.encode`). That is a dozen calls per event: a
@@ -30,7 +30,7 @@ from ratecard.core.events import (
 )
 
 # (index, id, meter, customer or subscription, by subscription, stored instant, hour,
-#  properties, properties as stored JSON): the fields of `ingestion.Columns`, in its order
+#  properties, properties as stored JSON): the fields of `batches.Columns`, in its order
 Row = tuple[int, str, str, str, bool, str, int, dict[str, str], str]
 
 _SORT_KEYS = orjson.OPT_SORT_KEYS

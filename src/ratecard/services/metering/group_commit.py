@@ -49,7 +49,8 @@ from typing import Any, TypeVar
 
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.errors import ErrorCode, RatecardError
-from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared, Stored
+from ratecard.services.metering.batches import IngestResult, Prepared, Stored
+from ratecard.services.metering.ingestion import IngestionService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,13 +8,13 @@
 What happens to a batch (at most 10,000 events):
 1. `prepare`: each event is validated on its own (`core.events.parse_event`) and its stored
    forms are made (`event_store.encode`). Pure CPU, in the caller's thread;
-2. `store`, for one batch or a round of them (`group_commit`), in one transaction: the
-   tenant's past/future limits are applied; customers (by external id, or through a
-   subscription id) and meters (by code) are resolved; unknown ones are rejected or held per
-   tenant policy; an event for a period already invoiced is late, and kept (billed as an
-   adjustment) or rejected per policy. An id repeated in the batch or the round counts once:
-   its first occurrence that is admitted. Each is judged as if sent after those before it (one
-   rejected does not take the id; a repeat that passes is a duplicate);
+2. `store`, for one batch or a round of them (`group_commit`), in one transaction, admits
+   the events (`admission.admit`): the tenant's past/future limits are applied; customers (by
+   external id, or through a subscription id) and meters (by code) are resolved; unknown ones
+   are rejected or held per tenant policy; an event for a period already invoiced is late, and
+   kept (billed as an adjustment) or rejected per policy. An id repeated in the batch or the
+   round counts once: its first occurrence that is admitted. Each is judged as if sent after
+   those before it (one rejected does not take the id; a repeat that passes is a duplicate);
 3. the events are written with the store's dedup (`adapters.db.event_store`); the ids the store
    already held are duplicates, counted nothing;
 4. the new events' hourly rollup partials are merged into the rollups in the same
@@ -22,171 +22,52 @@ What happens to a batch (at most 10,000 events):
    returned only after it, so an accepted event is durably stored;
 5. after the commit, listeners (alerts, the entitlement cache) hear which (customer, meter) pairs
    changed.
+
+A batch's forms on the way (`Prepared`, `Columns`, `Stored`, `IngestResult`) are in `batches`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from enum import StrEnum
 from itertools import chain
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db import event_store, rollup_seal, rollup_store
-from ratecard.adapters.db.models import CustomerRow, MeterRow, SubscriptionRow, UsageClosureRow
+from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
-from ratecard.core.aggregation import Aggregation, GroupKey, MeterSpec
+from ratecard.core.aggregation import GroupKey
 from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
 from ratecard.core.events import MAX_BATCH
-from ratecard.core.money import D
 from ratecard.core.rollups import Partial, decomposable, hour_of, keyed_partials
+from ratecard.services.metering.admission import admit
+from ratecard.services.metering.batches import (
+    ACCEPTED,
+    DUPLICATE,
+    HELD,
+    NO_EVENTS,
+    Columns,
+    EventResult,
+    EventStatus,
+    IngestResult,
+    Listener,
+    Prepared,
+    Stored,
+)
 from ratecard.services.metering.event_rows import Row, event_row, valid_rows
 from ratecard.services.metering.meters import meter_spec
-from ratecard.services.metering.policy import LateEvents, MeteringPolicy, Unknown, load_policy
+from ratecard.services.metering.policy import load_policy
 
-_CHUNK = 500
 _DEADLOCK_ATTEMPTS = 5
 _RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
-
-
-class EventStatus(StrEnum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-    REJECTED = "rejected"
-    HELD = "held"  # stored and deduplicated; counted once its customer and meter exist
-    QUEUED = "queued"  # in the JetStream buffer; the worker decides (services.metering.buffered)
-
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass costs 4x to make, once per event
-class EventResult:
-    index: int
-    event_id: str | None
-    status: EventStatus
-    problems: tuple[Problem, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "id": self.event_id, "status": self.status}
-        if self.problems:
-            first = self.problems[0]
-            out.update(code=str(first.code), reason=first.message, field=first.field)
-            if len(self.problems) > 1:
-                out["problems"] = [
-                    {"code": str(p.code), "reason": p.message, "field": p.field}
-                    for p in self.problems
-                ]
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    results: tuple[EventResult, ...]
-    touched: frozenset[tuple[str, str]] = field(default=frozenset())  # (customer_id, meter)
-
-    def count(self, status: EventStatus) -> int:
-        return sum(1 for r in self.results if r.status == status)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "accepted": self.count(EventStatus.ACCEPTED),
-            "duplicates": self.count(EventStatus.DUPLICATE),
-            "rejected": self.count(EventStatus.REJECTED),
-            "held": self.count(EventStatus.HELD),
-            "results": [r.as_dict() for r in self.results],
-        }
-
-
-Listener = Callable[[TenantScope, frozenset[tuple[str, str]]], None]
-
-
-class Columns(NamedTuple):
-    """A batch's valid events as columns, in batch order (`IngestionService.prepare`): plain
-    values, each made once, that cross to a writer process as they are. The writer works on
-    positions in these columns; no object is made per event on its path."""
-
-    at: Sequence[int]  # where each event is in its batch
-    ids: Sequence[str]
-    meters: Sequence[str]
-    refs: Sequence[str]  # the customer's external id, or else the subscription's id
-    by_subscription: Sequence[bool]  # True: `refs` holds a subscription id
-    occurred: Sequence[str]  # `event_store.stored_instant_text`: fixed width, UTC
-    hours: Sequence[int]  # `event_store.hour_number`
-    properties: Sequence[dict[str, str]]
-    json: Sequence[str]  # the properties as stored (`types.dumps_text_map`)
-
-
-NO_EVENTS = Columns((), (), (), (), (), (), (), (), ())
-
-
-class Stored(NamedTuple):
-    """What the store made of a batch's valid events: a status per event, in `Columns` order
-    (`EventStatus` values); the problems of those it rejected, by position; and the (customer,
-    meter) pairs whose usage the round changed."""
-
-    statuses: list[str]
-    problems: dict[int, tuple[Problem, ...]]
-    touched: frozenset[tuple[str, str]]
-
-
-_STATUS = {status.value: status for status in EventStatus}
-_ACCEPTED, _DUPLICATE, _HELD, _REJECTED = "accepted", "duplicate", "held", "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A batch validated on its own (`IngestionService.prepare`), waiting for the store."""
-
-    received_at: datetime
-    results: list[EventResult | None]  # filled: refused in validation; None: to store
-    valid: Columns
-
-    @property
-    def size(self) -> int:
-        """How many of its events go to the store."""
-        return len(self.valid.ids)
-
-    def filled(self) -> tuple[EventResult, ...]:
-        """The results, once every event has one."""
-        filled = tuple(filter(None, self.results))  # a result is truthy: no per-item Python
-        assert len(filled) == len(self.results), "every event has a result"
-        return filled
-
-    def answered(self, stored: Stored) -> IngestResult:
-        """The batch's result, with the store's outcome for its valid events."""
-        results = self.results.copy()
-        valid, problems, status = self.valid, stored.problems, _STATUS
-        if problems:
-            for k, (index, event_id, outcome) in enumerate(
-                zip(valid.at, valid.ids, stored.statuses, strict=True)
-            ):
-                results[index] = EventResult(index, event_id, status[outcome], problems.get(k, ()))
-        else:
-            for index, event_id, outcome in zip(valid.at, valid.ids, stored.statuses, strict=True):
-                results[index] = EventResult(index, event_id, status[outcome])
-        filled = tuple(filter(None, results))
-        assert len(filled) == len(results), "every event has a result"
-        return IngestResult(filled, stored.touched)
-
-
-def _rejected(code: ErrorCode, message: str, at: str) -> tuple[Problem, ...]:
-    return (Problem(code, message, at),)
-
-
-# The reasons admission gives, made once: problems are immutable, so events share them.
-_TOO_OLD = _rejected(ErrorCode.EVENT_TOO_OLD, "older than the tenant allows", "timestamp")
-_IN_FUTURE = _rejected(ErrorCode.EVENT_IN_FUTURE, "too far in the future", "timestamp")
-_NO_CUSTOMER = _rejected(ErrorCode.UNKNOWN_CUSTOMER, "no such customer", "customer")
-_NO_SUBSCRIPTION = _rejected(ErrorCode.UNKNOWN_CUSTOMER, "no such subscription", "subscription")
-_NO_METER = _rejected(ErrorCode.UNKNOWN_METER, "no such meter", "type")
-_LATE = _rejected(ErrorCode.LATE_EVENT, "its period is already invoiced", "timestamp")
 
 
 class IngestionService:
@@ -279,7 +160,7 @@ class IngestionService:
                     for column in zip(*(b.valid for b in batches), strict=True)
                 )
             )
-        statuses: list[str] = [_DUPLICATE] * len(columns.ids)
+        statuses: list[str] = [DUPLICATE] * len(columns.ids)
         positions = range(len(columns.ids))
         received_at = max((b.received_at for b in batches), default=self._clock.now())
         for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
@@ -333,7 +214,7 @@ class IngestionService:
             # received before a closing is in the usage the closed invoice read.
             received_at = max(received_at, self._clock.now())
             customer_ids: list[str | None] = [None] * len(statuses)
-            admitted = self._admit(
+            admitted = admit(
                 session,
                 scope,
                 policy=policy,
@@ -362,105 +243,16 @@ class IngestionService:
             fresh: list[tuple[int, int]] = []  # (position, seq) of the events counted
             for position, seq in zip(order, seqs, strict=True):
                 if seq is None:
-                    statuses[position] = _DUPLICATE
+                    statuses[position] = DUPLICATE
                 elif customer_ids[position] is None:
-                    statuses[position] = _HELD
+                    statuses[position] = HELD
                 else:
-                    statuses[position] = _ACCEPTED
+                    statuses[position] = ACCEPTED
                     fresh.append((position, seq))
             partials, touched = _partials(meters, columns, customer_ids, fresh)
             rollup_store.add_rollups(session, scope, partials)
             uow.commit()
         return touched
-
-    def _admit(
-        self,
-        session: Session,
-        scope: TenantScope,
-        *,
-        policy: MeteringPolicy,
-        specs: Mapping[str, MeterSpec],
-        columns: Columns,
-        positions: Sequence[int],
-        statuses: list[str],
-        problems: dict[int, tuple[Problem, ...]],
-        customer_ids: list[str | None],
-        received_at: datetime,
-    ) -> list[int]:
-        """Resolve customers and meters and apply the policy: the positions to store, their
-        customers in `customer_ids` (None: held); the others rejected in `statuses`.
-
-        Instants are compared by their hour numbers, and read only in the hour of a bound. An
-        event that passes and whose id was admitted at an earlier position is a duplicate."""
-        refs, via_subscription = columns.refs, columns.by_subscription
-        if any(via_subscription):
-            wanted = {r for r, s in zip(refs, via_subscription, strict=True) if not s}
-            subscribed = {r for r, s in zip(refs, via_subscription, strict=True) if s}
-        else:
-            wanted, subscribed = set(refs), set()
-        closed: dict[str, tuple[int, datetime]] = {}  # each customer's last invoiced period end
-        customers = _resolve(session, scope, _BY_EXTERNAL_ID, wanted, closed)
-        by_subscription = _resolve(session, scope, _BY_SUBSCRIPTION, subscribed, closed)
-        oldest, newest = received_at - policy.max_past, received_at + policy.max_future
-        oldest_hour, newest_hour = event_store.hour_number(oldest), event_store.hour_number(newest)
-        needed = {code: needed_property(spec) for code, spec in specs.items()}
-        reject_customer = policy.unknown_customer is Unknown.REJECT
-        reject_meter = policy.unknown_meter is Unknown.REJECT
-        reject_late = policy.late_events is LateEvents.REJECT
-        instant = event_store.stored_instant
-        meters, hours, occurred = columns.meters, columns.hours, columns.occurred
-        properties = columns.properties
-        admitted: list[int] = []
-        ids = columns.ids
-        taken: set[str] = set()  # the ids admitted so far
-        for k in positions:
-            hour = hours[k]
-            if hour <= oldest_hour and (hour < oldest_hour or instant(occurred[k]) < oldest):
-                statuses[k] = _REJECTED
-                problems[k] = _TOO_OLD
-                continue
-            if hour >= newest_hour and (hour > newest_hour or instant(occurred[k]) > newest):
-                statuses[k] = _REJECTED
-                problems[k] = _IN_FUTURE
-                continue
-            by_sub = via_subscription[k]
-            customer_id = (by_subscription if by_sub else customers).get(refs[k])
-            if customer_id is None and reject_customer:
-                statuses[k] = _REJECTED
-                problems[k] = _NO_SUBSCRIPTION if by_sub else _NO_CUSTOMER
-                continue
-            meter = meters[k]
-            if meter not in specs:
-                if reject_meter:
-                    statuses[k] = _REJECTED
-                    problems[k] = _NO_METER
-                    continue
-                customer_id = None  # held until the meter exists
-            need = needed.get(meter)
-            if need is not None and (problem := value_problem(need, properties[k])) is not None:
-                statuses[k] = _REJECTED
-                problems[k] = (problem,)
-                continue
-            if customer_id is not None:
-                end = closed.get(customer_id)
-                if (
-                    end is not None
-                    and reject_late
-                    and hour <= end[0]
-                    and (hour < end[0] or instant(occurred[k]) < end[1])
-                ):
-                    statuses[k] = _REJECTED
-                    problems[k] = _LATE
-                    continue
-            # Judged on its own first, as if stored after the events before it: a repeat that
-            # would be rejected alone is rejected, one that would be stored is a duplicate.
-            if ids[k] in taken:
-                statuses[k] = _DUPLICATE
-                continue
-            customer_ids[k] = customer_id
-            admitted.append(k)
-            taken.add(ids[k])
-        return admitted
 
 
 def _take(values: Sequence[Any], positions: Sequence[int]) -> Sequence[Any]:
@@ -475,32 +267,6 @@ def _retryable(exc: Exception) -> bool:
     """A deadlock or serialization failure, from SQLAlchemy or from the raw COPY cursor."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
     return getattr(cause, "sqlstate", None) in _RETRYABLE
-
-
-def needed_property(spec: MeterSpec) -> tuple[str, bool] | None:
-    """The property an event of the meter must carry, and whether it must be a number (a
-    meter that adds, compares or weighs values; a unique count takes any text). An event
-    without it would count for nothing, unnoticed: it is refused."""
-    if spec.aggregation is Aggregation.COUNT or spec.value_property is None:
-        return None
-    return spec.value_property, spec.aggregation is not Aggregation.UNIQUE_COUNT
-
-
-def value_problem(need: tuple[str, bool], properties: Mapping[str, str]) -> Problem | None:
-    """The problem if the property `need` names is missing, or not a number where it must be."""
-    name, number = need
-    raw = properties.get(name)
-    if raw is None:
-        return Problem(
-            ErrorCode.MISSING_FIELD, f"the meter counts property {name!r}", f"properties.{name}"
-        )
-    if not number or (type(raw) is str and raw.isdigit() and raw.isascii()):  # a whole number
-        return None
-    try:
-        D(raw)
-    except RatecardError:
-        return Problem(ErrorCode.INVALID_VALUE, "must be a number", f"properties.{name}")
-    return None
 
 
 def _partials(
@@ -566,56 +332,6 @@ def rollup_partials(
     return out
 
 
-# Who a batch's events are for, one statement a chunk of references: the customer by external id
-# (`_BY_EXTERNAL_ID`) or by subscription id (`_BY_SUBSCRIPTION`), with the end of its last
-# invoiced usage period (NULL: none), found through the closures' unique index.
-_CU, _SU, _UC = CustomerRow.__table__.c, SubscriptionRow.__table__.c, UsageClosureRow.__table__.c
-
-
-def _closed_until_of(customer_id: Any) -> Any:
-    return (
-        select(func.max(_UC.period_end_at))
-        .where(_UC.tenant_id == bindparam("tenant"), _UC.mode == bindparam("mode"))
-        .where(_UC.customer_id == customer_id)
-        .scalar_subquery()
-    )
-
-
-def _resolver(key: Any, customer_id: Any, table: Any) -> Any:
-    return select(key, customer_id, _closed_until_of(customer_id)).where(
-        table.c.tenant_id == bindparam("tenant"),
-        table.c.mode == bindparam("mode"),
-        key.in_(bindparam("refs", expanding=True)),
-    )
-
-
-_BY_EXTERNAL_ID = _resolver(_CU.external_id, _CU.id, CustomerRow.__table__)
-_BY_SUBSCRIPTION = _resolver(_SU.id, _SU.customer_id, SubscriptionRow.__table__)
-
-
-def _resolve(
-    session: Session,
-    scope: TenantScope,
-    statement: Any,
-    refs: set[str],
-    closed: dict[str, tuple[int, datetime]],
-) -> dict[str, str]:
-    """Each known reference's customer id; each customer's last invoiced period end (as its
-    hour number and instant) into `closed`."""
-    found: dict[str, str] = {}
-    ordered = sorted(refs)
-    connection = session.connection()
-    for start in range(0, len(ordered), _CHUNK):
-        chunk = ordered[start : start + _CHUNK]
-        params = {"tenant": scope.tenant_id, "mode": scope.mode, "refs": chunk}
-        for ref, customer_id, end_at in connection.execute(statement, params):
-            found[str(ref)] = str(customer_id)
-            if end_at is not None:
-                end = _instant(end_at)
-                closed[str(customer_id)] = (event_store.hour_number(end), end)
-    return found
-
-
 class MeterBeingRedefined(RatecardError):
     """A meter of the batch's tenant is locked (being redefined, its rollups rebuilt): the
     batch was not stored; retry it in a moment. The writer goes on with other tenants."""
@@ -669,11 +385,3 @@ def meters_to_roll_up(session: Session, scope: TenantScope) -> dict[str, MeterRo
     # as stored now, not as an object the session loaded before (a meter just created)
     statement = statement.execution_options(populate_existing=True)
     return {row.code: row for row in session.scalars(statement)}
-
-
-def _instant(value: Any) -> datetime:
-    """`max()` over a UtcDateTime loses the column type on SQLite: read it back here."""
-    if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    assert isinstance(value, datetime)
-    return value

@@ -48,12 +48,8 @@ from ratecard.core.invoicing import InvoiceLine, LineKind, make_line
 from ratecard.core.money import RoundingMode, currency
 from ratecard.core.periods import Period
 from ratecard.core.pricing import rate
-from ratecard.services.metering.ingestion import (
-    meters_to_roll_up,
-    needed_property,
-    rollup_partials,
-    value_problem,
-)
+from ratecard.services.metering.admission import needed_property, value_problem
+from ratecard.services.metering.ingestion import meters_to_roll_up, rollup_partials
 from ratecard.services.metering.meters import meter_spec
 from ratecard.services.metering.policy import MIN_RETENTION_DAYS, load_policy, save_policy
 from ratecard.services.metering.usage_reader import UsageReader

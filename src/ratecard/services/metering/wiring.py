@@ -26,9 +26,10 @@ from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.engine import sqlite_file
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.services.metering.alerts import AlertService
+from ratecard.services.metering.batches import IngestResult, Prepared
 from ratecard.services.metering.entitlements import EntitlementService
 from ratecard.services.metering.group_commit import GroupCommitter, writers_for
-from ratecard.services.metering.ingestion import IngestionService, IngestResult, Prepared
+from ratecard.services.metering.ingestion import IngestionService
 from ratecard.services.metering.usage import UsageService
 
 #: Where ingestion's group commit runs (``RATECARD_INGEST_WRITER``).

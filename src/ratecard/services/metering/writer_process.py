@@ -8,7 +8,7 @@ writer share one interpreter lock, so ingestion uses one core however many the m
 the writer's Python work and SQLite's or psycopg's calls wait for the lock behind validation.
 With ``RATECARD_INGEST_WRITER=process`` the writer runs in a child process with a lock of its
 own: the API process validates a batch (`IngestionService.prepare`), sends its valid events
-as columns of plain values (`ingestion.Columns`) over a pipe, and the child stores them with
+as columns of plain values (`batches.Columns`) over a pipe, and the child stores them with
 the same `GroupCommitter` and `IngestionService.store_valid` as the in-process writer (the
 same dedup, admission, late-event and rollup rules, one transaction per round) and answers
 each batch after the commit that stored it. So an answer still means "durably stored".
@@ -49,14 +49,8 @@ from typing import Any
 from ratecard.adapters.clock import Clock
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.core.errors import ErrorCode, Problem, RatecardError
+from ratecard.services.metering.batches import Columns, IngestResult, Listener, Prepared, Stored
 from ratecard.services.metering.group_commit import MAX_QUEUED, IngestionBusy
-from ratecard.services.metering.ingestion import (
-    Columns,
-    IngestResult,
-    Listener,
-    Prepared,
-    Stored,
-)
 
 log = logging.getLogger(__name__)
 

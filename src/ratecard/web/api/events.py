@@ -49,7 +49,7 @@ from pydantic import BaseModel
 from ratecard.adapters.event_bus import BufferUnavailable
 from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
 from ratecard.core.events import MAX_BATCH, batch_items, format_timestamp
-from ratecard.services.metering.ingestion import EventResult, EventStatus, IngestResult
+from ratecard.services.metering.batches import EventResult, EventStatus, IngestResult
 from ratecard.services.tenancy import Action
 from ratecard.web import exact_json
 from ratecard.web.deps import Ctx, Ingester, bearer, caller, wiring
