@@ -29,7 +29,7 @@ from itertools import islice, pairwise
 from typing import Any
 
 from benchmarks.ingest import _event_stream, _prepare, postgres_schema
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_ids, event_store
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.events import parse_event
 
@@ -85,7 +85,7 @@ def bench_sqlite(total: int) -> float:
         connection.execute("PRAGMA wal_autocheckpoint = 0")
         customers = dict(connection.execute("SELECT external_id, id FROM customers"))
         rounds = _rows(total, scope, customers, clock.now())
-        prefix = event_store._scope_prefix(scope.tenant_id, scope.mode.value)
+        prefix = event_ids.scope_prefix(scope.tenant_id, scope.mode.value)
         insert = event_store.sqlite_insert(scope, event_store.sqlite_instant_text(clock.now()))
         cursor = connection.cursor()
         parts = dict.fromkeys(("lookup", "insert", "commit", "checkpoint"), 0.0)
@@ -94,8 +94,8 @@ def bench_sqlite(total: int) -> float:
         for n, rows in enumerate(rounds):
             marks = [time.perf_counter()]
             cursor.execute("BEGIN IMMEDIATE")
-            hashes = event_store._hashes(prefix, [event_id for event_id, _ in rows])
-            existing = event_store._existing_sqlite(cursor, scope, hashes)
+            hashes = event_ids.id_hashes(prefix, [event_id for event_id, _ in rows])
+            existing = event_ids.existing_sqlite(cursor, scope, hashes)
             marks.append(time.perf_counter())
             fresh = []
             for (event_id, row), hashed in zip(rows, hashes, strict=True):
@@ -103,7 +103,7 @@ def bench_sqlite(total: int) -> float:
                     seq += 1
                     fresh.append((seq, row[0], hashed, *row[1:]))
             cursor.executemany(insert, fresh)
-            event_store._add_id_keys(cursor, [(row[2], row[0]) for row in fresh])
+            event_ids.add_id_keys(cursor, [(row[2], row[0]) for row in fresh])
             marks.append(time.perf_counter())
             cursor.execute("COMMIT")
             marks.append(time.perf_counter())

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from benchmarks.ingest import _pct, _prepare, postgres_schema
 from ratecard.adapters.clock import FixedClock
-from ratecard.adapters.db import event_store, rollup_seal, rollup_store
+from ratecard.adapters.db import event_ids, event_reads, event_store, rollup_seal, rollup_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory
 from ratecard.adapters.db.models import (
     CustomerRow,
@@ -103,7 +103,7 @@ def _hours(
                     scope.tenant_id,
                     scope.mode.value,
                     new.event_id,
-                    event_store.id_hash(scope.tenant_id, scope.mode.value, new.event_id)
+                    event_ids.id_hash(scope.tenant_id, scope.mode.value, new.event_id)
                     if hashed
                     else None,
                     meter,
@@ -192,7 +192,7 @@ def _seed(
             f"CREATE INDEX {_EVENT_INDEX} ON events "
             "(tenant_id, mode, customer_id, meter_code, occurred_hour)"
         )
-        if not postgres:  # SQLite's dedup keys (`event_store._add_id_keys`), all in the large tier
+        if not postgres:  # SQLite's dedup keys (`event_ids.add_id_keys`), all in the large tier
             cursor.execute(
                 "INSERT INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM events "
                 "ORDER BY id_hash, seq"
@@ -337,7 +337,7 @@ def bench_usage(name: str, url: str, total: int, customers: int, rounds: int = 1
     for code in ("calls", "tokens"):  # one exact check against the raw events
         with sessions() as session:
             spec = UsageReader(session, scope).spec(code)
-            raw = event_store.read_events(
+            raw = event_reads.read_events(
                 session, scope, ids[0], code, start_at=PERIOD.start_at, end_at=PERIOD.end_at
             )
         expected = aggregate(spec, [e for e, _ in raw], PERIOD.start_at, PERIOD.end_at)

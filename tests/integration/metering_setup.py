@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import FixedClock
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_reads
 from ratecard.adapters.db.models import MeterRow, PlanRow, PlanVersionRow, SubscriptionRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.aggregation import MeterReset, MeterResult, aggregate
@@ -172,7 +172,7 @@ def raw_usage(m: Metering, meter: str, period: Period) -> MeterResult:
         reader = UsageReader(session, m.scope)
         spec = reader.spec(meter)
         lower = None if spec.reset is MeterReset.NEVER else period.start_at
-        events = event_store.read_events(
+        events = event_reads.read_events(
             session, m.scope, m.customer_id, meter, start_at=lower, end_at=period.end_at
         )
     return aggregate(spec, [e for e, _ in events], period.start_at, period.end_at)

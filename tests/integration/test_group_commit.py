@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_ids
 from ratecard.adapters.db.engine import Checkpointer, make_engine, make_session_factory
 from ratecard.adapters.db.models import CustomerRow
 from ratecard.adapters.db.repositories import key_state
@@ -68,7 +68,7 @@ def test_waiting_batches_share_one_commit_and_a_repeated_id_counts_once(sessions
     finally:
         committer.close()
     with sessions() as session:
-        stored = event_store.existing_ids(session, m.scope, ["evt_a", "evt_b", "evt_c", "evt_d"])
+        stored = event_ids.existing_ids(session, m.scope, ["evt_a", "evt_b", "evt_c", "evt_d"])
     assert stored == {"evt_a", "evt_b", "evt_c"}
 
 
@@ -256,7 +256,7 @@ def test_a_full_queue_refuses_a_batch_until_the_writer_catches_up(sessions):
     finally:
         committer.close()
     with sessions() as session:
-        assert event_store.existing_ids(session, m.scope, [f"evt_{i}" for i in range(1, 6)]) == {
+        assert event_ids.existing_ids(session, m.scope, [f"evt_{i}" for i in range(1, 6)]) == {
             f"evt_{i}" for i in range(1, 6)
         }
 
@@ -330,7 +330,7 @@ def test_with_durable_a_batch_is_answered_after_the_sync_that_follows_its_commit
         first = committer.submit(m.scope, "test", m.ingestion.prepare([event("a")]))
         assert sync.entered.wait(30)
         with sessions() as session:  # committed, and not answered before it is on disk
-            assert event_store.existing_ids(session, m.scope, ["evt_a"]) == {"evt_a"}
+            assert event_ids.existing_ids(session, m.scope, ["evt_a"]) == {"evt_a"}
         assert not first.done()
         # the writer is not held by the sync: the next round commits meanwhile
         second = committer.submit(m.scope, "test", m.ingestion.prepare([event("b"), event("a")]))
@@ -366,7 +366,7 @@ def test_with_durable_a_failed_sync_fails_its_batches_and_stores_nothing_after_i
     finally:
         committer.close()
     with sessions() as session:
-        assert event_store.existing_ids(session, m.scope, ["evt_a", "evt_b"]) == {"evt_a"}
+        assert event_ids.existing_ids(session, m.scope, ["evt_a", "evt_b"]) == {"evt_a"}
 
 
 def test_a_batch_whose_caller_went_away_is_stored_and_its_round_mates_answered(sessions):

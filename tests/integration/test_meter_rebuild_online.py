@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from ratecard.adapters.db import event_store, rollup_seal, rollup_store
+from ratecard.adapters.db import event_reads, rollup_seal, rollup_store
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.services.metering import meters, rebuild
@@ -156,19 +156,19 @@ def test_ingestion_goes_on_while_the_history_is_read(sessions, monkeypatch):
     m = _held_setup(sessions)
     rng = random.Random(5)
     assert set(m.ingest(*_tokens("d", 80, rng))) == {"accepted"}
-    real = event_store.meter_events
+    real = event_reads.meter_events
     during: list[list[str]] = []
 
     def reading(*args, **kwargs):
         during.append(m.ingest(*_tokens("e", 30, rng)))  # would wait on a held lock
         yield from real(*args, **kwargs)
 
-    monkeypatch.setattr(event_store, "meter_events", reading)
+    monkeypatch.setattr(event_reads, "meter_events", reading)
     with uow(m.sessions, m.scope, m.clock) as work:
         row = work.meters.get_by_code("tokens")
         prepared = rebuild.prepare(work, row, MAX_BY_REGION)
         assert prepared is not None and set(during[0]) == {"accepted"}
-        monkeypatch.setattr(event_store, "meter_events", real)
+        monkeypatch.setattr(event_reads, "meter_events", real)
         locked = work.meters.get_for_update(row.id)
         meters.redefine(work, locked, MAX_BY_REGION, prepared=prepared)
         work.commit()
@@ -206,7 +206,7 @@ def test_a_release_in_the_middle_of_the_reading_is_counted_once(sessions, monkey
     rng = random.Random(7)
     assert set(m.ingest(*_tokens("g", 40, rng))) == {"accepted"}
     assert set(m.ingest(*_tokens("k", 4, rng, who="newco"))) == {"held"}
-    real = event_store.meter_events
+    real = event_reads.meter_events
 
     def reading(*args, **kwargs):
         with uow(m.sessions, m.scope, m.clock) as other:
@@ -216,10 +216,10 @@ def test_a_release_in_the_middle_of_the_reading_is_counted_once(sessions, monkey
             other.commit()
         yield from real(*args, **kwargs)
 
-    monkeypatch.setattr(event_store, "meter_events", reading)
+    monkeypatch.setattr(event_reads, "meter_events", reading)
     with uow(m.sessions, m.scope, m.clock) as work:
         row, prepared = _prepare_tokens(work)
-        monkeypatch.setattr(event_store, "meter_events", real)
+        monkeypatch.setattr(event_reads, "meter_events", real)
         assert len(prepared.held) == 4
         meters.redefine(work, work.meters.get_for_update(row.id), MAX_BY_REGION, prepared=prepared)
         work.commit()
@@ -303,17 +303,17 @@ def test_a_rebuild_by_hand_reads_while_ingestion_goes_on(sessions, monkeypatch):
     with uow(m.sessions, m.scope, m.clock) as work:  # the rollups lost, as the CLI's test has it
         rollup_store.delete_rollups(work.session, m.scope, "tokens", None)
         work.commit()
-    real = event_store.meter_events
+    real = event_reads.meter_events
     during: list[list[str]] = []
 
     def reading(*args, **kwargs):
         during.append(m.ingest(*_tokens("s", 20, rng)))
         yield from real(*args, **kwargs)
 
-    monkeypatch.setattr(event_store, "meter_events", reading)
+    monkeypatch.setattr(event_reads, "meter_events", reading)
     with uow(m.sessions, m.scope, m.clock) as work:
         assert rebuild.rebuild_meter(work, work.meters.get_by_code("tokens")) > 0
         work.commit()
-    monkeypatch.setattr(event_store, "meter_events", real)
+    monkeypatch.setattr(event_reads, "meter_events", real)
     assert set(during[0]) == {"accepted"}
     assert _rows(m) == _rebuilt_under_the_lock(m)

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from ratecard.adapters.db import event_ids
 from ratecard.adapters.db.models import EventRow
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.core.errors import ErrorCode, ValidationFailed
@@ -212,14 +213,13 @@ def test_held_events_count_once_released(sessions):
 
 def test_ids_are_deduplicated_whichever_tier_holds_their_key(sessions, monkeypatch):
     """SQLite keeps each stored id's hash first in the recent tier, then moves it, a slice of
-    the hash range per commit, into the large one (`event_store._add_id_keys`). Whichever tier
+    the hash range per commit, into the large one (`event_ids.add_id_keys`). Whichever tier
     holds it, a resent id is a duplicate, found by `existing_ids` and by a lookup by id; and
     another scope's same id is not. On PostgreSQL both tiers stay empty."""
-    from ratecard.adapters.db import event_store
     from ratecard.adapters.db.models import EVENT_IDS, RECENT_EVENT_IDS
     from ratecard.services.metering.event_log import get_event
 
-    monkeypatch.setattr(event_store, "_FOLD_SLICES", 4)
+    monkeypatch.setattr(event_ids, "_FOLD_SLICES", 4)
     m = setup(sessions)
     other = setup(sessions, "Other")
     ids = list(range(40))
@@ -240,7 +240,7 @@ def test_ids_are_deduplicated_whichever_tier_holds_their_key(sessions, monkeypat
     assert [str(r.status) for r in again.results] == ["duplicate"] * 40 + ["accepted"]
     assert other.ingest(event(0), event(39)) == ["accepted", "accepted"]  # its own scope
     with m.sessions() as session:
-        assert event_store.existing_ids(session, m.scope, ["evt_0", "evt_39", "evt_x"]) == {
+        assert event_ids.existing_ids(session, m.scope, ["evt_0", "evt_39", "evt_x"]) == {
             "evt_0",
             "evt_39",
         }

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from ratecard.adapters.db import event_ids
 from ratecard.adapters.db.models import (
     EVENT_IDS,
     RECENT_EVENT_IDS,
@@ -179,7 +180,7 @@ def _seqs(m) -> list[int]:
 
 
 def _id_keys(m, seqs: list[int]) -> list[int]:
-    """Which of `seqs` SQLite's dedup key tiers hold (`event_store._add_id_keys`); none on
+    """Which of `seqs` SQLite's dedup key tiers hold (`event_ids.add_id_keys`); none on
     PostgreSQL."""
     with m.sessions() as session:
         return sorted(
@@ -320,7 +321,7 @@ def test_a_process_starting_on_a_stored_store_finds_every_older_id(sessions, mon
     """A new process reads the ids stored before it started through their dedup keys, a slice
     of the hash range a round (here a tenth of them), and looks every id up until it has read
     them all: each older id sent again is a duplicate, before and after."""
-    from ratecard.adapters.db import event_store, id_filter
+    from ratecard.adapters.db import id_filter
     from ratecard.adapters.db.engine import make_engine, make_session_factory
     from ratecard.services.metering.ingestion import IngestionService
 
@@ -336,7 +337,7 @@ def test_a_process_starting_on_a_stored_store_finds_every_older_id(sessions, mon
             result = later.ingest(m.scope, [event(f"old-{i}"), event(f"new-{i}")])
             assert [str(r.status) for r in result.results] == ["duplicate", "accepted"], i
         if new_engine.dialect.name == "sqlite":
-            assert event_store._id_filters[new_engine].complete
+            assert event_ids._id_filters[new_engine].complete
     finally:
         new_engine.dispose()
 

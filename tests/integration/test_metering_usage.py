@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from ratecard.adapters.db import event_store, rollup_store, usage_reads
+from ratecard.adapters.db import event_reads, rollup_store, usage_reads
 from ratecard.adapters.db.models import (
     PriceOverrideRow,
     SubscriptionChangeRow,
@@ -198,7 +198,7 @@ def test_an_aggregation_that_reads_the_same_partials_is_changed_without_a_rebuil
 
 def _events(m, meter):
     with m.sessions() as session:
-        return event_store.read_events(
+        return event_reads.read_events(
             session, m.scope, m.customer_id, meter, start_at=None, end_at=PERIOD_END
         )
 

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from ratecard.adapters.db import event_store, rollup_store
+from ratecard.adapters.db import event_ids, event_reads, event_store, rollup_store
 from ratecard.adapters.db.engine import make_engine, make_session_factory, sqlite_file, wal_sync
 from ratecard.adapters.db.models import ROLLUP_KEY, ROLLUP_VALUES, Base, EventRow
 from ratecard.adapters.db.schema import alembic_config, current_revision, head_revision, migrate
@@ -102,7 +102,7 @@ def test_postgresql_refuses_a_second_event_with_an_id_and_finds_an_id_through_it
     database,
 ):
     """The exclusion constraint is exact (a hash match compares the full texts), and lookups
-    by id (`event_store.id_matches`, `existing_ids`) are written so the planner uses it."""
+    by id (`event_ids.id_matches`, `existing_ids`) are written so the planner uses it."""
     if database.kind != "postgres":
         return
     sessions = make_session_factory(database.engine)
@@ -123,18 +123,18 @@ def test_postgresql_refuses_a_second_event_with_an_id_and_finds_an_id_through_it
         connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
         connection.execute(sa.text(row), {"mode": "live", "id": "evt_1"})
     with sessions() as session:
-        assert event_store.existing_ids(session, scope, ["evt_1", "evt_3"]) == {"evt_1"}
+        assert event_ids.existing_ids(session, scope, ["evt_1", "evt_3"]) == {"evt_1"}
         # The expression the lookups write is the index's: the planner can take it (which
         # index it prefers in a tiny table full of other tests' events is its own choice).
         by_key = sa.select(EventRow.seq).where(
-            event_store._scoped_id_text == event_store.scoped_id(scope, "evt_2")
+            event_ids.scoped_id(scope, "evt_2") == event_ids.scoped_id_text
         )
         compiled = by_key.compile(database.engine, compile_kwargs={"literal_binds": True})
         connection = session.connection()
         connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
         plan = " ".join(r[0] for r in connection.exec_driver_sql(f"EXPLAIN {compiled}"))
         assert "ex_events_scoped_id" in plan
-        lookup = sa.select(EventRow.seq).where(event_store.id_matches(session, scope, "evt_2"))
+        lookup = sa.select(EventRow.seq).where(event_ids.id_matches(session, scope, "evt_2"))
         assert session.scalar(lookup) == session.scalar(by_key) is not None
 
 
@@ -304,14 +304,14 @@ def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(f
     assert migrate(engine) == head_revision()
     scope = TenantScope("ten_1", Mode.LIVE)
     with make_session_factory(engine)() as session:
-        assert event_store.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
+        assert event_ids.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
         # 0017: a tenant from before counts no change to its meters yet
         assert session.scalar(sa.text("SELECT meters_revision FROM tenants")) == 0
         # 0008: the hour the time index is keyed on, filled in; reads find the event through it
         at = datetime(2024, 1, 2, 3, tzinfo=UTC)
         hour = session.scalar(sa.text("SELECT occurred_hour FROM events"))
         assert hour == event_store.hour_number(at) == 473_379
-        found = event_store.read_events(
+        found = event_reads.read_events(
             session, scope, "cus_1", "tokens", start_at=at, end_at=datetime(2024, 1, 3, tzinfo=UTC)
         )
         assert [(e.timestamp, seq) for e, seq in found] == [(at, 1)]
@@ -337,12 +337,12 @@ def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(f
     assert "event_ids" not in sa.inspect(engine).get_table_names()
     assert migrate(engine) == head_revision()
     with make_session_factory(engine)() as session:
-        assert event_store.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
+        assert event_ids.existing_ids(session, scope, ["evt_1", "evt_2"]) == {"evt_1"}
         assert (
             session.scalar(
                 sa.select(sa.func.count())
                 .select_from(EventRow)
-                .where(event_store.id_matches(session, scope, "evt_1"))
+                .where(event_ids.id_matches(session, scope, "evt_1"))
             )
             == 1
         )

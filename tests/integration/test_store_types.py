@@ -120,7 +120,7 @@ def test_tenant_tables_lead_every_key_and_index_with_tenant_and_mode():
         if issubclass(mapper.class_, TenantScoped)
     ]
     assert len(scoped) >= 10
-    # a key's hash is global; the event id hash covers the tenant and mode (`event_store.id_hash`)
+    # a key's hash is global; the event id hash covers the tenant and mode (`event_ids.id_hash`)
     exempt = {("api_keys", ("secret_hash",)), ("events", ("id_hash",))}
     for table in scoped:
         assert [c.name for c in table.columns][:2] == ["tenant_id", "mode"], table.name

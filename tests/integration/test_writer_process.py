@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from ratecard.adapters.clock import FixedClock
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_ids
 from ratecard.config import Settings
 from ratecard.core.errors import ErrorCode, RatecardError
 from ratecard.services.metering.batches import IngestResult, Prepared
@@ -107,7 +107,7 @@ def test_batches_are_stored_once_with_a_result_each_and_the_listeners_hear_of_th
         {(m.customer_id, "api_calls")},
     ]
     with m.sessions() as session:
-        stored = event_store.existing_ids(
+        stored = event_ids.existing_ids(
             session, m.scope, ["evt_a", "evt_b", "evt_c", "evt_t", "evt_u"]
         )
     assert stored == {"evt_a", "evt_b", "evt_c", "evt_t"}

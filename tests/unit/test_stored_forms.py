@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_ids, event_store
 from ratecard.adapters.db.event_store import encode, hour_number, hour_start, stored_instant_text
 from ratecard.adapters.db.types import sqlite_instant_text
 from ratecard.core.events import parse_timestamp
@@ -66,12 +66,12 @@ def test_the_stored_text_of_live_traffic_is_its_timestamp_as_sent():
 
 
 @given(st.text(min_size=1, max_size=40), st.lists(st.text(min_size=1, max_size=60), max_size=20))
-def test_the_id_hashes_of_a_batch_are_each_ids_own(tenant_id, event_ids):
+def test_the_id_hashes_of_a_batch_are_each_ids_own(tenant_id, ids):
     """The batch form (the scope hashed once) gives what `id_hash` gives for each id alone,
     the key stored rows were written under."""
-    prefix = event_store._scope_prefix(tenant_id, "live")
-    assert event_store._hashes(prefix, event_ids) == [
-        event_store.id_hash(tenant_id, "live", event_id) for event_id in event_ids
+    prefix = event_ids.scope_prefix(tenant_id, "live")
+    assert event_ids.id_hashes(prefix, ids) == [
+        event_ids.id_hash(tenant_id, "live", event_id) for event_id in ids
     ]
 
 

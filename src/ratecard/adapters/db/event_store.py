@@ -1,4 +1,5 @@
-"""The raw event store: bulk, deduplicated writes and scoped reads (rollups: `rollup_store`).
+"""The raw event store: bulk, deduplicated writes (the dedup keys and lookups by id:
+`event_ids`; reads: `event_reads`; rollups: `rollup_store`).
 
     >>> inserted = insert_events(session, scope, events)       # doctest: +SKIP
     >>> {e.event_id for e in events} - inserted.keys()         # the duplicates
@@ -14,11 +15,11 @@ transaction, one commit per batch; `services.metering.group_commit` makes one ba
   (`models.EVENT_SCOPED_ID`, one word an entry; migration 0012), exact like a unique index.
 - SQLite: the transaction already holds the write lock (``BEGIN IMMEDIATE``), so a lookup of the
   batch's ids, then one ``executemany`` with explicit sequence numbers, is exact. The lookup
-  goes through `id_hash` (48 bits of the scoped id) rather than a unique index on the ids
+  goes through `event_ids.id_hash` (48 bits of the scoped id) rather than a unique index on the ids
   themselves (80 bytes an entry): random ids rewrite random index pages at every commit, and
   a small key has fewer of them (migration 0005). The hashes are kept in two tiers, a small
   one that takes each commit's keys and a large one that takes them a slice of the hash range
-  at a time, in key order (`_add_id_keys`, migration 0013). Most new ids skip the lookup: a
+  at a time, in key order (`event_ids.add_id_keys`, migration 0013). Most new ids skip the lookup: a
   Bloom filter of the stored ids, per engine, says they are not stored (`id_filter`).
 
 Group commit is the caller's batch: the index pages a commit rewrites are shared by every event in
@@ -32,45 +33,27 @@ PostgreSQL parses the same text in ``COPY``, so one serialization serves both en
 
 from __future__ import annotations
 
-import itertools
 import re
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from hashlib import blake2b
 from itertools import compress
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import (
-    ColumnElement,
-    String,
-    and_,
-    bindparam,
-    delete,
-    func,
-    literal_column,
-    select,
-    union_all,
-)
-from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import id_filter
-from ratecard.adapters.db.id_filter import IdFilter
-from ratecard.adapters.db.models import (
-    EVENT_IDS,
-    RECENT_EVENT_IDS,
-    EventRow,
-    event_scoped_id,
+from ratecard.adapters.db.event_ids import (
+    add_id_keys,
+    existing_sqlite,
+    id_filter_at,
+    id_hashes,
+    scope_prefix,
+    when_committed,
 )
 from ratecard.adapters.db.scope import TenantScope
-from ratecard.adapters.db.types import dumps_text_map, loads, sqlite_instant_text
-from ratecard.core.aggregation import Event
+from ratecard.adapters.db.types import dumps_text_map, sqlite_instant_text
 
-_LOOKUP_CHUNK = 500
-# What each event brings; the scope and the instant of receipt are the batch's, written once
-# in the statement rather than bound (SQLite) or copied and parsed (PostgreSQL) per row.
 _COLUMNS = "event_id, meter_code, customer_ref, customer_id, occurred_at, occurred_hour, properties"
 _SQLITE_INSERT = (
     "INSERT INTO events (seq, tenant_id, mode, received_at, event_id, id_hash, meter_code, "
@@ -147,11 +130,6 @@ class NewEvent(NamedTuple):
     occurred_at: datetime
     properties: dict[str, str]
     encoded: Encoded | None = None  # made ahead (`encode`), or here when None
-
-
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class Rows(NamedTuple):
@@ -267,6 +245,11 @@ _HOUR = timedelta(hours=1)
 _TICK = timedelta(microseconds=1)
 
 
+def _utc(at: datetime) -> datetime:
+    """psycopg gives instants in the session's time zone; the core wants `UTC` itself."""
+    return at if at.tzinfo is UTC else at.astimezone(UTC)
+
+
 def hour_number(at: datetime) -> int:
     """Whole hours from the Unix epoch to `at`: what the events' time index is keyed on.
 
@@ -283,76 +266,6 @@ def hour_start(hour: int) -> datetime:
     ``at.replace(minute=0, second=0, microsecond=0)`` gives for an instant in it. Cached: live
     traffic falls in a few hours, and ``replace`` costs ten times the lookup."""
     return _EPOCH + hour * _HOUR
-
-
-def _scope_prefix(tenant_id: str, mode: str) -> bytes:
-    return f"{tenant_id}\x1f{mode}\x1f".encode()
-
-
-def _hash(prefix: bytes, event_id: str) -> int:
-    return int.from_bytes(blake2b(prefix + event_id.encode(), digest_size=6).digest(), "big")
-
-
-def _hashes(prefix: bytes, event_ids: Iterable[str]) -> list[int]:
-    """`_hash` of each id: the prefix is hashed once, and each id continues a copy of it."""
-    scoped = blake2b(prefix, digest_size=6)
-    out = []
-    for event_id in event_ids:
-        hasher = scoped.copy()
-        hasher.update(event_id.encode())
-        out.append(int.from_bytes(hasher.digest(), "big"))
-    return out
-
-
-def id_hash(tenant_id: str, mode: str, event_id: str) -> int:
-    """48 bits of BLAKE2b of the scoped event id: the key of SQLite's dedup index.
-
-    Rows that share a hash are told apart by their full id, so a collision costs a comparison,
-    never an event.
-    """
-    return _hash(_scope_prefix(tenant_id, mode), event_id)
-
-
-def _existing_sqlite(cursor: Any, scope: TenantScope, hashes: Sequence[int]) -> set[str]:
-    """The ids of `scope` stored under any of `hashes` (full ids compared)."""
-    tenant_id, mode = scope.tenant_id, scope.mode.value
-    found: set[str] = set()
-    for start in range(0, len(hashes), _LOOKUP_CHUNK):
-        chunk = hashes[start : start + _LOOKUP_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        for tier in _ID_TABLES:
-            cursor.execute(
-                f"SELECT e.tenant_id, e.mode, e.event_id FROM {tier.name} AS i "
-                "CROSS JOIN events AS e "
-                f"ON e.seq = i.seq WHERE i.id_hash IN ({marks})",
-                chunk,
-            )
-            found.update(e for t, m, e in cursor.fetchall() if t == tenant_id and m == mode)
-    return found
-
-
-# SQLite's dedup key (`models.EVENT_IDS`, migration 0013). A commit adds its keys to the small
-# recent tier, where its random inserts share a few hundred pages, and moves the next of
-# `_FOLD_SLICES` slices of the hash range into the large tier, in key order: a page of the large
-# tier is then written about once per `_FOLD_SLICES` commits rather than at nearly every one.
-_ID_TABLES = (RECENT_EVENT_IDS, EVENT_IDS)  # a lookup reads both
-_HASH_RANGE = 1 << 48  # `id_hash` is 48 bits
-_FOLD_SLICES = 32
-_folds = itertools.count()  # which slice the next commit moves (per process; any order is exact)
-
-
-def _add_id_keys(cursor: Any, keys: Sequence[tuple[int, int]]) -> None:
-    """Record ``(id_hash, seq)`` of newly stored events, then move one slice of recent keys."""
-    cursor.executemany("INSERT INTO event_ids_recent (id_hash, seq) VALUES (?, ?)", keys)
-    slice_ = next(_folds) % _FOLD_SLICES
-    low = slice_ * _HASH_RANGE // _FOLD_SLICES
-    high = (slice_ + 1) * _HASH_RANGE // _FOLD_SLICES
-    cursor.execute(
-        "INSERT INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM event_ids_recent "
-        "WHERE id_hash >= ? AND id_hash < ?",
-        (low, high),
-    )
-    cursor.execute("DELETE FROM event_ids_recent WHERE id_hash >= ? AND id_hash < ?", (low, high))
 
 
 def _sql_text(value: str) -> str:
@@ -372,16 +285,16 @@ def _insert_sqlite(
     session: Session, scope: TenantScope, rows: Rows, received_text: str
 ) -> list[int | None]:
     """Check, then insert: exact because the transaction holds SQLite's write lock."""
-    prefix = _scope_prefix(scope.tenant_id, scope.mode.value)
-    hashes = _hashes(prefix, rows.ids)
+    prefix = scope_prefix(scope.tenant_id, scope.mode.value)
+    hashes = id_hashes(prefix, rows.ids)
     cursor: Any = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute("SELECT coalesce(max(seq), 0) FROM events")
         top = int(cursor.fetchone()[0])
         first = top + 1
-        stored = _id_filter(session, top)
+        stored = id_filter_at(session, top)
         stored.catch_up(cursor, top)
-        existing = _existing_sqlite(cursor, scope, stored.candidates(hashes))
+        existing = existing_sqlite(cursor, scope, stored.candidates(hashes))
         columns: tuple[Sequence[Any], ...] = (rows.ids, hashes, *rows[1:])
         if existing:  # the new ones only, each column filtered in C
             new = [event_id not in existing for event_id in rows.ids]
@@ -392,285 +305,11 @@ def _insert_sqlite(
             cursor.executemany(
                 sqlite_insert(scope, received_text), zip(numbers, *columns, strict=True)
             )
-            _add_id_keys(cursor, list(zip(columns[1], numbers, strict=True)))
-            _when_committed(session, stored.stored(first, columns[1]))
+            add_id_keys(cursor, list(zip(columns[1], numbers, strict=True)))
+            when_committed(session, stored.stored(first, columns[1]))
     finally:
         cursor.close()
     if not existing:
         return list(numbers)
     seqs = iter(numbers)
     return [next(seqs) if is_new else None for is_new in new]
-
-
-# A filter of the ids each SQLite database holds, per engine (`id_filter`).
-_id_filters: weakref.WeakKeyDictionary[Any, IdFilter] = weakref.WeakKeyDictionary()
-
-
-def _when_committed(session: Session, call: Callable[[], None]) -> None:
-    """`call` once the session's current transaction committed; never for a rollback, nor
-    for a later transaction of the same session."""
-    current = session.get_transaction()
-
-    def after_commit(committed: Session) -> None:
-        if committed.get_transaction() is current:
-            call()
-
-    sa_event.listen(session, "after_commit", after_commit)
-
-
-def _id_filter(session: Session, top: int) -> IdFilter:
-    """The engine's id filter, made on first use (under the write lock, like its use)."""
-    bind = session.get_bind()
-    found = _id_filters.get(bind)
-    if found is None:
-        found = _id_filters[bind] = IdFilter.sized_for(top, top=top)
-    return found
-
-
-def count_deletion(session: Session) -> None:
-    """Record, in the transaction that deleted events, that events were deleted: SQLite's id
-    filters then read the store again (`id_filter.DELETIONS`)."""
-    if session.get_bind().dialect.name == "sqlite":
-        connection = session.connection()
-        count = int(connection.exec_driver_sql(id_filter.DELETIONS).scalar_one())
-        connection.exec_driver_sql(f"{id_filter.DELETIONS} = {count + 1}")
-
-
-def drop_id_keys(session: Session, where: ColumnElement[bool], *, chunk: int = 10_000) -> None:
-    """SQLite: remove the dedup keys of the events `where` selects, before they are deleted
-    (a key left behind would never match: a lookup compares the full id of its event)."""
-    if session.get_bind().dialect.name != "sqlite":
-        return
-    after = 0
-    while keys := session.execute(
-        select(EventRow.id_hash, EventRow.seq)
-        .where(where, EventRow.seq > after)
-        .order_by(EventRow.seq)
-        .limit(chunk)
-    ).all():
-        after = keys[-1].seq
-        for table in _ID_TABLES:
-            session.execute(
-                delete(table).where(
-                    table.c.id_hash == bindparam("h"), table.c.seq == bindparam("s")
-                ),
-                [{"h": h, "s": seq} for h, seq in keys],
-            )
-
-
-def id_matches(session: Session, scope: TenantScope, event_id: str) -> ColumnElement[bool]:
-    """A condition on `EventRow` for the scope's event with this id, through the engine's
-    dedup index (SQLite: the id hash, then the full id; PostgreSQL: the scoped id's hash
-    index)."""
-    condition = and_(
-        EventRow.tenant_id == scope.tenant_id,
-        EventRow.mode == scope.mode,
-        EventRow.event_id == event_id,
-    )
-    if session.get_bind().dialect.name == "sqlite":
-        hashed = id_hash(scope.tenant_id, scope.mode.value, event_id)
-        keys = union_all(
-            *(select(tier.c.seq).where(tier.c.id_hash == hashed) for tier in _ID_TABLES)
-        )
-        return and_(EventRow.seq.in_(keys), condition)
-    return and_(_scoped_id_text == scoped_id(scope, event_id), condition)
-
-
-# PostgreSQL's dedup index is on this expression: a lookup written the same way goes through it
-_scoped_id_text: ColumnElement[str] = literal_column(event_scoped_id("events"), String)
-
-
-def scoped_id(scope: TenantScope, event_id: str) -> str:
-    """The text PostgreSQL's dedup index is on (`models.EVENT_SCOPED_ID`) for a scope and id."""
-    return f"{scope.tenant_id}\x1f{scope.mode.value}\x1f{event_id}"
-
-
-def existing_ids(session: Session, scope: TenantScope, event_ids: Sequence[str]) -> set[str]:
-    """Which of `event_ids` the store already holds in this scope."""
-    if session.get_bind().dialect.name == "sqlite":
-        prefix = _scope_prefix(scope.tenant_id, scope.mode.value)
-        hashes = _hashes(prefix, event_ids)
-        cursor: Any = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            return _existing_sqlite(cursor, scope, hashes) & set(event_ids)
-        finally:
-            cursor.close()
-    found: set[str] = set()
-    for chunk in _chunks(event_ids, _LOOKUP_CHUNK):
-        statement = select(EventRow.event_id).where(
-            _scoped_id_text.in_([scoped_id(scope, event_id) for event_id in chunk]),
-            EventRow.tenant_id == scope.tenant_id,
-            EventRow.mode == scope.mode,
-            EventRow.event_id.in_(chunk),
-        )
-        found.update(session.scalars(statement))
-    return found
-
-
-def read_events(
-    session: Session,
-    scope: TenantScope,
-    customer_id: str,
-    meter_code: str,
-    *,
-    start_at: datetime | None,
-    end_at: datetime,
-    received_by: datetime | None = None,
-) -> list[tuple[Event, int]]:
-    """A customer's events of one meter in ``[start_at, end_at)`` in (time, arrival) order.
-
-    ``received_by`` keeps only events counted at or before that instant (usage as of then): an
-    event counts from its receipt, or from its release if it was held (``counted_at``).
-    On the usage hot path (a period's edges): one range read of the hour-keyed index through
-    the DBAPI cursor, properties parsed by `types.loads` (decimals, never floats).
-    """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    mark = "%s" if postgres else "?"
-
-    def bound(at: datetime) -> Any:
-        return at if postgres else sqlite_instant_text(at)
-
-    sql = (
-        f"SELECT occurred_at, {'properties::text' if postgres else 'properties'}, seq "
-        f"FROM events WHERE tenant_id = {mark} AND mode = {mark} AND customer_id = {mark} "
-        f"AND meter_code = {mark} AND occurred_hour <= {mark} AND occurred_at < {mark}"
-    )
-    params: list[Any] = [
-        scope.tenant_id,
-        scope.mode.value,
-        customer_id,
-        meter_code,
-        hour_number(end_at),  # the index's range
-        bound(end_at),
-    ]
-    if start_at is not None:
-        sql += f" AND occurred_hour >= {mark} AND occurred_at >= {mark}"
-        params += [hour_number(start_at), bound(start_at)]
-    if received_by is not None:
-        sql += f" AND coalesce(counted_at, received_at) <= {mark}"
-        params.append(bound(received_by))
-    return _fetch_events(session, sql + " ORDER BY occurred_at, seq", params)
-
-
-def meter_events(
-    session: Session,
-    scope: TenantScope,
-    meter_code: str,
-    *,
-    since: datetime | None = None,
-    up_to_seq: int | None = None,
-) -> Generator[tuple[str, Event, int], None, None]:
-    """Every counted event of a meter (from `since`, up to ``seq`` `up_to_seq`) as
-    ``(customer_id, event, seq)``, in (customer, time, arrival) order: what a rebuild of its
-    rollups reads. Streamed through the driver (a server-side cursor on PostgreSQL),
-    `_REBUILD_FETCH` rows at a time."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    sql, mark = _counted_of_meter(postgres)
-    params: list[Any] = [scope.tenant_id, scope.mode.value, meter_code]
-    if since is not None:
-        sql += f" AND occurred_at >= {mark}"
-        params.append(since if postgres else sqlite_instant_text(since))
-    if up_to_seq is not None:
-        sql += f" AND seq <= {mark}"
-        params.append(up_to_seq)
-    dbapi: Any = session.connection().connection.dbapi_connection
-    cursor = dbapi.cursor(name="ratecard_meter_events") if postgres else dbapi.cursor()
-    try:
-        if postgres:
-            cursor.itersize = _REBUILD_FETCH
-        cursor.execute(sql + " ORDER BY customer_id, occurred_at, seq", params)
-        while rows := cursor.fetchmany(_REBUILD_FETCH):
-            for customer_id, at, properties, seq in rows:
-                event, number = _stored_event(postgres, at, properties, seq)
-                yield str(customer_id), event, number
-    finally:
-        cursor.close()
-
-
-_REBUILD_FETCH = 5_000
-
-
-def _counted_of_meter(postgres: bool) -> tuple[str, str]:
-    """A query of one meter's counted events, ``(customer_id, occurred_at, properties text,
-    seq)``, the scope and the meter bound in that order; and the engine's bind mark."""
-    mark = "%s" if postgres else "?"
-    sql = (
-        f"SELECT customer_id, occurred_at, {'properties::text' if postgres else 'properties'}, "
-        f"seq FROM events WHERE tenant_id = {mark} AND mode = {mark} AND meter_code = {mark} "
-        "AND customer_id IS NOT NULL"
-    )
-    return sql, mark
-
-
-def last_seq(session: Session, scope: TenantScope) -> int:
-    """The highest ``seq`` of the scope's events (0: none), through its ``(tenant_id, mode,
-    seq)`` index."""
-    found = session.scalar(
-        select(func.max(EventRow.seq)).where(
-            EventRow.tenant_id == scope.tenant_id, EventRow.mode == scope.mode
-        )
-    )
-    return int(found or 0)
-
-
-def held_seqs(session: Session, scope: TenantScope, meter_code: str, up_to_seq: int) -> list[int]:
-    """The ``seq`` of the meter's events held (no customer yet) up to `up_to_seq`."""
-    return [
-        int(seq)
-        for seq in session.scalars(
-            select(EventRow.seq).where(
-                EventRow.tenant_id == scope.tenant_id,
-                EventRow.mode == scope.mode,
-                EventRow.customer_id.is_(None),
-                EventRow.meter_code == meter_code,
-                EventRow.seq <= up_to_seq,
-            )
-        )
-    ]
-
-
-def counted_since(
-    session: Session, scope: TenantScope, meter_code: str, after_seq: int, released: Sequence[int]
-) -> list[tuple[str, Event, int]]:
-    """The meter's counted events stored after `after_seq`, and those of `released` (``seq``
-    of events that were held) counted now, in (customer, time, arrival) order: what arrived
-    while a rebuild read the rest (`services.metering.rebuild`)."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    select_, mark = _counted_of_meter(postgres)
-    scoped = [scope.tenant_id, scope.mode.value, meter_code]
-    rows = _fetch_all(session, f"{select_} AND seq > {mark}", [*scoped, after_seq])
-    for chunk in _chunks([str(seq) for seq in released], _LOOKUP_CHUNK):
-        marks = ", ".join([mark] * len(chunk))
-        rows += _fetch_all(session, f"{select_} AND seq IN ({marks})", [*scoped, *map(int, chunk)])
-    events = [
-        (str(c), *_stored_event(postgres, at, properties, seq)) for c, at, properties, seq in rows
-    ]
-    return sorted(events, key=lambda e: (e[0], e[1].timestamp, e[2]))
-
-
-def _fetch_all(session: Session, sql: str, params: Any) -> list[Any]:
-    """The rows of `sql` run on the session's driver connection (no ORM on the read path)."""
-    dbapi: Any = session.connection().connection.dbapi_connection
-    cursor = dbapi.cursor()
-    try:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
-def _stored_event(postgres: bool, at: Any, properties: str, seq: Any) -> tuple[Event, int]:
-    """A stored event's instant (as the driver gives it), properties text and ``seq``, as a
-    core event and its arrival number."""
-    return Event(_utc(at) if postgres else datetime.fromisoformat(at), loads(properties)), int(seq)
-
-
-def _fetch_events(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Event, int]]:
-    """Rows ``(occurred_at, properties text, seq)`` of a raw events query, as core events."""
-    postgres = session.get_bind().dialect.name == "postgresql"
-    return [_stored_event(postgres, *row) for row in _fetch_all(session, sql, params)]
-
-
-def _utc(at: datetime) -> datetime:
-    """psycopg gives instants in the session's time zone; the core wants `UTC` itself."""
-    return at if at.tzinfo is UTC else at.astimezone(UTC)

@@ -5,10 +5,10 @@
     >>> ids.candidates([0x1234_5678_9ABC, 0x0FED_CBA9_8765])
     [20015998343868]
 
-SQLite's dedup looks every id of a round up in two B-trees (`event_store._existing_sqlite`), and
+SQLite's dedup looks every id of a round up in two B-trees (`event_ids.existing_sqlite`), and
 that lookup grows with the store: 2.0 µs an event at the start of a run, 3.5 µs by 2.3 million
 events. Nine ids in ten are new. This Bloom filter sets two bits for the hash of every stored id
-(`event_store.id_hash`), in 16 to 64 bits of room an id (made anew, twice as large, when it
+(`event_ids.id_hash`), in 16 to 64 bits of room an id (made anew, twice as large, when it
 fills); an id with either bit clear is not stored, and is not looked up. The others (repeats,
 and one new id in a thousand to one in seventy) are looked up as before.
 
@@ -17,7 +17,7 @@ a stored id, whatever else it holds (ids purged since, rounds rolled back). It i
 date from the store itself, under the write lock the lookup runs under (`catch_up`):
 - the events above the highest ``seq`` it has read, whoever wrote them (a writer's own rows
   count as read once their commit returned: `stored`);
-- the events stored before it was made, through their dedup keys (`event_store._ID_TABLES`,
+- the events stored before it was made, through their dedup keys (`event_ids.ID_TABLES`,
   where each event's key is written with it): a slice of the hash range a round, about
   `BACKFILL` keys, so that a writer starting on a large store is not held up reading all of
   it. Until the whole range is read, every id is looked up.
@@ -35,12 +35,12 @@ from ratecard.adapters.db.models import EVENT_IDS, RECENT_EVENT_IDS
 
 BITS_PER_ID = 16  # room an id when full: one new id in seventy is then looked up needlessly
 BACKFILL = 10_000  # older keys read per round (about 10 ms) until the filter covers the store
-_HASH_BITS = 48  # `event_store.id_hash`
+_HASH_BITS = 48  # `event_ids.id_hash`
 _MIN_LOG2 = 27  # 16 MiB: room for 8 million ids before it first grows
 _MAX_LOG2 = 32  # 512 MiB: past 268 million ids, more of the new ones are looked up
 _HASHES = 1 << _HASH_BITS
 _RANGE = "SELECT id_hash FROM events WHERE seq > ? AND seq <= ?"
-# The dedup keys of a slice of the hash range, both tiers (`event_store._add_id_keys`).
+# The dedup keys of a slice of the hash range, both tiers (`event_ids.add_id_keys`).
 _KEYS = tuple(
     f"SELECT id_hash FROM {tier.name} WHERE id_hash >= ? AND id_hash < ?"
     for tier in (RECENT_EVENT_IDS, EVENT_IDS)

@@ -398,7 +398,7 @@ class EventRow(TenantScoped, Base):
         ForeignKeyConstraint(["tenant_id"], ["tenants.id"]).ddl_if(dialect="sqlite"),
         # Dedup: PostgreSQL merges against an exclusion constraint on a hash index of the
         # scoped id (migration 0012); SQLite checks under its write lock through a compact
-        # hash of the id (`event_store.id_hash`), kept in `EVENT_IDS` and `RECENT_EVENT_IDS`
+        # hash of the id (`event_ids.id_hash`), kept in `EVENT_IDS` and `RECENT_EVENT_IDS`
         # (migrations 0005, 0013).
         ExcludeConstraint(
             (text(EVENT_SCOPED_ID), "="), name="ex_events_scoped_id", using="hash"

@@ -20,10 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db.event_store import (
-    _utc,
-    stored_instant,
-)
+from ratecard.adapters.db.event_store import _utc, stored_instant
 from ratecard.adapters.db.models import (
     ROLLUP_VALUES,
     RollupSealRow,

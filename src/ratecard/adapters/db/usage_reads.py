@@ -19,12 +19,8 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db.event_store import (
-    _TICK,
-    _fetch_all,
-    _stored_event,
-    hour_number,
-)
+from ratecard.adapters.db.event_reads import _fetch_all, _stored_event
+from ratecard.adapters.db.event_store import _TICK, hour_number
 from ratecard.adapters.db.models import (
     ROLLUP_VALUES,
 )

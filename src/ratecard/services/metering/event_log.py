@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ratecard.adapters.db import event_store
+from ratecard.adapters.db import event_ids
 from ratecard.adapters.db.models import CustomerRow, EventRow, SubscriptionRow
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import NotFound, invalid
@@ -106,7 +106,7 @@ def _scoped(uow: UnitOfWork) -> Any:
 def get_event(uow: UnitOfWork, event_id: str) -> StoredEvent:
     """The stored event with this id in the scope; `NotFound` otherwise (also for another
     tenant's or mode's id: nothing tells them apart)."""
-    matches = event_store.id_matches(uow.session, uow.scope, event_id)
+    matches = event_ids.id_matches(uow.session, uow.scope, event_id)
     row = uow.session.execute(_scoped(uow).where(matches)).one_or_none()
     if row is None:
         raise NotFound(f"event {event_id} not found")
@@ -122,9 +122,7 @@ def list_events(
     statement = _scoped(uow)
     if starting_after is not None:
         cursor = uow.session.scalar(
-            select(EventRow.seq).where(
-                event_store.id_matches(uow.session, uow.scope, starting_after)
-            )
+            select(EventRow.seq).where(event_ids.id_matches(uow.session, uow.scope, starting_after))
         )
         if cursor is None:
             raise invalid("no such event: pass the next_cursor of a page", "starting_after")

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, select, update
 
-from ratecard.adapters.db import event_store, rollup_store
+from ratecard.adapters.db import event_ids, event_store, rollup_store
 from ratecard.adapters.db.models import (
     CustomerRow,
     EventRow,
@@ -265,8 +265,8 @@ def purge_events(uow: UnitOfWork, received_before: datetime) -> int:
         EventRow.mode == scope.mode,
         EventRow.received_at < received_before,
     )
-    event_store.drop_id_keys(uow.session, purged)
+    event_ids.drop_id_keys(uow.session, purged)
     result = uow.session.execute(delete(EventRow).where(purged))
-    event_store.count_deletion(uow.session)
+    event_ids.count_deletion(uow.session)
     save_policy(uow.session, scope, replace(policy, purged_before_at=received_before))
     return int(getattr(result, "rowcount", 0) or 0)

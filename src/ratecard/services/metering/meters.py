@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import event_store, rollup_store
+from ratecard.adapters.db import event_reads, rollup_store
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
@@ -287,7 +287,7 @@ def rebuild_rollups(
     """Drop the meter's rollups (from the UTC day of `since`: a sealed day's row is rebuilt
     whole) and rebuild them from raw events; return the number of hourly rows written.
 
-    The events are read a customer after another (`event_store.meter_events`), and the rows
+    The events are read a customer after another (`event_reads.meter_events`), and the rows
     are written with plain inserts (`rollup_store.insert_rollups`), a few customers' rows at a
     time (`rollup_chunks`): the keys are new, so nothing is read back or merged."""
     since_hour = rollup_store.day_of(since) if since is not None else None
@@ -295,7 +295,7 @@ def rebuild_rollups(
     spec = meter_spec(meter)
     if not decomposable(spec):
         return 0
-    events = event_store.meter_events(session, scope, meter.code, since=since_hour)
+    events = event_reads.meter_events(session, scope, meter.code, since=since_hour)
     with closing(events):  # its server-side cursor closed before the connection goes
         return sum(
             rollup_store.insert_rollups(session, scope, chunk)

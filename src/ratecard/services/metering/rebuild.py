@@ -41,7 +41,7 @@ from typing import IO
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import event_store, rollup_store
+from ratecard.adapters.db import event_reads, rollup_store
 from ratecard.adapters.db.engine import READ_ONLY
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.scope import TenantScope
@@ -88,7 +88,7 @@ class Prepared:
             return rebuild_rollups(session, scope, row)
         written = sum(rollup_store.write_new_rows(session, rows) for rows in self._read())
         self.close()
-        late = event_store.counted_since(session, scope, row.code, self.last_seq, self.held)
+        late = event_reads.counted_since(session, scope, row.code, self.last_seq, self.held)
         spec = meter_spec(row)
         for chunk in rollup_chunks(spec, row.code, late):
             rollup_store.add_rollups(session, scope, chunk)  # merged with the rows above
@@ -149,7 +149,7 @@ def read_history(uow: UnitOfWork, row: MeterRow, definition: Definition) -> Prep
     if Definition.of(locked) != before:
         uow.rollback()
         return None  # redefined meanwhile: the swap rebuilds under the lock
-    last_seq = event_store.last_seq(session, uow.scope)
+    last_seq = event_reads.last_seq(session, uow.scope)
     code = locked.code
     uow.rollback()  # nothing of the session is touched again here: it would begin anew
     prepared = Prepared(meter_id, before, definition, last_seq, [])
@@ -170,8 +170,8 @@ def _read_into(
     postgres = engine.dialect.name == "postgresql"
     with _reader(engine) as reader:
         prepared.sealed = rollup_store.sealed_before(reader)
-        prepared.held = event_store.held_seqs(reader, scope, code, prepared.last_seq)
-        events = event_store.meter_events(reader, scope, code, up_to_seq=prepared.last_seq)
+        prepared.held = event_reads.held_seqs(reader, scope, code, prepared.last_seq)
+        events = event_reads.meter_events(reader, scope, code, up_to_seq=prepared.last_seq)
         with closing(events):  # its server-side cursor closed before the connection goes
             for chunk in rollup_chunks(spec, code, events):
                 prepared._write(

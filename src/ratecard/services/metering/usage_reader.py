@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import event_store, rollup_store, usage_reads
+from ratecard.adapters.db import event_reads, rollup_store, usage_reads
 from ratecard.adapters.db.models import (
     CustomerRow,
     MeterRow,
@@ -160,7 +160,7 @@ class UsageReader:
         end_at: datetime,
         received_by: datetime | None = None,
     ) -> list[tuple[Event, int]]:
-        return event_store.read_events(
+        return event_reads.read_events(
             self.session,
             self.scope,
             customer_id,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from ratecard.adapters.db.event_store import id_hash
+from ratecard.adapters.db.event_ids import id_hash
 
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
