@@ -8,7 +8,7 @@ from fastapi import Response
 
 from ratecard.core.errors import ErrorCode, Problem
 from ratecard.services.metering.batches import EventResult, EventStatus, IngestResult
-from ratecard.web.api.events import _renamed, _respond
+from ratecard.web.api.event_pipeline import renamed, respond
 
 PROBLEMS = (
     Problem(ErrorCode.MISSING_FIELD, "required", "type"),
@@ -28,9 +28,9 @@ def test_the_hand_written_response_is_the_models_document() -> None:
         )
     )
     names = {"type": "code", "properties": "props"}
-    response = _respond(result, names, Response())
+    response = respond(result, names, Response())
     written = json.loads(bytes(response.body))
-    assert written == json.loads(_renamed(result, names).model_dump_json())
+    assert written == json.loads(renamed(result, names).model_dump_json())
     assert list(written) == ["accepted", "duplicates", "rejected", "held", "queued", "results"]
     assert written["results"][2]["field"] == "code"
     assert written["results"][2]["problems"][1]["field"] == "props.tokens"
@@ -42,4 +42,4 @@ def test_the_status_set_by_the_route_is_kept() -> None:
     buffered = Response()
     buffered.status_code = 202
     result = IngestResult((EventResult(0, "e1", EventStatus.QUEUED),))
-    assert _respond(result, {}, buffered).status_code == 202
+    assert respond(result, {}, buffered).status_code == 202

@@ -17,6 +17,7 @@ from ratecard.web.api import (
     events,
     features,
     health,
+    lago_events,
     metering_policy,
     meters,
     overrides,
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     subscriptions.router,
     admin.router,
     events.router,
+    lago_events.router,
     event_reads.router,  # GET /v1/events and /v1/events/{id}: reads beside ingestion's POST
     usage.router,
     metering_policy.router,
