@@ -15,6 +15,7 @@ from typing import Any
 from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.services import subscriptions
+from ratecard.services.metering.usage import UsageService
 from tests.e2e.conftest import MAX, PRO, SEATS, START, Api, Tenant, customer_body
 
 PLAN = {
@@ -304,3 +305,34 @@ def test_state_plans_are_cached_once_they_can_no_longer_change(api: Api) -> None
     assert (first.id, "live", "pro", 1) in cached
     assert (second.id, "live", "pro", 1) in cached
     assert (first.id, "live", "max", 1) not in cached  # a draft
+
+
+def test_one_subscriptions_usage_past_its_period_is_what_the_report_reads(api: Api) -> None:
+    """`UsageService.subscription_usage` reads a renewal nothing wrote as the customer's report
+    does, in one session; past a cancel due at the period end it still answers, for the last
+    period."""
+    tenant = api.tenant()
+    customer_id, sub_id = _setup(api, tenant)
+    api.clock.set(START + timedelta(days=40))
+    api.post(
+        "/v1/events",
+        tenant,
+        [_call("f1", "2024-02-05T10:00:00Z"), _call("f2", "2024-02-06T10:00:00Z")],
+    )
+    usage = UsageService(api.sessions, api.clock)
+    scope = TenantScope(tenant.id, Mode.LIVE)
+    (report,) = usage.customer_usage(scope, customer_id)
+    one = usage.subscription_usage(scope, sub_id)
+    assert one == report
+    assert one.period.start_at == START + timedelta(days=31)
+    assert [(m.quantity, m.line.amount.format()) for m in one.meters] == [(2, "1.00")]
+
+    api.post(f"/v1/subscriptions/{sub_id}/cancel", tenant, {"when": "period_end"})
+    api.clock.set(START + timedelta(days=75))  # ended on 1 March
+    assert usage.customer_usage(scope, customer_id) == []
+    ended = usage.subscription_usage(scope, sub_id)
+    assert (ended.period.start_at, ended.period.end_at) == (
+        START + timedelta(days=31),
+        START + timedelta(days=60),
+    )
+    assert [m.quantity for m in ended.meters] == [2]

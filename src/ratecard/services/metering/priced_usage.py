@@ -259,19 +259,18 @@ class _Current(Planned, Protocol):
 
 def live_as_at(
     session: Session, scope: TenantScope, row: _Current, at: datetime
-) -> LiveSubscription | None:
+) -> tuple[LiveSubscription, bool]:
     """A subscription whose stored period ended by `at` (renewed, or changed at the boundary,
-    and not written since), as it stands at `at` (`subscriptions.state_at`); None if it no
-    longer accrues usage."""
+    and not written since), as it stands at `at` (`subscriptions.state_at`), and whether it
+    still accrues usage (not ended, not paused)."""
     from ratecard.services.subscriptions import state_at
 
     state = state_at(session, scope, row.id, at)
-    if state.status not in ACCRUING:
-        return None
     plan = state.plan
-    return LiveSubscription(
+    live = LiveSubscription(
         row.id, row.customer_id, plan.plan_code, plan.plan_version, state.current_period
     )
+    return live, state.status in ACCRUING
 
 
 def live_view(row: _Current) -> LiveSubscription:

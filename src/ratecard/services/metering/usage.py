@@ -161,14 +161,10 @@ class UsageService:
             assert tenant is not None
             revision, rounding = tenant.meters_revision, RoundingMode(tenant.rounding_mode)
             if at < sub.current_period_end_at:
-                return usage_of(session, scope, live_view(sub), revision, rounding)
-        # Renewed (or changed) since it was written: its timeline says how it stands, and one
-        # unit of work reads it all (never two pooled connections at once).
-        from ratecard.services.subscriptions import current
-
-        with self._uow(scope) as uow:
-            live = live_view(current(uow, subscription_id, now=at))
-            return usage_of(uow.session, scope, live, revision, rounding)
+                live = live_view(sub)
+            else:  # renewed (or changed) since it was written: as its timeline says it stands
+                live, _ = live_as_at(session, scope, sub, at)
+            return usage_of(session, scope, live, revision, rounding)
 
     def customer_usage(
         self, scope: TenantScope, customer_id: str, *, now: datetime | None = None
@@ -203,12 +199,12 @@ class UsageService:
                 row = of_sub[0]
                 if row.id is None:  # no live subscription
                     break
-                live = (
-                    live_view(row)
+                live, accrues = (
+                    (live_view(row), True)
                     if at < row.current_period_end_at
                     else live_as_at(session, scope, row, at)
                 )
-                if live is None:  # ended, or paused, since its stored period
+                if not accrues:  # ended, or paused, since its stored period
                     continue
                 if (live.plan_code, live.plan_version) != (row.plan_code, row.plan_version):
                     subs.append((live, plan_of(session, scope, live)))  # changed at the boundary
