@@ -372,7 +372,7 @@ def bench_usage(name: str, url: str, total: int, customers: int, rounds: int = 1
 def _renewed(sessions: Any, scope: TenantScope, ids: list[str], rounds: int) -> list[float]:
     """`UsageService.customer_usage` ten days into the next period, the subscriptions still
     stored with the last one: each read replays the timeline to find the period that holds
-    now (`subscriptions.state_at`)."""
+    now (`subscription_state.state_at`)."""
     usage = UsageService(sessions, FixedClock(RENEWAL + timedelta(days=10)))
     (report,) = usage.customer_usage(scope, ids[0])
     assert report.period.start_at == RENEWAL, report.period

@@ -14,7 +14,7 @@ from typing import Any
 
 from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
-from ratecard.services import subscriptions
+from ratecard.services import subscription_state
 from ratecard.services.metering.usage import UsageService
 from tests.e2e.conftest import MAX, PRO, SEATS, START, Api, Tenant, customer_body
 
@@ -224,9 +224,9 @@ _STATE_FIELDS = (
 
 
 def test_the_state_usage_reads_past_a_period_is_the_full_replays(api: Api) -> None:
-    """Usage reads a subscription whose period ended through `subscriptions.state_at` (one
+    """Usage reads a subscription whose period ended through `subscription_state.state_at` (one
     statement, plans parsed once, no price overrides), and entitlements and alerts through
-    `_state_as_of`, its row form; it must give the state `_as_of` gives, whatever the
+    `_state_as_of`, its row form; it must give the state `as_of` gives, whatever the
     timeline: trials, quantity and plan changes, a new interval, cancels, pauses, overrides."""
     tenant = api.tenant()
     for plan in (PRO, MAX, SEATS, YEARLY):
@@ -266,14 +266,14 @@ def test_the_state_usage_reads_past_a_period_is_the_full_replays(api: Api) -> No
             api.sessions, TenantScope(tenant.id, Mode.LIVE), actor="t", clock=api.clock
         ) as uow:
             for sub_id in ids:
-                full = subscriptions._as_of(uow, uow.subscriptions.get(sub_id), now)
+                full = subscription_state.as_of(uow, uow.subscriptions.get(sub_id), now)
                 expected = {name: getattr(full, name) for name in _STATE_FIELDS}
-                light = subscriptions._state_as_of(uow, uow.subscriptions.get(sub_id), now)
+                light = subscription_state._state_as_of(uow, uow.subscriptions.get(sub_id), now)
                 assert {name: getattr(light, name) for name in _STATE_FIELDS} == expected, (
                     sub_id,
                     days,
                 )
-    cached = subscriptions._STATE_PLANS[api.sessions.kw["bind"]]
+    cached = subscription_state._STATE_PLANS[api.sessions.kw["bind"]]
     assert {key[2:] for key in cached if key[0] == tenant.id} == {
         ("pro", 1),
         ("team", 1),
@@ -296,12 +296,12 @@ def test_state_plans_are_cached_once_they_can_no_longer_change(api: Api) -> None
             api.sessions, TenantScope(tenant.id, Mode.LIVE), actor="t", clock=api.clock
         ) as uow:
             intervals.append(
-                str(subscriptions._state_plan(uow.session, uow.scope, "pro", 1).interval.unit)
+                str(subscription_state._state_plan(uow.session, uow.scope, "pro", 1).interval.unit)
             )
             if tenant is first:
-                subscriptions._state_plan(uow.session, uow.scope, "max", 1)
+                subscription_state._state_plan(uow.session, uow.scope, "max", 1)
     assert intervals == ["month", "year"]
-    cached = subscriptions._STATE_PLANS[api.sessions.kw["bind"]]
+    cached = subscription_state._STATE_PLANS[api.sessions.kw["bind"]]
     assert (first.id, "live", "pro", 1) in cached
     assert (second.id, "live", "pro", 1) in cached
     assert (first.id, "live", "max", 1) not in cached  # a draft

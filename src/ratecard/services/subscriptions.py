@@ -11,12 +11,12 @@ pure state machine (`core.subscriptions`, via `services.rating`), appended, and 
     [('Unused time on Pro ...', '-54.84'), ('Remaining time on Max ...', '164.52')]
 
 `preview` returns exactly those lines without writing anything: both call `services.rating`,
-which is also what `ratecard simulate` and billing runs call.
+which is also what `ratecard simulate` and billing runs call. The replay itself, and reads of a
+subscription as it stands at an instant, are in `subscription_state`.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,20 +24,15 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import AwareDatetime, Field, model_validator
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
 
-from ratecard.adapters.db.models import PlanVersionRow, SubscriptionChangeRow, SubscriptionRow
-from ratecard.adapters.db.repositories import PlanVersionRepository
-from ratecard.adapters.db.scope import TenantScope
+from ratecard.adapters.db.models import SubscriptionChangeRow, SubscriptionRow
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.billing import Draft
-from ratecard.core.catalog import Plan
 from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
 from ratecard.core.invoicing import InvoiceLine, LineKind
-from ratecard.core.subscriptions import ACCRUING, IN_EFFECT, Effective, PlanRef, Subscription
+from ratecard.core.subscriptions import IN_EFFECT, Effective, PlanRef
 from ratecard.services import rating
-from ratecard.services.catalog import plan_of, sellable_version
+from ratecard.services.catalog import sellable_version
 from ratecard.services.common import (
     MAX_LIMIT,
     Code,
@@ -50,16 +45,22 @@ from ratecard.services.common import (
     tenant_of,
 )
 from ratecard.services.customers import (
-    Override,
     OverrideInput,
     SubscriptionOverride,
-    apply_overrides,
     checked_override,
 )
 from ratecard.services.documents import TimeZoneName
 from ratecard.services.metering.lifecycle import release_held
 from ratecard.services.metering.usage import SessionUsage
-from ratecard.services.rating import Action, ChangeSpec, SubscriptionSpec
+from ratecard.services.rating import Action, ChangeSpec
+from ratecard.services.subscription_state import (
+    Replay,
+    as_of,
+    current,
+    load_replay_plan,
+    refresh,
+    replay_row,
+)
 
 __all__ = [
     "Action",
@@ -134,125 +135,6 @@ class ChangeResult:
     lines: tuple[InvoiceLine, ...]
 
 
-@dataclass(slots=True)
-class _Replay:
-    row: SubscriptionRow
-    spec: SubscriptionSpec
-    changes: list[ChangeSpec]
-    plans: dict[tuple[str, int], Plan]
-    overrides: tuple[SubscriptionOverride, ...] = ()
-
-
-def _plan(uow: UnitOfWork, replay: _Replay, version: PlanVersionRow) -> Plan:
-    """The plan as this subscription pays for it: the customer's price overrides applied,
-    then the subscription's own."""
-    customer = uow.price_overrides.for_customer(replay.row.customer_id)
-    overrides: list[Override] = [*customer, *replay.overrides]
-    return plan_of(version, apply_overrides(version.document, overrides))
-
-
-def _load_plan(uow: UnitOfWork, replay: _Replay, code: str, version: int) -> None:
-    if (code, version) not in replay.plans:
-        row = uow.plan_versions.get_version(code, version)
-        replay.plans[(code, version)] = _plan(uow, replay, row)
-
-
-def _change_spec(row: Any) -> ChangeSpec:
-    """A change row (or a row of its columns) as the state machine takes it."""
-    payload = row.payload
-    plan = None
-    if payload.get("plan_code") is not None:
-        plan = PlanRef(payload["plan_code"], int(payload["plan_version"]))
-    quantity = payload.get("quantity")
-    return ChangeSpec(
-        at=row.effective_at,
-        action=Action(row.command),
-        plan=plan,
-        quantity=None if quantity is None else int(quantity),
-        when=Effective(payload.get("when", "now")),
-    )
-
-
-def _replay(uow: UnitOfWork, row: SubscriptionRow) -> _Replay:
-    timeline = list(uow.subscription_changes.timeline(row.id))
-    replay = _replay_of(row, timeline)
-    _load_plan(uow, replay, replay.spec.plan.plan_code, replay.spec.plan.plan_version)
-    for item in replay.changes:
-        if item.plan is not None:
-            _load_plan(uow, replay, item.plan.plan_code, item.plan.plan_version)
-    return replay
-
-
-def _replay_of(row: SubscriptionRow, timeline: Sequence[Any]) -> _Replay:
-    """The replay of the row's timeline, its plans not loaded yet."""
-    spec, changes = _timeline_of(row.id, timeline)
-    start = timeline[0].payload
-    overrides = tuple(
-        SubscriptionOverride(o["plan_code"], o["charge_code"], dict(o["price"]))
-        for o in start.get("price_overrides", [])
-    )
-    return _Replay(row, spec, changes, {}, overrides)
-
-
-def _timeline_of(
-    subscription_id: str, timeline: Sequence[Any]
-) -> tuple[SubscriptionSpec, list[ChangeSpec]]:
-    """A subscription's start and changes, from its timeline's rows (change rows, or rows of
-    those columns), in order."""
-    assert timeline and timeline[0].command == "start", f"{subscription_id} has no start"
-    start = timeline[0].payload
-    spec = SubscriptionSpec(
-        id=subscription_id,
-        plan=PlanRef(start["plan_code"], int(start["plan_version"])),
-        start_at=timeline[0].effective_at,
-        quantity=int(start["quantity"]),
-        timezone=start["timezone"],
-        calendar=bool(start.get("calendar", False)),
-        trial_days=start.get("trial_days"),
-    )
-    return spec, [_change_spec(c) for c in timeline[1:]]
-
-
-def _refresh(row: SubscriptionRow, replay: _Replay, now: datetime) -> Subscription:
-    """Set the row's state to the state machine's state at ``now`` (or at the start)."""
-    state = _state(replay.spec, replay.changes, replay.plans, now)
-    _assign(row, state)
-    return state
-
-
-def _state(
-    spec: SubscriptionSpec,
-    changes: Sequence[ChangeSpec],
-    plans: dict[tuple[str, int], Plan],
-    now: datetime,
-) -> Subscription:
-    """The state machine's state at ``now`` (or at the start)."""
-    at = max(now, spec.start_at)
-    return rating.timeline(spec, changes, plans, at).state_at(at)
-
-
-def _assign(row: SubscriptionRow, state: Subscription) -> None:
-    """Write `state` into the row's columns."""
-    row.status = str(state.status)
-    row.plan_code, row.plan_version = state.plan.plan_code, state.plan.plan_version
-    row.quantity = Decimal(state.quantity)
-    row.anchor_at = state.anchor_at
-    row.current_period_start_at = state.current_period.start_at
-    row.current_period_end_at = state.current_period.end_at
-    row.trial_ends_at = state.trial_ends_at
-    row.cancel_at_period_end = state.cancel_at is not None
-    row.canceled_at = state.ended_at
-    pending: dict[str, Any] = {}
-    if state.pending_plan is not None:
-        pending["plan_code"] = state.pending_plan.plan_code
-        pending["plan_version"] = state.pending_plan.plan_version
-    if state.pending_quantity is not None:
-        pending["quantity"] = state.pending_quantity
-    if pending:
-        pending["effective_at"] = state.current_period.end_at.isoformat()
-    row.pending_change = pending or None
-
-
 def create_subscription(
     uow: UnitOfWork, data: SubscriptionInput, *, now: datetime
 ) -> SubscriptionRow:
@@ -308,7 +190,7 @@ def create_subscription(
         recorded_at=now,
         actor=uow.actor,
     )
-    _refresh(row, _replay(uow, row), now)
+    refresh(row, replay_row(uow, row), now)
     uow.commit()
     if release_held(uow):  # events sent for this subscription before it existed
         uow.commit()
@@ -335,122 +217,6 @@ def _overrides(uow: UnitOfWork, data: Sequence[OverrideInput]) -> tuple[Subscrip
     return tuple(found)
 
 
-def current(uow: UnitOfWork, subscription_id: str, *, now: datetime) -> SubscriptionRow:
-    """The subscription as it stands at ``now``: its timeline replayed (renewals, a cancel or a
-    pending change that took effect, a trial that ended). Nothing is written: the refreshed row
-    is detached from the session."""
-    return _as_of(uow, uow.subscriptions.get(subscription_id), now)
-
-
-def _as_of(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> SubscriptionRow:
-    replay = _replay(uow, row)
-    with uow.session.no_autoflush:
-        _refresh(row, replay, now)
-    uow.session.expunge(row)
-    return row
-
-
-def accruing_at(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> SubscriptionRow | None:
-    """A subscription stored as accruing, as it accrues at ``now``: the row itself while its
-    stored period lasts; past its end (a renewal, or a change or cancel due at the boundary,
-    that nothing has written yet), its timeline replayed to ``now`` (detached, nothing
-    written); None if it accrues no longer."""
-    if now < row.current_period_end_at:
-        return row
-    fresh = _state_as_of(uow, row, now)
-    return fresh if fresh.status in ACCRUING else None
-
-
-def _state_as_of(uow: UnitOfWork, row: SubscriptionRow, now: datetime) -> SubscriptionRow:
-    """`_as_of` through `state_at`: the row, detached, with its state at ``now``."""
-    state = state_at(uow.session, uow.scope, row.id, now)
-    with uow.session.no_autoflush:
-        _assign(row, state)
-    uow.session.expunge(row)
-    return row
-
-
-def state_at(
-    session: Session, scope: TenantScope, subscription_id: str, now: datetime
-) -> Subscription:
-    """The subscription's state at ``now`` (status, plan, period, pending change), as usage
-    reads it after a renewal nothing has written: one statement for the timeline, its plans
-    parsed once per process (`_state_plan`) and without price overrides, which change prices
-    and never a period's dates. `tests/e2e/test_usage_across_renewal.py` checks it gives what
-    `_as_of` gives."""
-    params = {"tenant": scope.tenant_id, "mode": scope.mode, "subscription": subscription_id}
-    spec, changes = _timeline_of(subscription_id, session.execute(_TIMELINE, params).all())
-    plans: dict[tuple[str, int], Plan] = {}
-    for ref in [spec.plan, *(c.plan for c in changes if c.plan is not None)]:
-        key = (ref.plan_code, ref.plan_version)
-        if key not in plans:
-            plans[key] = _state_plan(session, scope, *key)
-    return _state(spec, changes, plans, now)
-
-
-_SC = SubscriptionChangeRow.__table__.c
-_TIMELINE = (
-    select(_SC.command, _SC.effective_at, _SC.payload)
-    .where(
-        _SC.tenant_id == bindparam("tenant"),
-        _SC.mode == bindparam("mode"),
-        _SC.subscription_id == bindparam("subscription"),
-    )
-    .order_by(_SC.seq)
-)
-
-# Parsed plans of versions that can no longer change (published or archived: a version's
-# document is never edited once it can be sold), per engine and scope.
-_STATE_PLANS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str, int], Plan]] = (
-    weakref.WeakKeyDictionary()
-)
-_STATE_PLANS_MAX = 4096  # then the cache starts over
-
-
-def _state_plan(session: Session, scope: TenantScope, plan_code: str, version: int) -> Plan:
-    """The plan of a version as the state machine reads it (its interval, its trial), without
-    any price override: parsed once per process."""
-    cache = _STATE_PLANS.setdefault(session.get_bind(), {})
-    key = (scope.tenant_id, str(scope.mode), plan_code, version)
-    plan = cache.get(key)
-    if plan is None:
-        row = PlanVersionRepository(session, scope).get_version(plan_code, version)
-        plan = plan_of(row)
-        if row.status != "draft":
-            if len(cache) >= _STATE_PLANS_MAX:
-                cache.clear()
-            cache[key] = plan
-    return plan
-
-
-def accruing_subscriptions(
-    uow: UnitOfWork, customer_id: str, now: datetime
-) -> list[SubscriptionRow]:
-    """The customer's subscriptions that accrue usage at ``now`` (`accruing_at`), by id."""
-    stored = uow.session.scalars(
-        select(SubscriptionRow)
-        .where(
-            SubscriptionRow.tenant_id == uow.scope.tenant_id,
-            SubscriptionRow.mode == uow.scope.mode,
-            SubscriptionRow.customer_id == customer_id,
-            SubscriptionRow.status.in_(ACCRUING),
-        )
-        .order_by(SubscriptionRow.id)
-    )
-    found = (accruing_at(uow, row, now) for row in list(stored))
-    return [row for row in found if row is not None]
-
-
-def live_subscription(uow: UnitOfWork, customer_id: str, now: datetime) -> SubscriptionRow | None:
-    """The customer's first subscription (by creation) that accrues usage at ``now``: the one
-    entitlements, alerts and usage charts read."""
-    return min(
-        accruing_subscriptions(uow, customer_id, now),
-        key=lambda row: (row.created_at, row.id),
-        default=None,
-    )
-
-
 def list_current(
     uow: UnitOfWork,
     *,
@@ -472,7 +238,7 @@ def list_current(
     while len(found) <= limit:
         batch = uow.subscriptions.list(limit=batch_size, after_id=after, **equal)
         for stored in batch:
-            row = _as_of(uow, stored, now)
+            row = as_of(uow, stored, now)
             if plan_code not in (None, row.plan_code) or status not in (None, row.status):
                 continue
             found.append(row)
@@ -485,7 +251,7 @@ def list_current(
 
 
 def _new_change(
-    uow: UnitOfWork, replay: _Replay, request: ChangeRequest, at: datetime
+    uow: UnitOfWork, replay: Replay, request: ChangeRequest, at: datetime
 ) -> ChangeSpec:
     plan = None
     if request.action is Action.CHANGE_PLAN:
@@ -503,7 +269,7 @@ def _new_change(
                 ]
             )
         plan = PlanRef(version.plan_code, version.version)
-        _load_plan(uow, replay, plan.plan_code, plan.plan_version)
+        load_replay_plan(uow, replay, plan.plan_code, plan.plan_version)
     return ChangeSpec(at, request.action, plan=plan, quantity=request.quantity, when=request.when)
 
 
@@ -517,7 +283,7 @@ def _proration_lines(drafts: Sequence[Draft], at: datetime) -> tuple[InvoiceLine
     )
 
 
-def _checked(replay: _Replay, new: ChangeSpec) -> None:
+def _checked(replay: Replay, new: ChangeSpec) -> None:
     """Replay with ``new`` appended; a refused change names the request, not an index."""
     try:
         rating.timeline(replay.spec, [*replay.changes, new], replay.plans, new.at)
@@ -537,7 +303,7 @@ def preview(
     uow: UnitOfWork, subscription_id: str, request: ChangeRequest, *, now: datetime
 ) -> tuple[InvoiceLine, ...]:
     """The lines ``request`` would produce now; nothing is written."""
-    replay = _replay(uow, uow.subscriptions.get(subscription_id))
+    replay = replay_row(uow, uow.subscriptions.get(subscription_id))
     new = _new_change(uow, replay, request, now)
     _checked(replay, new)
     conventions = conventions_of(tenant_of(uow))
@@ -564,7 +330,7 @@ def change(
 def _apply(
     uow: UnitOfWork, row: SubscriptionRow, request: ChangeRequest, *, now: datetime
 ) -> ChangeResult:
-    replay = _replay(uow, row)
+    replay = replay_row(uow, row)
     new = _new_change(uow, replay, request, now)
     _checked(replay, new)
     payload: dict[str, Any] = {"when": str(new.when)}
@@ -577,7 +343,7 @@ def _apply(
         row.id, str(new.action), payload, effective_at=now, recorded_at=now, actor=uow.actor
     )
     replay.changes.append(new)
-    _refresh(row, replay, now)
+    refresh(row, replay, now)
     applied = rating.subscription_drafts(
         replay.spec,
         replay.changes,
@@ -595,7 +361,7 @@ def drafts(
     """Every draft invoice of the stored timeline up to ``until_at``, as billing would rate it."""
     if until_at > now + MAX_LOOKAHEAD:
         raise refuse("at most three years ahead", "query.until_at")
-    replay = _replay(uow, uow.subscriptions.get(subscription_id))
+    replay = replay_row(uow, uow.subscriptions.get(subscription_id))
     if until_at < replay.spec.start_at:
         return []
     return rating.subscription_drafts(
@@ -645,7 +411,7 @@ def migrate_plan(
             break
         after = batch[-1].id
         for row in batch:
-            _refresh(row, _replay(uow, row), now)  # decide on the state at now
+            refresh(row, replay_row(uow, row), now)  # decide on the state at now
             pending = (row.pending_change or {}).get("plan_version")
             if row.status not in live or to_version in (row.plan_version, pending):
                 continue

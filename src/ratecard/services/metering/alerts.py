@@ -43,7 +43,7 @@ from ratecard.core.periods import Period
 from ratecard.services.common import check_cursor, exists
 from ratecard.services.metering.priced_usage import plan_of, usage_lines
 from ratecard.services.metering.usage_reader import UsageReader
-from ratecard.services.subscriptions import live_subscription
+from ratecard.services.subscription_state import live_subscription
 
 _ALERT_PREFIX = "alrt"  # an alert's id: alrt_…
 

@@ -47,7 +47,7 @@ from ratecard.core.periods import Period
 from ratecard.services.metering.alerts import enqueue
 from ratecard.services.metering.priced_usage import plan_of
 from ratecard.services.metering.usage_reader import UsageReader
-from ratecard.services.subscriptions import live_subscription
+from ratecard.services.subscription_state import live_subscription
 
 log = logging.getLogger(__name__)
 _ALL = "__all__"

@@ -261,9 +261,9 @@ def live_as_at(
     session: Session, scope: TenantScope, row: _Current, at: datetime
 ) -> tuple[LiveSubscription, bool]:
     """A subscription whose stored period ended by `at` (renewed, or changed at the boundary,
-    and not written since), as it stands at `at` (`subscriptions.state_at`), and whether it
+    and not written since), as it stands at `at` (`subscription_state.state_at`), and whether it
     still accrues usage (not ended, not paused)."""
-    from ratecard.services.subscriptions import state_at
+    from ratecard.services.subscription_state import state_at
 
     state = state_at(session, scope, row.id, at)
     plan = state.plan

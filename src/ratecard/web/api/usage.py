@@ -34,7 +34,7 @@ from ratecard.services.metering.alerts import AlertMetric, outbox
 from ratecard.services.metering.entitlements import EntitlementView
 from ratecard.services.metering.priced_usage import MeterUsage, SubscriptionUsage
 from ratecard.services.metering.usage_reader import Granularity
-from ratecard.services.subscriptions import live_subscription
+from ratecard.services.subscription_state import live_subscription
 from ratecard.web.api.common import Limit, ListPage, PeriodView
 from ratecard.web.deps import BillingWriter, Reader
 from ratecard.web.routing import Router
