@@ -29,7 +29,14 @@ from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.config import Settings, get_settings
 from ratecard.core.errors import RatecardError
-from ratecard.services import catalog, customers, plan_meters, subscriptions
+from ratecard.services import (
+    catalog,
+    customers,
+    meter_catalog,
+    plan_meters,
+    plans_as_code,
+    subscriptions,
+)
 from ratecard.services.documents import load_file
 from ratecard.services.tenancy import TenancyService
 
@@ -140,9 +147,9 @@ def seed_demo(database_url: str) -> tuple[str, str]:
             return UnitOfWork(sessions, scope, actor="system:demo", clock=clock)
 
         with work() as uow:
-            catalog.create_meter(
+            meter_catalog.create_meter(
                 uow,
-                catalog.MeterInput(code="api_calls", name="API calls", aggregation="count"),
+                meter_catalog.MeterInput(code="api_calls", name="API calls", aggregation="count"),
                 now=now,
             )
         for plan in DEMO_PLANS:
@@ -251,7 +258,7 @@ def plans_apply(
         TenancyService(sessions, clock).get_tenant(tenant)
         scope = TenantScope(tenant, mode)
         with UnitOfWork(sessions, scope, actor="cli:plans-apply", clock=clock) as uow:
-            changes = catalog.plan_changes(uow, documents)
+            changes = plans_as_code.plan_changes(uow, documents)
             needs = plan_meters.meter_needs(uow, documents)
             for line in needs.lines():
                 typer.echo(line)
@@ -263,7 +270,7 @@ def plans_apply(
             if dry_run:
                 typer.echo("dry run: nothing changed")
                 return
-            made = catalog.apply_plan_changes(
+            made = plans_as_code.apply_plan_changes(
                 uow, changes, publish=publish, now=clock.now(), new_meters=needs.create
             )
         for meter in needs.create:

@@ -30,7 +30,7 @@ from ratecard.adapters.db.engine import make_session_factory
 from ratecard.adapters.db.scope import Mode, Role, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.periods import Period
-from ratecard.services import catalog, customers
+from ratecard.services import customers, meter_catalog
 from ratecard.services.metering.usage import UsageService
 from ratecard.services.tenancy import TenancyService
 from tests.e2e.live import free_port, wait_until
@@ -71,9 +71,9 @@ def _tenant(database: Database) -> tuple[TenantScope, str, str]:
     key = tenancy.create_api_key(row.id, Mode.LIVE, Role.INGEST, actor="test").secret
     scope = TenantScope(row.id, Mode.LIVE)
     with UnitOfWork(sessions, scope, actor="test", clock=clock) as uow:
-        catalog.create_meter(
+        meter_catalog.create_meter(
             uow,
-            catalog.MeterInput(code="tokens", aggregation="sum", value_field="tokens"),
+            meter_catalog.MeterInput(code="tokens", aggregation="sum", value_field="tokens"),
             now=clock.now(),
         )
     with UnitOfWork(sessions, scope, actor="test", clock=clock) as uow:

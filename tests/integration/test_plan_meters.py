@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from ratecard.adapters.db.models import EventRow, MeterRow
 from ratecard.core.errors import ValidationFailed
-from ratecard.services import catalog
+from ratecard.services import plans_as_code
 from ratecard.services.documents import load_file
 from ratecard.services.metering.policy import Unknown, load_policy, save_policy
 from ratecard.services.plan_meters import describe, meter_needs
@@ -31,7 +31,7 @@ def test_a_template_creates_its_meters_with_its_plan_and_releases_their_held_eve
     assert m.ingest(event("gb", meter="storage_gb", value="1200")) == ["held"]
 
     with uow(m.sessions, m.scope, m.clock) as work:
-        changes = catalog.plan_changes(work, [TEMPLATE])
+        changes = plans_as_code.plan_changes(work, [TEMPLATE])
         needs = meter_needs(work, [TEMPLATE])
         assert [(x.code, describe(x)) for x in needs.create] == [
             ("storage_gb", "latest of value, never reset")
@@ -40,7 +40,7 @@ def test_a_template_creates_its_meters_with_its_plan_and_releases_their_held_eve
             ("api_calls", "count", "sum of value")
         ]
         assert needs.missing == []
-        made = catalog.apply_plan_changes(
+        made = plans_as_code.apply_plan_changes(
             work, changes, publish=True, now=m.clock.now(), new_meters=needs.create
         )
         assert [(v.plan_code, v.version) for v in made] == [("enterprise_v2", 1)]
@@ -80,9 +80,9 @@ def test_a_native_document_names_the_meters_it_bills_that_do_not_exist(sessions)
         assert [x.code for x in needs.create] == ["storage_gb"]  # the template's, not gpu's
         lines = needs.lines()
         assert "warning: plan gpu bills meter gpu_hours, which does not exist" in lines[-2]
-        catalog.apply_plan_changes(
+        plans_as_code.apply_plan_changes(
             work,
-            catalog.plan_changes(work, [plan]),
+            plans_as_code.plan_changes(work, [plan]),
             publish=True,
             now=m.clock.now(),
             new_meters=[],

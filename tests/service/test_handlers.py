@@ -21,10 +21,11 @@ from ratecard.adapters.db.schema import migrate
 from ratecard.adapters.db.scope import Mode, TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import Conflict, RatecardError, ValidationFailed
-from ratecard.services import catalog, customers
+from ratecard.services import catalog, customers, meter_catalog
 from ratecard.services import subscriptions as subs
-from ratecard.services.catalog import MeterInput, PlanInput
+from ratecard.services.catalog import PlanInput
 from ratecard.services.customers import CustomerInput, CustomerUpdate
+from ratecard.services.meter_catalog import MeterInput
 from ratecard.services.subscriptions import Action, ChangeRequest, SubscriptionInput
 from ratecard.services.tenancy import TenancyService, TenantSettings
 
@@ -111,9 +112,9 @@ def test_catalog_refuses_bad_input_and_writes_nothing(store: Store) -> None:
         catalog.add_version(uow, "pro", PlanInput.model_validate(MAX), now=JAN_1)
     assert [p.field for p in refused.value.problems] == ["body.code"]
     with store.uow() as uow:
-        catalog.create_meter(uow, MeterInput(code="calls", aggregation="count"), now=JAN_1)
+        meter_catalog.create_meter(uow, MeterInput(code="calls", aggregation="count"), now=JAN_1)
     with store.uow() as uow, pytest.raises(Conflict):
-        catalog.create_meter(uow, MeterInput(code="calls", aggregation="count"), now=JAN_1)
+        meter_catalog.create_meter(uow, MeterInput(code="calls", aggregation="count"), now=JAN_1)
     with store.uow() as uow:
         assert len(uow.plan_versions.versions("pro")) == 1
     assert store.count("meters") == 1

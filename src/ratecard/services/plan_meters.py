@@ -22,7 +22,7 @@ from sqlalchemy import select
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
-from ratecard.services.catalog import MeterInput
+from ratecard.services.meter_catalog import MeterInput
 from ratecard.services.plan_documents import ImpliedMeter, from_template, native_document
 
 
@@ -68,7 +68,7 @@ def describe(meter: MeterRow | MeterInput) -> str:
 
 
 def implied_input(implied: ImpliedMeter) -> MeterInput:
-    """The meter a template's feature implies, as `catalog.create_meter` takes it."""
+    """The meter a template's feature implies, as `meter_catalog.create_meter` takes it."""
     never = implied.reset == "never"
     return MeterInput(
         code=implied.code,
@@ -81,7 +81,7 @@ def implied_input(implied: ImpliedMeter) -> MeterInput:
 
 def meter_needs(uow: UnitOfWork, documents: list[Any]) -> MeterNeeds:
     """The meters to create, kept and missing for `documents` (validated already:
-    `catalog.plan_changes`)."""
+    `plans_as_code.plan_changes`)."""
     needs = MeterNeeds()
     implied: dict[str, MeterInput] = {}
     implied_by: dict[str, str] = {}  # meter code -> the first plan implying it

@@ -3,7 +3,7 @@
     @router.post("", status_code=201)
     def create(body: MeterInput, ctx: Ctx = Depends(allow(Action.WRITE_CATALOG))) -> Meter:
         with ctx.uow() as uow:
-            return Meter.of(catalog.create_meter(uow, body, now=ctx.now()))
+            return Meter.of(meter_catalog.create_meter(uow, body, now=ctx.now()))
 
 No key (or an unknown or revoked one) is a 401 problem; a role that may not do the action is a
 403 problem, and the attempt is audited (`TenancyService.authorize`). Each key has its own token

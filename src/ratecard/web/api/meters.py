@@ -38,7 +38,7 @@ from fastapi import Path
 from pydantic import BaseModel
 
 from ratecard.adapters.db.models import MeterRow
-from ratecard.services import catalog
+from ratecard.services import meter_catalog
 from ratecard.services.common import paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
 from ratecard.web.deps import CatalogWriter, Reader
@@ -90,9 +90,9 @@ class Meter(BaseModel):
 
 
 @router.post("", status_code=201)
-def create_meter(body: catalog.MeterInput, ctx: CatalogWriter) -> Meter:
+def create_meter(body: meter_catalog.MeterInput, ctx: CatalogWriter) -> Meter:
     with ctx.uow() as uow:
-        return Meter.of(catalog.create_meter(uow, body, now=ctx.now()))
+        return Meter.of(meter_catalog.create_meter(uow, body, now=ctx.now()))
 
 
 @router.get("")
@@ -110,9 +110,9 @@ def get_meter(meter_id: MeterId, ctx: Reader) -> Meter:
 
 
 @router.patch("/{meter_id}")
-def update_meter(meter_id: MeterId, body: catalog.MeterUpdate, ctx: CatalogWriter) -> Meter:
+def update_meter(meter_id: MeterId, body: meter_catalog.MeterUpdate, ctx: CatalogWriter) -> Meter:
     """Rename the meter, change its rounding (``null`` removes it) or its definition
     (``aggregation``, ``value_field``, ``filters``, ``group_by``: re-aggregated from raw events
     before it answers); read at once by usage, drafts, entitlements and alerts."""
     with ctx.uow() as uow:
-        return Meter.of(catalog.update_meter(uow, meter_id, body))
+        return Meter.of(meter_catalog.update_meter(uow, meter_id, body))
