@@ -164,7 +164,7 @@ def _seed(
             cursor.execute("BEGIN")
         cursor.execute(f"DROP INDEX {_EVENT_INDEX}")
         raw.commit()
-        rollup_sql = f"usage_rollups ({rollup_store._ROLLUP_COLUMNS})"
+        rollup_sql = f"usage_rollups ({rollup_store.ROLLUP_COLUMNS})"
         for events, rollups in _hours(total, customers, scope, meters, hashed=not postgres):
             if postgres:
                 with cursor.copy(f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ratecard.adapters.db import rollup_seal, rollup_store, usage_reads
+from ratecard.adapters.db import rollup_rows, rollup_seal, rollup_store, usage_reads
 from ratecard.adapters.db.models import DailyRollupRow, MeterRow, RollupSealRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.core.periods import Period
@@ -117,7 +117,7 @@ def _hours_by_day(m: Metering, before: datetime) -> dict[tuple, Partial]:
     out: dict[tuple, Partial] = {}
     with m.sessions() as session:
         for code in READ:
-            for hour_at, key, p in rollup_store.read_rollups(
+            for hour_at, key, p in rollup_rows.read_rollups(
                 session, m.scope, m.customer_id, code, from_hour=None, to_hour=before
             ):
                 at = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from ratecard.adapters.db import event_store, rollup_store
+from ratecard.adapters.db import event_store, rollup_rows, rollup_store
 from ratecard.core.rollups import Partial
 from tests.integration.factories import uow
 from tests.integration.metering_setup import PERIOD_END, PERIOD_START, setup
@@ -24,7 +24,7 @@ def _partial(count: int) -> Partial:
 
 def _rollup_count(m) -> int:
     with m.sessions() as session:
-        rows = rollup_store.read_rollups(
+        rows = rollup_rows.read_rollups(
             session, m.scope, m.customer_id, "api_calls", from_hour=None, to_hour=PERIOD_END
         )
     return sum(partial.event_count for _, _, partial in rows)

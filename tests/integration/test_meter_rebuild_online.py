@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from ratecard.adapters.db import event_reads, rollup_seal, rollup_store
+from ratecard.adapters.db import event_reads, rollup_rows, rollup_seal, rollup_store
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.services.metering import meters, rebuild
@@ -285,7 +285,7 @@ def test_a_reading_that_fails_changes_nothing_and_leaves_no_file(sessions, monke
         raise OSError("no space left on device")
 
     monkeypatch.setattr(rebuild.Prepared, "close", close)
-    monkeypatch.setattr(rollup_store, "new_rows", broken)
+    monkeypatch.setattr(rollup_rows, "new_rows", broken)
     with uow(m.sessions, m.scope, m.clock) as work:
         with pytest.raises(OSError, match="no space"):
             rebuild.prepare(work, work.meters.get_by_code("tokens"), MAX_BY_REGION)
@@ -301,7 +301,7 @@ def test_a_rebuild_by_hand_reads_while_ingestion_goes_on(sessions, monkeypatch):
     rng = random.Random(12)
     assert set(m.ingest(*_tokens("r", 50, rng))) == {"accepted"}
     with uow(m.sessions, m.scope, m.clock) as work:  # the rollups lost, as the CLI's test has it
-        rollup_store.delete_rollups(work.session, m.scope, "tokens", None)
+        rollup_rows.delete_rollups(work.session, m.scope, "tokens", None)
         work.commit()
     real = event_reads.meter_events
     during: list[list[str]] = []

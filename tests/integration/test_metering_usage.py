@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from ratecard.adapters.db import event_reads, rollup_store, usage_reads
+from ratecard.adapters.db import event_reads, rollup_rows, usage_reads
 from ratecard.adapters.db.models import (
     PriceOverrideRow,
     SubscriptionChangeRow,
@@ -247,7 +247,7 @@ def test_merged_rollup_reads_equal_merging_each_stored_partial(sessions):
     with m.sessions() as session:
         for meter in meters:
             for lower in (None, PERIOD_START, PERIOD_START + timedelta(hours=2)):
-                stored = rollup_store.read_rollups(
+                stored = rollup_rows.read_rollups(
                     session, m.scope, m.customer_id, meter, from_hour=lower, to_hour=end
                 )
                 expected = merge_groups({key: p} for _, key, p in stored)
@@ -274,7 +274,7 @@ def test_rollups_keep_one_merged_row_per_hour_and_group(sessions):
         ]
         assert m.ingest(*events).count("accepted") == 6
     with m.sessions() as session:
-        rows = rollup_store.read_rollups(
+        rows = rollup_rows.read_rollups(
             session, m.scope, m.customer_id, "tokens", from_hour=None, to_hour=PERIOD_END
         )
     assert sorted((hour, group) for hour, group, _ in rows) == [
@@ -346,7 +346,7 @@ def test_group_values_with_copy_escapes_round_trip_through_rollups(sessions):
     ]
     assert m.ingest(*events).count("accepted") == len(models)
     with m.sessions() as session:
-        rows = rollup_store.read_rollups(
+        rows = rollup_rows.read_rollups(
             session, m.scope, m.customer_id, "tokens", from_hour=None, to_hour=PERIOD_END
         )
     sums = {group: partial.value_sum for _, group, partial in rows}

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from ratecard.adapters.db import event_ids, event_reads, event_store, rollup_store
+from ratecard.adapters.db import event_ids, event_reads, event_store, rollup_rows
 from ratecard.adapters.db.engine import make_engine, make_session_factory, sqlite_file, wal_sync
 from ratecard.adapters.db.models import ROLLUP_KEY, ROLLUP_VALUES, Base, EventRow
 from ratecard.adapters.db.schema import alembic_config, current_revision, head_revision, migrate
@@ -315,7 +315,7 @@ def test_upgrading_keeps_events_deduplicated_and_merges_stored_rollup_partials(f
             session, scope, "cus_1", "tokens", start_at=at, end_at=datetime(2024, 1, 3, tzinfo=UTC)
         )
         assert [(e.timestamp, seq) for e, seq in found] == [(at, 1)]
-        rows = rollup_store.read_rollups(
+        rows = rollup_rows.read_rollups(
             session,
             scope,
             "cus_1",

@@ -26,15 +26,15 @@ from ratecard.adapters.db.models import (
     RollupSealRow,
 )
 from ratecard.adapters.db.rollup_store import (
-    _DAILY,
-    _DAILY_COLUMNS,
     _DAY,
     _MERGED_VALUES_POSTGRES,
-    _instants,
-    _merge_into,
+    DAILY,
+    DAILY_COLUMNS,
     _rollup_values,
     _stored_partial,
     day_of,
+    instants,
+    merge_into,
 )
 from ratecard.adapters.db.types import sqlite_instant_text
 from ratecard.core.rollups import Partial
@@ -100,7 +100,7 @@ SELECT min(f.hour_at) FROM p CROSS JOIN LATERAL (
     SELECT hour_at FROM usage_rollups AS u WHERE {_OWN_HOURS} ORDER BY hour_at LIMIT 1
 ) AS f"""
 _SEAL_POSTGRES = f"""{_PREFIXES_POSTGRES}
-INSERT INTO usage_rollups_daily AS r ({_DAILY_COLUMNS})
+INSERT INTO usage_rollups_daily AS r ({DAILY_COLUMNS})
 SELECT h.tenant_id, h.mode, h.customer_id, h.meter_code, date_trunc('day', h.hour_at, 'UTC'),
     h.group_key, {_MERGED_VALUES_POSTGRES.format(at="h.hour_at")}
 FROM p CROSS JOIN LATERAL (
@@ -163,7 +163,7 @@ def _prefixes_sqlite(cursor: Any) -> Iterator[tuple[Any, ...]]:
 def _seal_sqlite(dbapi: Any, start: datetime, end: datetime) -> None:
     """SQLite: `seal_rollups`'s daily rows of ``[start, end)``, merged here (exact decimals)."""
     bounds = (sqlite_instant_text(start), sqlite_instant_text(end))
-    instant = _instants()
+    instant = instants()
     cursor, reader = dbapi.cursor(), dbapi.cursor()
     try:
         for prefix in _prefixes_sqlite(cursor):
@@ -172,12 +172,12 @@ def _seal_sqlite(dbapi: Any, start: datetime, end: datetime) -> None:
             for row in reader.fetchall():
                 key = (instant(day_of(stored_instant(row[0]))), row[1])
                 partial = _stored_partial(row[2:])
-                _merge_into(days, key, partial)
+                merge_into(days, key, partial)
             rows = [
                 (*prefix, day, group, *_rollup_values(p, instant))
                 for (day, group), p in days.items()
             ]
-            reader.executemany(_DAILY.write, rows)
+            reader.executemany(DAILY.write, rows)
     finally:
         cursor.close()
         reader.close()

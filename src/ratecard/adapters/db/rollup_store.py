@@ -20,10 +20,6 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import (
-    delete,
-    select,
-)
 from sqlalchemy.orm import Session
 
 from ratecard.adapters.db.event_store import (
@@ -34,16 +30,12 @@ from ratecard.adapters.db.event_store import (
     copy_text,
     stored_instant,
 )
-from ratecard.adapters.db.models import (
-    DailyRollupRow,
-    UsageRollupRow,
-)
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.types import sqlite_instant_text
 from ratecard.core.aggregation import GroupKey
 from ratecard.core.rollups import Partial
 
-_ROLLUP_COLUMNS = (
+ROLLUP_COLUMNS = (
     "tenant_id, mode, customer_id, meter_code, hour_at, group_key, event_count, value_count, "
     "value_sum, value_min, value_max, latest_value, latest_at, latest_seq"
 )
@@ -70,8 +62,8 @@ _SEAL = "SELECT sealed_before FROM rollup_seal WHERE id = 1"  # `seal_rollups`
 _SEALED = f"({_SEAL})"
 _ROLLUP_MERGE = f"""
 WITH merged AS (
-INSERT INTO usage_rollups AS r ({_ROLLUP_COLUMNS})
-SELECT {_ROLLUP_COLUMNS} FROM rollup_staging
+INSERT INTO usage_rollups AS r ({ROLLUP_COLUMNS})
+SELECT {ROLLUP_COLUMNS} FROM rollup_staging
 ORDER BY customer_id, meter_code, hour_at, group_key
 ON CONFLICT (tenant_id, mode, customer_id, meter_code, hour_at, group_key) DO UPDATE SET
     {_MERGE_SET}
@@ -79,7 +71,7 @@ ON CONFLICT (tenant_id, mode, customer_id, meter_code, hour_at, group_key) DO UP
 SELECT %s::timestamptz < {_SEALED}
 """
 # The daily level (`models.DailyRollupRow`, migration 0016).
-_DAILY_COLUMNS = _ROLLUP_COLUMNS.replace("hour_at", "day_at")
+DAILY_COLUMNS = ROLLUP_COLUMNS.replace("hour_at", "day_at")
 _DAY = timedelta(days=1)
 # A day is sealed this long after it ended: the late events of its last minutes mostly arrive
 # before, and are then written once rather than to their hour and their day.
@@ -100,7 +92,7 @@ _MERGED_VALUES_POSTGRES = (
 _DAY_OF_HOUR = "date_trunc('day', hour_at, 'UTC')"
 # After a round's hourly merge, the round's rows of sealed days into their days' rows.
 _DAILY_MERGE = f"""
-INSERT INTO usage_rollups_daily AS r ({_DAILY_COLUMNS})
+INSERT INTO usage_rollups_daily AS r ({DAILY_COLUMNS})
 SELECT tenant_id, mode, customer_id, meter_code, {_DAY_OF_HOUR}, group_key,
     {_MERGED_VALUES_POSTGRES.format(at="hour_at")}
 FROM rollup_staging WHERE hour_at < {_SEALED}
@@ -132,13 +124,13 @@ def _level(table: str, at: str) -> _Level:
         "ON r.tenant_id = k.tenant_id AND r.mode = k.mode AND r.customer_id = k.customer_id "
         f"AND r.meter_code = k.meter_code AND r.{at} = k.{at} AND r.group_key = k.group_key"
     )
-    columns = _ROLLUP_COLUMNS.replace("hour_at", at)
+    columns = ROLLUP_COLUMNS.replace("hour_at", at)
     insert = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * 14)})"
     return _Level(table, read, insert.replace("INSERT", "INSERT OR REPLACE", 1), insert)
 
 
-_HOURLY = _level("usage_rollups", "hour_at")
-_DAILY = _level("usage_rollups_daily", "day_at")
+HOURLY = _level("usage_rollups", "hour_at")
+DAILY = _level("usage_rollups_daily", "day_at")
 _ROLLUP_CHUNK = 150  # keys per read: 900 parameters
 
 
@@ -146,91 +138,6 @@ _ROLLUP_CHUNK = 150  # keys per read: 900 parameters
 def group_text(key: GroupKey) -> str:
     """A group's stored text (a JSON array); the same few groups recur in every round."""
     return json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
-
-
-def insert_rollups(
-    session: Session,
-    scope: TenantScope,
-    partials: Sequence[tuple[str, str, datetime, GroupKey, Partial]],
-) -> int:
-    """Write partials ``(customer_id, meter_code, hour_at, group, partial)`` whose keys no
-    stored row has, with plain inserts: what a rebuild writes after `delete_rollups`. The
-    rows of sealed days go to their days' rows too, merged here, so every hour of a customer's
-    day must be in the one call (a key written twice raises: the store's unique key). Returns
-    how many hourly rows were written.
-
-    `add_rollups` reads what is stored (SQLite) or merges in SQL (PostgreSQL) for every key;
-    here nothing is stored yet, so each row is written once, as it is.
-    """
-    postgres = session.get_bind().dialect.name == "postgresql"
-    made = new_rows(scope, partials, sealed=sealed_before(session), postgres=postgres)
-    return write_new_rows(session, made)
-
-
-class NewRows(NamedTuple):
-    """`insert_rollups`'s rows, made before they are written (`new_rows`): SQLite's rows, or
-    PostgreSQL's ``COPY`` texts, hourly and daily."""
-
-    hours: list[tuple[Any, ...]] | str
-    days: list[tuple[Any, ...]] | str
-    hourly: int  # how many hourly rows
-
-
-def new_rows(
-    scope: TenantScope,
-    partials: Sequence[tuple[str, str, datetime, GroupKey, Partial]],
-    *,
-    sealed: datetime | None,
-    postgres: bool,
-) -> NewRows:
-    """The rows `insert_rollups` writes for `partials`, the days before `sealed` merged into
-    daily rows as well."""
-    instant = _instants()
-    hours: list[tuple[Any, ...]] = []
-    days: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
-    for customer_id, meter_code, hour_at, group, partial in partials:
-        key = (customer_id, meter_code, hour_at, group)
-        hours.append(_rollup_row(scope, key, partial, instant))
-        if sealed is not None and hour_at < sealed:
-            _merge_into(days, (customer_id, meter_code, day_of(hour_at), group), partial)
-    daily = [_rollup_row(scope, key, partial, instant) for key, partial in days.items()]
-    if not postgres:
-        return NewRows(hours, daily, len(hours))
-    return NewRows(_copy_rows(hours), _copy_rows(daily), len(hours))
-
-
-def _copy_rows(rows: list[tuple[Any, ...]]) -> str:
-    """Rows as ``COPY``'s text."""
-    if not rows:
-        return ""
-    return copy_text(
-        [
-            copy_column([None if v is None else str(v) for v in column])
-            for column in zip(*rows, strict=True)
-        ]
-    )
-
-
-def write_new_rows(session: Session, rows: NewRows) -> int:
-    """Write rows made by `new_rows` (their keys not stored); how many hourly rows."""
-    dbapi: Any = session.connection().connection.dbapi_connection
-    if isinstance(rows.hours, str):
-        with dbapi.cursor() as cursor:
-            for table, columns, text in (
-                (_HOURLY.table, _ROLLUP_COLUMNS, rows.hours),
-                (_DAILY.table, _DAILY_COLUMNS, rows.days),
-            ):
-                if text:
-                    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                        copy.write(text)
-    else:
-        cursor = dbapi.cursor()
-        try:
-            cursor.executemany(_HOURLY.insert, rows.hours)
-            cursor.executemany(_DAILY.insert, rows.days)
-        finally:
-            cursor.close()
-    return rows.hourly
 
 
 def sealed_before(session: Session) -> datetime | None:
@@ -257,26 +164,26 @@ def add_rollups(
     merged: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
     for customer_id, meter_code, hour_at, key, partial in partials:
         at = (customer_id, meter_code, hour_at, key)
-        _merge_into(merged, at, partial)
+        merge_into(merged, at, partial)
     if not merged:
         return 0
     dbapi: Any = session.connection().connection.dbapi_connection
     if session.get_bind().dialect.name == "postgresql":
         _merge_rollups_postgres(session, dbapi, scope, merged)
     else:
-        _merge_rollups_sqlite(dbapi, scope, merged, _HOURLY)
+        _merge_rollups_sqlite(dbapi, scope, merged, HOURLY)
         sealed = _sealed_before(dbapi)
         if sealed is not None and min(hour for _, _, hour, _ in merged) < sealed:
             days: dict[tuple[str, str, datetime, GroupKey], Partial] = {}
             for (customer_id, meter_code, hour_at, key), partial in merged.items():
                 if hour_at < sealed:
                     at = (customer_id, meter_code, day_of(hour_at), key)
-                    _merge_into(days, at, partial)
-            _merge_rollups_sqlite(dbapi, scope, days, _DAILY)
+                    merge_into(days, at, partial)
+            _merge_rollups_sqlite(dbapi, scope, days, DAILY)
     return len(merged)
 
 
-def _merge_into(merged: dict[Any, Partial], key: Any, partial: Partial) -> None:
+def merge_into(merged: dict[Any, Partial], key: Any, partial: Partial) -> None:
     """Merge `partial` into ``merged[key]`` (`Partial.merge`), or put it there."""
     current = merged.get(key)
     merged[key] = partial if current is None else current.merge(partial)
@@ -306,7 +213,7 @@ def _seal(dbapi: Any, postgres: bool) -> datetime | None:
     return _utc(row[0]) if postgres else stored_instant(row[0])
 
 
-def _rollup_row(
+def rollup_row(
     scope: TenantScope,
     key: tuple[str, str, datetime, GroupKey],
     p: Partial,
@@ -345,7 +252,7 @@ def _rollup_values(p: Partial, instant: Callable[[datetime], str]) -> tuple[Any,
     )
 
 
-def _instants() -> Callable[[datetime], str]:
+def instants() -> Callable[[datetime], str]:
     texts: dict[datetime, str] = {}
 
     def instant(at: datetime) -> str:
@@ -363,15 +270,15 @@ def _merge_rollups_postgres(
     scope: TenantScope,
     merged: dict[tuple[str, str, datetime, GroupKey], Partial],
 ) -> None:
-    instant = _instants()
-    rows = [_rollup_row(scope, key, partial, instant) for key, partial in merged.items()]
+    instant = instants()
+    rows = [rollup_row(scope, key, partial, instant) for key, partial in merged.items()]
     columns = [
         copy_column([None if value is None else str(value) for value in column])
         for column in zip(*rows, strict=True)
     ]
     with dbapi.cursor() as cursor:
         _stage(session, cursor, "rollup_staging", _ROLLUP_STAGING)
-        with cursor.copy(f"COPY rollup_staging ({_ROLLUP_COLUMNS}) FROM STDIN") as copy:
+        with cursor.copy(f"COPY rollup_staging ({ROLLUP_COLUMNS}) FROM STDIN") as copy:
             copy.write(copy_text(columns))
         cursor.execute(_ROLLUP_MERGE, (min(hour for _, _, hour, _ in merged),))
         if cursor.fetchone()[0]:  # a round's hours before the seal: their days' rows too
@@ -384,7 +291,7 @@ def _merge_rollups_sqlite(
     merged: dict[tuple[str, str, datetime, GroupKey], Partial],
     level: _Level,
 ) -> None:
-    instant = _instants()
+    instant = instants()
     keys = [(_rollup_key(scope, key, instant), fresh) for key, fresh in merged.items()]
     cursor = dbapi.cursor()
     try:
@@ -434,70 +341,3 @@ def _decimal_text(value: Decimal) -> str:
     if not value.is_finite():
         raise ValueError(f"ExactDecimal refuses {value}")
     return format(value, "f")
-
-
-def read_rollups(
-    session: Session,
-    scope: TenantScope,
-    customer_id: str,
-    meter_code: str,
-    *,
-    from_hour: datetime | None,
-    to_hour: datetime,
-) -> list[tuple[datetime, GroupKey, Partial]]:
-    """The partials of hours in ``[from_hour, to_hour)`` (every hour before when from is None)."""
-    r = UsageRollupRow
-    statement = select(
-        r.hour_at,
-        r.group_key,
-        r.event_count,
-        r.value_count,
-        r.value_sum,
-        r.value_min,
-        r.value_max,
-        r.latest_value,
-        r.latest_at,
-        r.latest_seq,
-    ).where(
-        r.tenant_id == scope.tenant_id,
-        r.mode == scope.mode,
-        r.customer_id == customer_id,
-        r.meter_code == meter_code,
-        r.hour_at < to_hour,
-    )
-    if from_hour is not None:
-        statement = statement.where(r.hour_at >= from_hour)
-    out = []
-    for row in session.execute(statement):
-        key: GroupKey = tuple(json.loads(row.group_key))
-        partial = Partial(
-            int(row.event_count),
-            int(row.value_count),
-            Decimal(row.value_sum),
-            row.value_min,
-            row.value_max,
-            row.latest_value,
-            row.latest_at,
-            int(row.latest_seq),
-        )
-        out.append((row.hour_at, key, partial))
-    return out
-
-
-def delete_rollups(
-    session: Session, scope: TenantScope, meter_code: str | None, since: datetime | None
-) -> None:
-    """Drop rollups (of one meter, from the UTC midnight `since`), hourly and daily alike."""
-    assert since is None or since == day_of(since), "whole days: a daily row is all or nothing"
-    for table, at in (
-        (UsageRollupRow, UsageRollupRow.hour_at),
-        (DailyRollupRow, DailyRollupRow.day_at),
-    ):
-        statement = delete(table).where(
-            table.tenant_id == scope.tenant_id, table.mode == scope.mode
-        )
-        if meter_code is not None:
-            statement = statement.where(table.meter_code == meter_code)
-        if since is not None:
-            statement = statement.where(at >= since)
-        session.execute(statement)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import event_reads, rollup_store
+from ratecard.adapters.db import event_reads, rollup_rows, rollup_store
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
@@ -288,17 +288,17 @@ def rebuild_rollups(
     whole) and rebuild them from raw events; return the number of hourly rows written.
 
     The events are read a customer after another (`event_reads.meter_events`), and the rows
-    are written with plain inserts (`rollup_store.insert_rollups`), a few customers' rows at a
+    are written with plain inserts (`rollup_rows.insert_rollups`), a few customers' rows at a
     time (`rollup_chunks`): the keys are new, so nothing is read back or merged."""
     since_hour = rollup_store.day_of(since) if since is not None else None
-    rollup_store.delete_rollups(session, scope, meter.code, since_hour)
+    rollup_rows.delete_rollups(session, scope, meter.code, since_hour)
     spec = meter_spec(meter)
     if not decomposable(spec):
         return 0
     events = event_reads.meter_events(session, scope, meter.code, since=since_hour)
     with closing(events):  # its server-side cursor closed before the connection goes
         return sum(
-            rollup_store.insert_rollups(session, scope, chunk)
+            rollup_rows.insert_rollups(session, scope, chunk)
             for chunk in rollup_chunks(spec, meter.code, events)
         )
 
@@ -311,7 +311,7 @@ def rollup_chunks(
 ) -> Iterator[list[RollupPartial]]:
     """The rollup partials of a meter's events given in (customer, time, arrival) order, in
     chunks of at least `_FLUSH_EVERY` (the last may be smaller), each customer's partials in
-    one chunk (so its sealed days' rows are whole: `rollup_store.insert_rollups`)."""
+    one chunk (so its sealed days' rows are whole: `rollup_rows.insert_rollups`)."""
     pending: list[RollupPartial] = []
     bucket: list[tuple[Event, int]] = []
     current: tuple[str, datetime] | None = None

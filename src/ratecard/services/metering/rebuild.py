@@ -14,7 +14,7 @@ outside any lock, in three steps:
    ``seq``), the highest ``seq`` of the tenant's events: `Prepared.last_seq`.
 2. **The reading.** In a read transaction of its own, taking no lock: the meter's counted events
    up to that ``seq``, rolled up under the new definition into the rows the store will hold
-   (`rollup_store.new_rows`: hourly rows, and daily ones for the days sealed then), spilled to
+   (`rollup_rows.new_rows`: hourly rows, and daily ones for the days sealed then), spilled to
    a temporary file a few customers' rows at a time; and the ``seq`` of its events then held.
 3. **The swap** (`Prepared.finish`, called by `meters.redefine` under the meter's lock, in the
    request's transaction): the old rollups dropped, the prepared rows written as they are
@@ -41,7 +41,7 @@ from typing import IO
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import event_reads, rollup_store
+from ratecard.adapters.db import event_reads, rollup_rows, rollup_store
 from ratecard.adapters.db.engine import READ_ONLY
 from ratecard.adapters.db.models import MeterRow
 from ratecard.adapters.db.scope import TenantScope
@@ -82,11 +82,11 @@ class Prepared:
         session, scope = uow.session, uow.scope
         # The drop first: from it on no sealing can run (PostgreSQL: it waits for one under
         # way, whose daily rows it then drops too), so the seal read next stays.
-        rollup_store.delete_rollups(session, scope, row.code, None)
+        rollup_rows.delete_rollups(session, scope, row.code, None)
         if rollup_store.sealed_before(session) != self.sealed:  # a day was sealed meanwhile
             self.close()
             return rebuild_rollups(session, scope, row)
-        written = sum(rollup_store.write_new_rows(session, rows) for rows in self._read())
+        written = sum(rollup_rows.write_new_rows(session, rows) for rows in self._read())
         self.close()
         late = event_reads.counted_since(session, scope, row.code, self.last_seq, self.held)
         spec = meter_spec(row)
@@ -98,11 +98,11 @@ class Prepared:
         """Drop the rows read (`finish` does, and so does whoever gives up on them)."""
         self.spill.close()
 
-    def _write(self, rows: rollup_store.NewRows) -> None:
+    def _write(self, rows: rollup_rows.NewRows) -> None:
         pickle.dump(rows, self.spill, protocol=pickle.HIGHEST_PROTOCOL)
         self.chunks += 1
 
-    def _read(self) -> Iterator[rollup_store.NewRows]:
+    def _read(self) -> Iterator[rollup_rows.NewRows]:
         self.spill.seek(0)
         for _ in range(self.chunks):
             yield pickle.load(self.spill)
@@ -175,7 +175,7 @@ def _read_into(
         with closing(events):  # its server-side cursor closed before the connection goes
             for chunk in rollup_chunks(spec, code, events):
                 prepared._write(
-                    rollup_store.new_rows(scope, chunk, sealed=prepared.sealed, postgres=postgres)
+                    rollup_rows.new_rows(scope, chunk, sealed=prepared.sealed, postgres=postgres)
                 )
 
 

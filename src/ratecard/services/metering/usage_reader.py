@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from ratecard.adapters.db import event_reads, rollup_store, usage_reads
+from ratecard.adapters.db import event_reads, rollup_rows, usage_reads
 from ratecard.adapters.db.models import (
     CustomerRow,
     MeterRow,
@@ -273,7 +273,7 @@ class UsageReader:
             per_bucket[index][key] = partial if current is None else current.merge(partial)
 
         full_from, full_to = _ceil_hour(period.start_at), hour_of(period.end_at)
-        for hour_at, key, partial in rollup_store.read_rollups(
+        for hour_at, key, partial in rollup_rows.read_rollups(
             self.session, self.scope, customer_id, code, from_hour=full_from, to_hour=full_to
         ):
             add(hour_at, key, partial)
