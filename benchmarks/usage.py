@@ -376,7 +376,13 @@ def _renewed(sessions: Any, scope: TenantScope, ids: list[str], rounds: int) -> 
     usage = UsageService(sessions, FixedClock(RENEWAL + timedelta(days=10)))
     (report,) = usage.customer_usage(scope, ids[0])
     assert report.period.start_at == RENEWAL, report.period
-    rng = random.Random(7)
+    return _reports(usage, scope, ids, rounds, random.Random(7))
+
+
+def _reports(
+    usage: UsageService, scope: TenantScope, ids: list[str], rounds: int, rng: random.Random
+) -> list[float]:
+    """Time `rounds` reports of random customers, after `WARM` reads."""
     for customer in ids[:WARM]:
         usage.customer_usage(scope, customer)
     timings = []
@@ -408,14 +414,7 @@ def _customer_usage(
     }
     assert {m.meter_code: m.quantity for m in report.meters} == expected
     rng = random.Random(5)
-    for customer in ids[:WARM]:
-        usage.customer_usage(scope, customer)
-    service = []
-    for _ in range(rounds):
-        customer = ids[rng.randrange(len(ids))]
-        t0 = time.perf_counter()
-        usage.customer_usage(scope, customer)
-        service.append(time.perf_counter() - t0)
+    service = _reports(usage, scope, ids, rounds, rng)
     key = TenancyService(sessions, clock).create_api_key(
         scope.tenant_id, Mode.LIVE, Role.READ_ONLY, actor="bench"
     )
