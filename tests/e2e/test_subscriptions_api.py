@@ -8,7 +8,7 @@ from typing import Any
 from ratecard.core.billing import BillingConventions
 from ratecard.core.money import RoundingMode
 from ratecard.core.proration import ProrationMethod, ProrationPolicy
-from ratecard.core.subscriptions import PlanRef
+from ratecard.core.subscription_model import PlanRef
 from ratecard.services import rating
 from ratecard.services.catalog import PlanInput, document_of
 from ratecard.services.plan_documents import load_plan

@@ -21,7 +21,7 @@ from ratecard.core.errors import NotFound
 from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Period
 from ratecard.core.proration import ProrationPolicy
-from ratecard.core.subscriptions import PlanRef
+from ratecard.core.subscription_model import PlanRef
 from ratecard.services.metering.meters import redefine_meter
 from ratecard.services.metering.priced_usage import plan_of
 from ratecard.services.metering.usage_reader import Granularity, UsageReader

@@ -24,7 +24,7 @@ from ratecard.core.money import RoundingMode
 from ratecard.core.periods import Interval, IntervalUnit, Period
 from ratecard.core.pricing import Usage
 from ratecard.core.proration import ProrationMethod, ProrationPolicy
-from ratecard.core.subscriptions import Effective, PlanRef
+from ratecard.core.subscription_model import Effective, PlanRef
 from ratecard.services.rating import (
     Action,
     ChangeSpec,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ratecard.core.errors import ErrorCode, InvalidTransition, ValidationFailed
 from ratecard.core.periods import Interval, IntervalUnit, Period, local_midnight
-from ratecard.core.subscriptions import (
+from ratecard.core.subscription_model import (
     IN_EFFECT,
     Cancel,
     ChangePlan,
@@ -30,8 +30,8 @@ from ratecard.core.subscriptions import (
     Start,
     Status,
     Terms,
-    run,
 )
+from ratecard.core.subscriptions import run
 
 MONTHLY = Interval(IntervalUnit.MONTH)
 A, B = PlanRef("A", 1), PlanRef("B", 1)

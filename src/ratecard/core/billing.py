@@ -50,7 +50,8 @@ from ratecard.core.money import Currency, Money, RoundingMode, currency
 from ratecard.core.periods import Period, calendar_period, period_containing
 from ratecard.core.pricing import Rating, Usage, rate
 from ratecard.core.proration import ProrationMethod, ProrationPolicy, measure, proration_fraction
-from ratecard.core.subscriptions import MomentKind, Segment, Status, Timeline
+from ratecard.core.subscription_model import MomentKind, Segment, Status
+from ratecard.core.subscriptions import Timeline
 
 #: Statuses whose time is paid for; trialing and paused time is free.
 BILLABLE = frozenset({Status.ACTIVE, Status.PAST_DUE})

@@ -28,7 +28,7 @@ from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.aggregation import MAX_ROUNDING_PRECISION
 from ratecard.core.errors import Conflict, ErrorCode
 from ratecard.core.money import RoundingMode
-from ratecard.core.subscriptions import ACCRUING
+from ratecard.core.subscription_model import ACCRUING
 from ratecard.services.common import Code, Input, commit_unique, exists
 from ratecard.services.metering import meters, rebuild
 from ratecard.services.metering.lifecycle import release_held

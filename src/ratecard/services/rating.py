@@ -29,7 +29,7 @@ from ratecard.core.errors import ErrorCode, Problem, ValidationFailed
 from ratecard.core.invoicing import InvoiceLine, LineKind
 from ratecard.core.periods import add_interval
 from ratecard.core.pricing import Usage
-from ratecard.core.subscriptions import (
+from ratecard.core.subscription_model import (
     Cancel,
     ChangePlan,
     ChangeQuantity,
@@ -41,9 +41,8 @@ from ratecard.core.subscriptions import (
     Resume,
     Start,
     Terms,
-    Timeline,
-    run,
 )
+from ratecard.core.subscriptions import Timeline, run
 
 
 class Action(StrEnum):

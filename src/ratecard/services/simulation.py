@@ -38,7 +38,7 @@ from ratecard.core.money import Money, currency
 from ratecard.core.periods import Period
 from ratecard.core.pricing import Usage
 from ratecard.core.proration import ProrationMethod, ProrationPolicy
-from ratecard.core.subscriptions import Effective, PlanRef
+from ratecard.core.subscription_model import Effective, PlanRef
 from ratecard.core.tax import TaxRate, TaxRounding, decide_vat
 from ratecard.services.plan_documents import load_plan
 from ratecard.services.rating import (

@@ -27,7 +27,7 @@ from ratecard.adapters.db.repositories import PlanVersionRepository
 from ratecard.adapters.db.scope import TenantScope
 from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.catalog import Plan
-from ratecard.core.subscriptions import ACCRUING, Effective, PlanRef, Subscription
+from ratecard.core.subscription_model import ACCRUING, Effective, PlanRef, Subscription
 from ratecard.services import rating
 from ratecard.services.catalog import plan_of
 from ratecard.services.customers import (

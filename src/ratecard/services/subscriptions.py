@@ -30,7 +30,7 @@ from ratecard.adapters.db.uow import UnitOfWork
 from ratecard.core.billing import Draft
 from ratecard.core.errors import ErrorCode, Problem, RatecardError, ValidationFailed
 from ratecard.core.invoicing import InvoiceLine, LineKind
-from ratecard.core.subscriptions import IN_EFFECT, Effective, PlanRef
+from ratecard.core.subscription_model import IN_EFFECT, Effective, PlanRef
 from ratecard.services import rating
 from ratecard.services.catalog import sellable_version
 from ratecard.services.common import (

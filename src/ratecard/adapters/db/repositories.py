@@ -36,7 +36,7 @@ from ratecard.adapters.db.models import (
 )
 from ratecard.adapters.db.scope import Mode, Role, TenantScope, new_id
 from ratecard.core.errors import NotFound
-from ratecard.core.subscriptions import ACCRUING
+from ratecard.core.subscription_model import ACCRUING
 
 RowT = TypeVar("RowT", bound=TenantScoped)
 

@@ -44,7 +44,7 @@ from ratecard.core.invoicing import InvoiceLine, LineKind, make_line
 from ratecard.core.money import RoundingMode, currency
 from ratecard.core.periods import Period
 from ratecard.core.pricing import Usage, rate
-from ratecard.core.subscriptions import ACCRUING
+from ratecard.core.subscription_model import ACCRUING
 from ratecard.services.metering.usage_reader import UsageReader
 from ratecard.services.plan_documents import load_plan
 

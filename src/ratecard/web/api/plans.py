@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from ratecard.adapters.db.models import PlanRow, PlanVersionRow
 from ratecard.adapters.db.uow import UnitOfWork
-from ratecard.core.subscriptions import Effective
+from ratecard.core.subscription_model import Effective
 from ratecard.services import catalog, subscriptions
 from ratecard.services.common import Input, paginate
 from ratecard.web.api.common import Limit, ListPage, StartingAfter, page_of
